@@ -1,0 +1,30 @@
+"""gpuinfer: an ONNX inference runtime that plans where every intermediate tensor lives.
+
+CuPy on CUDA GPUs, numpy on the CPU; four memory modes (``per_tensor``, ``reduce``, ``reuse``,
+``arena``) switchable per session, with measured peaks.
+"""
+from gpuinfer.errors import (
+    DataRemovedError,
+    DeviceMemoryError,
+    DeviceUnavailableError,
+    GpuinferError,
+    InputError,
+    InvalidModelError,
+    MemoryLimitError,
+    ModelLoadError,
+    NodeExecutionError,
+    UnsupportedOpError,
+)
+from gpuinfer import ops as _ops  # noqa: F401  (registers every kernel)
+from gpuinfer.plan import MODES as _MODES
+from gpuinfer.report.memory_report import MemoryReport
+from gpuinfer.runtime.session import InferenceSession
+
+__version__ = "0.1.0"
+MEMORY_MODES = tuple(_MODES)
+
+__all__ = [
+    "DataRemovedError", "DeviceMemoryError", "DeviceUnavailableError", "GpuinferError", "InferenceSession",
+    "InputError", "InvalidModelError", "MEMORY_MODES", "MemoryLimitError", "MemoryReport", "ModelLoadError",
+    "NodeExecutionError", "UnsupportedOpError", "__version__",
+]

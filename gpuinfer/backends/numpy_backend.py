@@ -1,0 +1,37 @@
+"""The CPU backend: numpy arrays, buffers from ``np.empty`` (which ``tracemalloc`` sees)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+BASE_ALIGNMENT = 64  # cache line; numpy's own allocations only promise 16
+
+
+class NumpyBackend:
+    name = "cpu"
+    xp = np
+
+    def raw(self, nbytes: int) -> np.ndarray:
+        block = np.empty(nbytes + BASE_ALIGNMENT, dtype=np.uint8)
+        start = (-block.ctypes.data) % BASE_ALIGNMENT
+        return block[start:start + nbytes]
+
+    def view(self, raw: np.ndarray, offset: int, shape: tuple, dtype: Any) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        count = 1
+        for d in shape:
+            count *= int(d)
+        return raw[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
+
+    def to_device(self, array: np.ndarray) -> np.ndarray:
+        return array
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return np.asarray(array)
+
+    def is_array(self, x: Any) -> bool:
+        return isinstance(x, np.ndarray)
+
+    def synchronize(self) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""Loading ONNX models into the graph the planner and executor use."""

@@ -1,0 +1,199 @@
+"""Load an ONNX model into a ``Graph``: check, infer shapes, order, fold constants, record lifetimes.
+
+Everything here runs once per session; nothing it folds is ever recomputed per run or counted
+as an intermediate.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from gpuinfer.errors import GpuinferError, InvalidModelError, UnsupportedOpError
+from gpuinfer.graph.attributes import attribute_value, outer_scope_reads, subgraph_attributes
+from gpuinfer.graph.ir import Graph, Node, Value
+from gpuinfer.graph.read import ModelSource, read_model
+from gpuinfer.graph.toposort import topological_order
+from gpuinfer.graph.types import collect_value_types, is_static, type_shape
+from gpuinfer.ops.context import StandaloneContext
+from gpuinfer.ops.registry import lookup
+
+# Ops whose result must not be computed once at load even when their inputs are constant.
+NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
+
+
+def load_graph(source: ModelSource) -> tuple[Graph, onnx.ModelProto]:
+    """Read, check and build a model; returns the graph and the checked ModelProto."""
+    model = read_model(source)
+    opsets = model_opsets(model)
+    missing = unsupported_ops(model.graph, opsets)
+    if missing:
+        raise UnsupportedOpError(missing)
+    types = collect_value_types(infer_shapes(model).graph)
+    graph = build_graph(model.graph, opsets, types, {}, set())
+    return graph, model
+
+
+def model_opsets(model: onnx.ModelProto) -> dict[str, int]:
+    """domain -> opset version; refuses opsets newer than the installed onnx defines."""
+    opsets: dict[str, int] = {}
+    for imp in model.opset_import:
+        domain = "" if imp.domain in ("", "ai.onnx") else imp.domain
+        opsets[domain] = int(imp.version)
+    newest = onnx.defs.onnx_opset_version()
+    if opsets.get("", 0) > newest:
+        raise InvalidModelError(f"model uses opset {opsets['']} of the default domain; "
+                                f"gpuinfer supports opsets up to {newest}")
+    if "" not in opsets and model.ir_version < 3:
+        opsets[""] = 1
+    return opsets
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference with shape-data propagation; the raw model if inference fails."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return model
+
+
+def unsupported_ops(graph: onnx.GraphProto, opsets: dict[str, int]) -> list[tuple[str, str, str, int]]:
+    """Every node (subgraphs included) with no kernel at the model's opset, as (domain, op, node, opset)."""
+    missing = []
+    for i, node in enumerate(graph.node):
+        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        opset = opsets.get(domain, 0)
+        if lookup(node.op_type, opset, domain) is None:
+            missing.append((domain, node.op_type, node.name or f"#{i}", opset))
+        for sub in subgraph_attributes(node):
+            missing.extend(unsupported_ops(sub, opsets))
+    return missing
+
+
+def build_graph(proto: onnx.GraphProto, opsets: dict[str, int], types: dict,
+                outer_constants: dict[str, np.ndarray], outer_names: set[str]) -> Graph:
+    """Build one (sub)graph; ``outer_*`` describe the enclosing scopes it may read."""
+    constants = _initializers(proto)
+    inputs = [i.name for i in proto.input if i.name not in constants]
+    raw = list(proto.node)
+    names = [n.name or f"{n.op_type}#{i}" for i, n in enumerate(raw)]
+    outer_reads_of = [sorted(set().union(*[outer_scope_reads(g) for g in subgraph_attributes(n)]))
+                      for n in raw]
+    available = set(inputs) | set(constants) | outer_names
+    order = topological_order([list(n.input) + reads for n, reads in zip(raw, outer_reads_of)],
+                              [list(n.output) for n in raw], available, names)
+    scope_names = available | {o for n in raw for o in n.output if o}
+    visible_constants = {**outer_constants}
+
+    nodes: list[Node] = []
+    for idx in order:
+        proto_node = raw[idx]
+        domain = "" if proto_node.domain in ("", "ai.onnx") else proto_node.domain
+        opset = opsets.get(domain, 0)
+        spec = lookup(proto_node.op_type, opset, domain)
+        visible_constants.update(constants)
+
+        def compile_sub(g: onnx.GraphProto) -> Graph:
+            return build_graph(g, opsets, types, dict(visible_constants), scope_names)
+
+        try:
+            attrs = {a.name: attribute_value(a, compile_sub) for a in proto_node.attribute}
+        except GpuinferError:
+            raise
+        except Exception as exc:
+            raise InvalidModelError(f"node {names[idx]!r} ({proto_node.op_type}) has an unreadable "
+                                    f"attribute: {exc}") from None
+        node = Node(len(nodes), names[idx], proto_node.op_type, domain, opset, list(proto_node.input),
+                    list(proto_node.output), attrs, spec, proto_node, outer_reads_of[idx])
+        folded = _try_fold(node, {**visible_constants, **constants}, types)
+        if folded is None:
+            nodes.append(node)
+        else:
+            constants.update(folded)
+
+    graph_outputs = [o.name for o in proto.output]
+    constants = _prune_constants(constants, nodes, graph_outputs)
+    graph = Graph(proto.name, nodes, inputs, graph_outputs, constants, {}, opsets)
+    graph.outer_reads = sorted(outer_scope_reads(proto))
+    for i in proto.input:
+        if i.name in inputs:
+            graph.input_dims[i.name], graph.input_dtypes[i.name] = type_shape(i.type)
+    _record_values(graph, types)
+    return graph
+
+
+def _initializers(proto: onnx.GraphProto) -> dict[str, np.ndarray]:
+    constants = {}
+    for tensor in proto.initializer:
+        try:
+            constants[tensor.name] = numpy_helper.to_array(tensor)
+        except Exception as exc:
+            raise InvalidModelError(f"initializer {tensor.name!r} cannot be read: {exc}") from None
+    for sparse in proto.sparse_initializer:
+        values = numpy_helper.to_array(sparse.values)
+        indices = numpy_helper.to_array(sparse.indices)
+        dense = np.zeros(int(np.prod(sparse.dims)), dtype=values.dtype)
+        flat = indices if indices.ndim == 1 else np.ravel_multi_index(indices.T, tuple(sparse.dims))
+        dense[flat] = values
+        constants[sparse.values.name] = dense.reshape(tuple(sparse.dims))
+    return constants
+
+
+def _try_fold(node: Node, constants: dict[str, np.ndarray], types: dict) -> Optional[dict]:
+    """The node's outputs if it can be computed now from constants (or static shapes), else None."""
+    if node.op_type in NOT_FOLDABLE or node.outer_reads or node.spec is None:
+        return None
+    args = []
+    for name in node.inputs:
+        if not name:
+            args.append(None)
+        elif name in constants:
+            args.append(constants[name])
+        elif node.spec.shape_only and is_static(types.get(name, (None, None))[0]):
+            shape, dtype = types[name]
+            args.append(np.broadcast_to(np.zeros((), dtype=dtype or np.float32), shape))
+        else:
+            return None
+    ctx = StandaloneContext(attrs=node.attrs, opset=node.opset, n_outputs=len(node.outputs),
+                            op_type=node.op_type, node_name=node.name)
+    try:
+        result = node.spec.kernel(ctx, *args)
+    except GpuinferError as exc:
+        raise InvalidModelError(f"{node.describe()} fails on its constant inputs: {exc}") from None
+    except Exception as exc:
+        raise InvalidModelError(f"{node.describe()} fails on its constant inputs: "
+                                f"{type(exc).__name__}: {exc}") from None
+    results = result if isinstance(result, (tuple, list)) else (result,)
+    return {name: np.asarray(value) for name, value in zip(node.outputs, results) if name}
+
+
+def _prune_constants(constants: dict, nodes: list[Node], outputs: list[str]) -> dict:
+    used = set(outputs)
+    for node in nodes:
+        used.update(node.inputs)
+        used.update(node.outer_reads)
+    return {k: v for k, v in constants.items() if k in used}
+
+
+def _record_values(graph: Graph, types: dict) -> None:
+    """Fill ``graph.values`` with producer, consumers and declared shape of every non-constant value."""
+    for name in graph.inputs:
+        shape, dtype = graph.input_dims.get(name), graph.input_dtypes.get(name)
+        graph.values[name] = Value(name, shape, dtype)
+    for node in graph.nodes:
+        for name in node.outputs:
+            if name:
+                shape, dtype = types.get(name, (None, None))
+                graph.values[name] = Value(name, shape, dtype, producer=node.step)
+    for node in graph.nodes:
+        for name in set(node.inputs) | set(node.outer_reads):
+            if name in graph.values:
+                graph.values[name].consumers.append(node.step)
+    for name in graph.outputs:
+        if name in graph.values:
+            graph.values[name].is_graph_output = True
+        elif name not in graph.constants and name not in graph.outer_reads:
+            raise InvalidModelError(f"graph output {name!r} is not produced by any node or input")

@@ -1,0 +1,76 @@
+"""Turn what the user passed (path, bytes, ModelProto) into a checked ``onnx.ModelProto``.
+
+Every way this can fail ends in a ``ModelLoadError`` or ``InvalidModelError`` that says what
+was wrong, never in a raw protobuf or OS error.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import onnx
+
+from gpuinfer.errors import InvalidModelError, ModelLoadError
+
+ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
+
+
+def read_model(source: ModelSource) -> onnx.ModelProto:
+    """Read and check a model; external data is loaded from beside the file."""
+    if isinstance(source, onnx.ModelProto):
+        model = source
+        where = "the ModelProto given"
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        model = _parse(bytes(source), "the bytes given")
+        where = "the bytes given"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        where = str(path)
+        if not path.exists():
+            raise ModelLoadError(f"model file not found: {path}")
+        if path.is_dir():
+            raise ModelLoadError(f"model path is a directory, not an ONNX file: {path}")
+        data = path.read_bytes()
+        if not data:
+            raise ModelLoadError(f"model file is empty: {path}")
+        model = _parse(data, str(path))
+        _load_external(model, path)
+    else:
+        raise ModelLoadError(f"cannot load a model from {type(source).__name__}; "
+                             "give a path, bytes or an onnx.ModelProto")
+    check_model(model, where)
+    return model
+
+
+def _parse(data: bytes, where: str) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-ish errors, ...
+        raise ModelLoadError(f"{where} is not an ONNX model (protobuf parse failed: {exc})") from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise ModelLoadError(f"{where} is not an ONNX model (no graph in it)")
+    return model
+
+
+def _load_external(model: onnx.ModelProto, path: Path) -> None:
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    tensors = [t for t in model.graph.initializer if uses_external_data(t)]
+    if not tensors:
+        return
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except (FileNotFoundError, OSError, onnx.checker.ValidationError) as exc:
+        raise ModelLoadError(f"external data of {path} could not be read: {exc}") from None
+
+
+def check_model(model: onnx.ModelProto, where: str = "model") -> None:
+    """Run the ONNX checker; its complaint becomes an ``InvalidModelError``."""
+    try:
+        if model.ByteSize() < 2**31 - 1:
+            onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidModelError(f"{where} fails the ONNX checker: {first}") from None

@@ -1,0 +1,64 @@
+"""Shapes of every value for one input-shape signature, before anything runs.
+
+The folded graph is written back out as a small ONNX graph with the inputs fixed to the
+signature's shapes (large constants become typed inputs so no weight bytes are copied) and
+ONNX shape inference, with shape-data propagation, fills in the rest.  Values it cannot pin
+down are left out: the pools serve them on the dynamic (reduce) path at run time.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from gpuinfer.graph.ir import Graph
+from gpuinfer.graph.types import collect_value_types, is_static
+
+SMALL_CONSTANT_BYTES = 4096  # constants this small stay as data so shape arithmetic can use them
+
+
+def static_value_types(graph: Graph, input_shapes: dict[str, tuple],
+                       input_dtypes: dict[str, np.dtype]) -> dict[str, tuple[tuple, np.dtype]]:
+    """name -> (static shape, dtype) for every node output whose shape inference can fix."""
+    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(input_dtypes[name])),
+                                            list(input_shapes[name]))
+              for name in graph.inputs]
+    initializers = []
+    for name, value in graph.constants.items():
+        if value.dtype.kind in "OUS":
+            continue
+        if value.nbytes <= SMALL_CONSTANT_BYTES:
+            initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        else:
+            inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
+                                                        list(value.shape)))
+    outputs = [onnx.ValueInfoProto(name=name) for name in graph.outputs]
+    proto = helper.make_graph([n.proto for n in graph.nodes], graph.name or "g", inputs, outputs,
+                              initializer=initializers)
+    opsets = [helper.make_opsetid(d, v) for d, v in graph.opsets.items()]
+    model = helper.make_model(proto, opset_imports=opsets)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return {}
+    types = collect_value_types(inferred.graph)
+    known = {}
+    for node in graph.nodes:
+        for name in node.outputs:
+            shape, dtype = types.get(name, (None, None))
+            if name and is_static(shape) and dtype is not None:
+                known[name] = (tuple(shape), dtype)
+    return known
+
+
+def signature_of(feeds: dict[str, np.ndarray], graph: Graph) -> tuple:
+    """The hashable input-shape signature plans are cached under."""
+    return tuple((name, tuple(feeds[name].shape), str(feeds[name].dtype)) for name in graph.inputs)
+
+
+def nbytes_of(shape: Optional[tuple], dtype: Optional[np.dtype]) -> Optional[int]:
+    if not is_static(shape) or dtype is None:
+        return None
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize

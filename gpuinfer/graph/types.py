@@ -1,0 +1,57 @@
+"""ONNX type and shape records turned into (shape tuple, numpy dtype) pairs."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import helper
+
+
+def np_dtype(elem_type: int) -> Optional[np.dtype]:
+    """The numpy dtype of an ONNX element type, or None where numpy has none (bfloat16, float8)."""
+    if elem_type == onnx.TensorProto.UNDEFINED:
+        return None
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        return None
+    return dtype if dtype.kind in "biufcUSO" and dtype.names is None else None
+
+
+def type_shape(type_proto: onnx.TypeProto) -> tuple[Optional[tuple], Optional[np.dtype]]:
+    """(shape, dtype) of a tensor type; dims are ints, symbolic names (str) or None."""
+    if not type_proto.HasField("tensor_type"):
+        return None, None
+    tensor = type_proto.tensor_type
+    dtype = np_dtype(tensor.elem_type)
+    if not tensor.HasField("shape"):
+        return None, dtype
+    dims = []
+    for d in tensor.shape.dim:
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims), dtype
+
+
+def is_static(shape: Optional[tuple]) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
+
+
+def collect_value_types(graph: onnx.GraphProto, into: Optional[dict] = None) -> dict:
+    """name -> (shape, dtype) for every typed value in a graph and its subgraphs."""
+    from gpuinfer.graph.attributes import subgraph_attributes
+
+    into = {} if into is None else into
+    for info in list(graph.input) + list(graph.value_info) + list(graph.output):
+        shape, dtype = type_shape(info.type)
+        if shape is not None or dtype is not None:
+            into[info.name] = (shape, dtype)
+    for node in graph.node:
+        for sub in subgraph_attributes(node):
+            collect_value_types(sub, into)
+    return into

@@ -1,0 +1,21 @@
+"""Op kernels, one module per op family; importing this package registers all of them."""
+from gpuinfer.ops import (  # noqa: F401  (imported for their @op registrations)
+    binary,
+    cast,
+    control,
+    conv,
+    elementwise,
+    indexing,
+    matmul,
+    norm,
+    pad,
+    pool,
+    reduce,
+    resize,
+    rnn,
+    shape,
+    softmax,
+)
+from gpuinfer.ops.registry import lookup, op, registered_ops
+
+__all__ = ["lookup", "op", "registered_ops"]

@@ -1,0 +1,80 @@
+"""What a kernel sees of the runtime: the array module, attributes, and where to write.
+
+Kernels never allocate large arrays themselves.  They ask ``ctx.out(i, shape, dtype)`` for the
+buffer of output ``i`` (the memory plan decides where it lives) and ``ctx.scratch(shape, dtype)``
+for temporaries that live for this one step; both are counted by the pool.  ``StandaloneContext``
+serves the same calls from plain ``xp.empty`` so kernels can be called and tested on their own.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+
+class OpContext:
+    """Base of the contexts kernels receive; subclasses decide where buffers come from."""
+
+    xp: Any = np
+    attrs: dict
+    opset: int = 1
+    node_name: str = ""
+    op_type: str = ""
+    n_outputs: int = 1
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        """Attribute ``name`` as a Python value (int, float, str, list, np.ndarray, Graph)."""
+        return self.attrs.get(name, default)
+
+    def wants(self, i: int) -> bool:
+        """Whether output ``i`` exists and is used (optional outputs may be omitted)."""
+        return i < self.n_outputs
+
+    def host(self, x: Any) -> Optional[np.ndarray]:
+        """``x`` as a numpy array on the host (for shape arguments, axes, pads, sizes, ...)."""
+        if x is None or isinstance(x, np.ndarray):
+            return x
+        if hasattr(x, "get"):
+            return x.get()
+        return np.asarray(x)
+
+    def out(self, i: int, shape: Sequence[int], dtype: Any) -> Any:
+        raise NotImplementedError
+
+    def scratch(self, shape: Sequence[int], dtype: Any) -> Any:
+        raise NotImplementedError
+
+    def run_graph(self, graph: Any, inputs: Sequence[Any]) -> list:
+        """Run a subgraph attribute (If/Loop/Scan body) with its formal inputs bound positionally.
+
+        Values of the enclosing scopes are visible to the subgraph as ONNX requires.
+        """
+        raise NotImplementedError
+
+
+class StandaloneContext(OpContext):
+    """A context with no pool and no plan: every buffer is a fresh ``xp.empty``.
+
+    Used for constant folding at load time and for testing kernels on their own.
+    """
+
+    def __init__(self, attrs: Optional[dict] = None, opset: int = 21, xp: Any = np,
+                 n_outputs: int = 1, op_type: str = "", node_name: str = "", runner: Any = None):
+        self.attrs = attrs or {}
+        self.opset = opset
+        self.xp = xp
+        self.n_outputs = n_outputs
+        self.op_type = op_type
+        self.node_name = node_name
+        self._runner = runner
+
+    def out(self, i: int, shape: Sequence[int], dtype: Any) -> Any:
+        return self.xp.empty(tuple(int(d) for d in shape), dtype=dtype)
+
+    def scratch(self, shape: Sequence[int], dtype: Any) -> Any:
+        return self.xp.empty(tuple(int(d) for d in shape), dtype=dtype)
+
+    def run_graph(self, graph: Any, inputs: Sequence[Any]) -> list:
+        if self._runner is None:
+            raise NotImplementedError("this context cannot run subgraphs")
+        return self._runner(graph, inputs)

@@ -1,0 +1,67 @@
+"""The op table: (domain, op type, since-version) -> kernel, filled by explicit ``@op`` decorators.
+
+A kernel is a plain function ``kernel(ctx, *inputs) -> array | tuple[array, ...]`` written once
+against ``ctx.xp`` (numpy or cupy).  Missing optional inputs arrive as ``None``.  The highest
+since-version not above the model's opset for that domain wins, as in the ONNX spec.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+Kernel = Callable[..., Any]
+# scratch(attrs, input_shapes, input_dtypes) -> [(shape, dtype), ...]: the op's one-step buffers.
+ScratchFn = Callable[[dict, list, list], list]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One registered implementation of an op, valid from ``since`` up to the next registration."""
+
+    domain: str
+    op_type: str
+    since: int
+    kernel: Kernel
+    inplace: bool = False  # output 0 may share the buffer of an input of the same size
+    scratch: Optional[ScratchFn] = None
+    shape_only: bool = False  # reads only shapes of its inputs (Shape, Size): inputs need no data
+
+
+_TABLE: dict[tuple[str, str], list[OpSpec]] = {}
+
+
+def op(op_type: str, since: int = 1, domain: str = "", *, inplace: bool = False,
+       scratch: Optional[ScratchFn] = None, shape_only: bool = False) -> Callable[[Kernel], Kernel]:
+    """Register ``kernel`` for ``op_type`` from opset ``since`` on.
+
+    ``inplace=True`` promises the kernel stays correct when its output buffer *is* one of its
+    inputs' buffers (same shape and dtype): the arena planner then may place them together.
+    """
+    if domain == "ai.onnx":
+        domain = ""
+
+    def register(kernel: Kernel) -> Kernel:
+        specs = _TABLE.setdefault((domain, op_type), [])
+        if any(s.since == since for s in specs):
+            raise RuntimeError(f"{op_type} since {since} registered twice")
+        specs.append(OpSpec(domain, op_type, since, kernel, inplace, scratch, shape_only))
+        specs.sort(key=lambda s: s.since)
+        return kernel
+
+    return register
+
+
+def lookup(op_type: str, opset: int, domain: str = "") -> Optional[OpSpec]:
+    """The spec in force for ``op_type`` at ``opset``, or None if gpuinfer lacks it."""
+    if domain == "ai.onnx":
+        domain = ""
+    best = None
+    for spec in _TABLE.get((domain, op_type), ()):
+        if spec.since <= opset:
+            best = spec
+    return best
+
+
+def registered_ops() -> list[tuple[str, str, int]]:
+    """Every (domain, op type, since) registered, for docs and coverage reports."""
+    return sorted((s.domain, s.op_type, s.since) for specs in _TABLE.values() for s in specs)

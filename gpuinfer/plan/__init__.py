@@ -1,0 +1,62 @@
+"""Memory planning: lifetimes in, a verified-by-construction ``MemoryPlan`` out.
+
+Each mode is one module exposing one pure function
+``plan(lifetimes, inplace_pairs) -> (block sizes, placements, in-place map)``; a new mode is a new
+file and one line in ``MODES``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from gpuinfer.graph.ir import Graph
+from gpuinfer.plan.arena import plan_arena
+from gpuinfer.plan.lifetimes import Lifetime, graph_lifetimes, lower_bound
+from gpuinfer.plan.per_tensor import plan_per_tensor
+from gpuinfer.plan.plan import ALIGNMENT, MemoryPlan, Placement
+from gpuinfer.plan.reduce import plan_reduce
+from gpuinfer.plan.reuse import plan_reuse
+from gpuinfer.plan.verify import PlanVerificationError, verify_plan
+
+Planner = Callable[[list, list], tuple]
+
+MODES: dict[str, Planner] = {
+    "per_tensor": plan_per_tensor,
+    "reduce": plan_reduce,
+    "reuse": plan_reuse,
+    "arena": plan_arena,
+}
+
+
+def inplace_pairs(graph: Graph, lifetimes: dict[str, Lifetime]) -> list[tuple[str, str]]:
+    """(output, input) pairs where an in-place-safe op may write over an input that dies there."""
+    pairs = []
+    taken: set[str] = set()
+    for node in graph.nodes:
+        if node.spec is None or not node.spec.inplace or not node.outputs or not node.outputs[0]:
+            continue
+        out = lifetimes.get(node.outputs[0])
+        if out is None or out.kind != "value":
+            continue
+        for name in node.inputs:
+            inp = lifetimes.get(name)
+            if (inp is not None and inp.kind == "value" and inp.last == node.step
+                    and inp.nbytes == out.nbytes and name not in taken):
+                pairs.append((out.key, name))
+                taken.add(name)
+                break
+    return pairs
+
+
+def make_plan(graph: Graph, types: dict, mode: str, keep: frozenset = frozenset()) -> MemoryPlan:
+    """Plan ``graph`` for one signature (``types``: static shapes known ahead) under ``mode``."""
+    records, dynamic = graph_lifetimes(graph, types, keep)
+    lifetimes = {l.key: l for l in records}
+    placeable = [l for l in records if l.kind != "output"]
+    pairs = inplace_pairs(graph, lifetimes) if mode == "arena" else []
+    blocks, placements, inplace = MODES[mode](placeable, pairs)
+    return MemoryPlan(mode, len(graph.nodes), lifetimes, placements, blocks, inplace, dynamic,
+                      lower_bound(records, len(graph.nodes)))
+
+
+__all__ = ["ALIGNMENT", "Lifetime", "MODES", "MemoryPlan", "Placement", "PlanVerificationError",
+           "inplace_pairs", "lower_bound", "make_plan", "verify_plan"]

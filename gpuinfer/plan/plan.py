@@ -1,0 +1,46 @@
+"""The memory plan: where each placed tensor lives, as (block, offset) pairs over lifetimes.
+
+A plan is data only.  Planners make it (pure functions of lifetimes), the verifier proves it,
+and a pool turns it into buffers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gpuinfer.plan.lifetimes import Lifetime
+
+ALIGNMENT = 256  # bytes; offsets in a block are multiples of this (GPU-friendly, SIMD-friendly)
+
+
+def align(n: int, to: int = ALIGNMENT) -> int:
+    return (n + to - 1) // to * to
+
+
+@dataclass(frozen=True)
+class Placement:
+    block: int
+    offset: int
+
+
+@dataclass
+class MemoryPlan:
+    """Where every planned tensor of one input-shape signature lives.
+
+    ``lifetimes`` holds every counted tensor (placed, output and scratch); ``placements`` only the
+    placed ones.  ``inplace[v] = u`` records that value ``v`` takes over the buffer of ``u``, which
+    dies at the step ``v`` is produced.  ``dynamic`` lists values whose shape was unknown ahead
+    of the run; pools serve them on the reduce path.
+    """
+
+    mode: str
+    steps: int
+    lifetimes: dict[str, Lifetime]
+    placements: dict[str, Placement] = field(default_factory=dict)
+    blocks: list[int] = field(default_factory=list)
+    inplace: dict[str, str] = field(default_factory=dict)
+    dynamic: list[str] = field(default_factory=list)
+    lower_bound_bytes: int = 0
+
+    @property
+    def planned_bytes(self) -> int:
+        return sum(self.blocks)

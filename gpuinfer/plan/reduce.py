@@ -1,0 +1,12 @@
+"""``reduce`` (ailia's "reduce interstage"): nothing planned; allocate when produced, free after last use.
+
+Every tensor takes the pool's dynamic path, so memory tracks what is alive step by step, at the
+price of one allocator call per tensor per run.
+"""
+from __future__ import annotations
+
+from gpuinfer.plan.lifetimes import Lifetime
+
+
+def plan_reduce(lifetimes: list[Lifetime], inplace_pairs: list[tuple[str, str]]):
+    return [], {}, {}

@@ -1,0 +1,35 @@
+"""``reuse`` (ailia's "reuse interstage"): tensors of one shape and dtype share buffers when their
+lifetimes do not overlap.
+
+Within each (shape, dtype) class, taking tensors in order of first step and giving each the
+buffer that became free (any will do) uses as few buffers as the class's most-overlapping step
+needs: interval-graph colouring, optimal for this rule.
+"""
+from __future__ import annotations
+
+import heapq
+
+from gpuinfer.plan.lifetimes import Lifetime
+from gpuinfer.plan.plan import Placement
+
+
+def plan_reuse(lifetimes: list[Lifetime], inplace_pairs: list[tuple[str, str]]):
+    classes: dict[tuple, list[Lifetime]] = {}
+    for life in lifetimes:
+        classes.setdefault((life.shape, life.dtype), []).append(life)
+    blocks: list[int] = []
+    placements: dict[str, Placement] = {}
+    for members in classes.values():
+        busy: list[tuple[int, int]] = []  # (last step, block) of buffers in use, soonest free first
+        free: list[int] = []
+        for life in sorted(members, key=lambda l: (l.first, l.key)):
+            while busy and busy[0][0] < life.first:
+                free.append(heapq.heappop(busy)[1])
+            if free:
+                block = free.pop()
+            else:
+                block = len(blocks)
+                blocks.append(life.nbytes)
+            placements[life.key] = Placement(block, 0)
+            heapq.heappush(busy, (life.last, block))
+    return blocks, placements, {}

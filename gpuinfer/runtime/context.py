@@ -1,0 +1,56 @@
+"""The ``OpContext`` kernels get during a run: buffers come from the run's pool."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from gpuinfer.graph.ir import Node
+from gpuinfer.ops.context import OpContext
+from gpuinfer.plan.lifetimes import scratch_key
+from gpuinfer.runtime.pool import RunPool
+
+
+class RunContext(OpContext):
+    """Bound to one node at a time by the executor; remembers which buffers it handed out."""
+
+    def __init__(self, pool: RunPool, xp: Any, scope: str,
+                 run_subgraph: Callable[[Any, Sequence[Any]], list]):
+        self.pool = pool
+        self.xp = xp
+        self.scope = scope  # "" at the top level; a prefix inside subgraphs
+        self._run_subgraph = run_subgraph
+        self.node: Node
+        self.handed: dict[int, Any] = {}
+        self.temporaries: list[str] = []
+
+    def bind(self, node: Node) -> None:
+        self.node = node
+        self.attrs = node.attrs
+        self.opset = node.opset
+        self.op_type = node.op_type
+        self.node_name = node.name
+        self.n_outputs = len(node.outputs)
+        self.handed = {}
+        self.temporaries = []
+
+    def wants(self, i: int) -> bool:
+        return i < len(self.node.outputs) and bool(self.node.outputs[i])
+
+    def key_of(self, i: int) -> str:
+        if self.wants(i):
+            return self.scope + self.node.outputs[i]
+        key = f"{self.scope}{self.node.step}#unused{i}"
+        self.temporaries.append(key)
+        return key
+
+    def out(self, i: int, shape: Sequence[int], dtype: Any) -> Any:
+        buf = self.pool.buffer(self.key_of(i), tuple(shape), dtype)
+        self.handed[i] = buf
+        return buf
+
+    def scratch(self, shape: Sequence[int], dtype: Any) -> Any:
+        key = self.scope + scratch_key(self.node.step, len(self.temporaries))
+        self.temporaries.append(key)
+        return self.pool.buffer(key, tuple(shape), dtype)
+
+    def run_graph(self, graph: Any, inputs: Sequence[Any]) -> list:
+        return self._run_subgraph(graph, inputs)

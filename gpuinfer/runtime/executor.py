@@ -1,0 +1,148 @@
+"""The run loop: inputs -> kernel -> outputs -> release what died at this step.  No op-specific code.
+
+Errors from a kernel are re-raised as ``NodeExecutionError`` naming the node, its op and the
+shapes and dtypes of its inputs.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from gpuinfer.backends.base import Backend
+from gpuinfer.errors import GpuinferError, NodeExecutionError
+from gpuinfer.graph.ir import Graph, Node
+from gpuinfer.runtime.context import RunContext
+from gpuinfer.runtime.pool import RunPool
+
+StepObserver = Callable[[Node, int], None]  # (node, most bytes in use during the step)
+
+
+def subgraphs_of(graph: Graph):
+    """Every subgraph below ``graph`` (If branches, Loop/Scan bodies), depth first."""
+    for node in graph.nodes:
+        for value in node.attrs.values():
+            for sub in (value if isinstance(value, list) else [value]):
+                if isinstance(sub, Graph):
+                    yield sub
+                    yield from subgraphs_of(sub)
+
+
+class Executor:
+    """Runs a loaded graph on a backend; holds the device copies of its constants."""
+
+    def __init__(self, graph: Graph, backend: Backend):
+        self.graph = graph
+        self.backend = backend
+        self.constants: dict[int, dict[str, Any]] = {}
+        self.frees: dict[int, list[list[str]]] = {}
+        for g in [graph, *subgraphs_of(graph)]:
+            self.constants[id(g)] = {k: backend.to_device(v) for k, v in g.constants.items()}
+            self.frees[id(g)] = self._free_lists(g)
+        self.profile: Optional[dict[str, list]] = None  # op type -> [calls, seconds] when profiling
+
+    @staticmethod
+    def _free_lists(graph: Graph) -> list[list[str]]:
+        """For each step, the values whose last reader is that step (graph outputs never)."""
+        frees: list[list[str]] = [[] for _ in graph.nodes]
+        for value in graph.values.values():
+            last = value.last_use
+            if value.is_graph_output or last is None:
+                continue
+            frees[last].append(value.name)
+        return frees
+
+    def run(self, feeds: dict[str, Any], pool: RunPool, hold: frozenset = frozenset(),
+            observer: Optional[StepObserver] = None) -> dict[str, Any]:
+        """Run the top-level graph; returns the environment left (outputs and held values)."""
+        return self._run(self.graph, feeds, pool, None, "", hold, observer)
+
+    def _run(self, graph: Graph, feeds: dict[str, Any], pool: RunPool, outer: Optional[Callable],
+             scope: str, hold: frozenset, observer: Optional[StepObserver]) -> dict[str, Any]:
+        env: dict[str, Any] = dict(feeds)
+        consts = self.constants[id(graph)]
+
+        def get(name: str) -> Any:
+            if name in env:
+                return env[name]
+            if name in consts:
+                return consts[name]
+            if outer is not None:
+                return outer(name)
+            raise NodeExecutionError(f"value {name!r} is not available (freed too early or never made)")
+
+        def run_subgraph(sub: Graph, inputs: Sequence[Any]) -> list:
+            sub_feeds = {name: x for name, x in zip(sub.inputs, inputs) if x is not None}
+            sub_env = self._run(sub, sub_feeds, pool, get, f"{scope}@{id(sub)}/", frozenset(), None)
+            sub_consts = self.constants[id(sub)]
+            results = [sub_env[name] if name in sub_env else sub_consts[name] if name in sub_consts
+                       else get(name) for name in sub.outputs]
+            for name in sub.outputs:
+                pool.hand_over(f"{scope}@{id(sub)}/{name}")
+            return results
+
+        ctx = RunContext(pool, self.backend.xp, scope, run_subgraph)
+        allocator = pool.allocator
+        frees = self.frees[id(graph)]
+        profile = self.profile
+        for node in graph.nodes:
+            args = [get(name) if name else None for name in node.inputs]
+            ctx.bind(node)
+            allocator.start_step()
+            started = time.perf_counter() if profile is not None else 0.0
+            try:
+                result = node.spec.kernel(ctx, *args)
+            except NodeExecutionError as exc:
+                raise NodeExecutionError(f"{node.describe()}: {exc}") from exc
+            except GpuinferError:
+                raise
+            except Exception as exc:
+                raise NodeExecutionError(f"{node.describe()} failed on inputs {_describe(args)}: "
+                                         f"{type(exc).__name__}: {exc}") from exc
+            results = result if isinstance(result, (tuple, list)) else (result,)
+            for i, name in enumerate(node.outputs):
+                if name:
+                    env[name] = self._settle(ctx, node, i, results[i] if i < len(results) else None)
+            for key in ctx.temporaries:
+                pool.release(key)
+            if profile is not None:
+                self.backend.synchronize()
+                entry = profile.setdefault(node.op_type, [0, 0.0])
+                entry[0] += 1
+                entry[1] += time.perf_counter() - started
+            if observer is not None:
+                observer(node, allocator.step_peak)
+            for name in frees[node.step]:
+                if name not in hold:
+                    env.pop(name, None)
+                    pool.release(scope + name)
+        return env
+
+    def _settle(self, ctx: RunContext, node: Node, i: int, result: Any) -> Any:
+        """The output array, in the buffer the pool placed it in (copied there if a kernel made its own)."""
+        handed = ctx.handed.get(i)
+        if result is handed and result is not None:
+            return result
+        if result is None:
+            raise NodeExecutionError(f"{node.describe()} produced no value for output {i} "
+                                     f"({node.outputs[i]!r})")
+        xp = self.backend.xp
+        if not self.backend.is_array(result):
+            result = xp.asarray(result)
+        if handed is not None and handed.shape == result.shape and handed.dtype == result.dtype:
+            xp.copyto(handed, result)
+            return handed
+        buf = ctx.out(i, result.shape, result.dtype)
+        xp.copyto(buf, result)
+        return buf
+
+
+def _describe(args: list) -> str:
+    parts = []
+    for a in args:
+        if a is None:
+            parts.append("(omitted)")
+        else:
+            parts.append(f"{tuple(getattr(a, 'shape', ()))} {getattr(a, 'dtype', type(a).__name__)}")
+    return "[" + ", ".join(parts) + "]"

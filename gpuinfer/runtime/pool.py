@@ -1,0 +1,112 @@
+"""Turns a ``MemoryPlan`` into buffers during a run, and serves what the plan did not foresee.
+
+Planned tensors are views into blocks (one per tensor for ``per_tensor``, one per shared buffer
+for ``reuse``, one arena for ``arena``).  Anything else — ``reduce`` mode, values whose shape was
+unknown ahead, graph outputs, a planned tensor whose shape turned out different — goes through
+the allocator hook when produced and back when released: the reduce path.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from gpuinfer.plan.plan import MemoryPlan
+from gpuinfer.runtime.allocator import CountingAllocator
+
+
+def nbytes_of(shape: tuple, dtype: Any) -> int:
+    count = 1
+    for d in shape:
+        count *= int(d)
+    return count * np.dtype(dtype).itemsize
+
+
+class BlockSet:
+    """The raw blocks one plan's placements point into, allocated on first use and kept."""
+
+    def __init__(self, allocator: CountingAllocator, sizes: list[int]):
+        self.allocator = allocator
+        self.sizes = list(sizes)
+        self.raw: list[Optional[Any]] = [None] * len(sizes)
+
+    def block(self, index: int) -> Any:
+        if self.raw[index] is None:
+            self.raw[index] = self.allocator.alloc(self.sizes[index])
+        return self.raw[index]
+
+    def grow(self, sizes: list[int]) -> None:
+        """Make room for a plan with these block sizes (arena: one block shared by all signatures)."""
+        for i, size in enumerate(sizes):
+            if i >= len(self.sizes):
+                self.sizes.append(size)
+                self.raw.append(None)
+            elif size > self.sizes[i]:
+                if self.raw[i] is not None:
+                    self.allocator.free(self.sizes[i])
+                    self.raw[i] = None
+                self.sizes[i] = size
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(s for s, r in zip(self.sizes, self.raw) if r is not None)
+
+    def release_all(self) -> None:
+        for i, raw in enumerate(self.raw):
+            if raw is not None:
+                self.allocator.free(self.sizes[i])
+                self.raw[i] = None
+
+
+class RunPool:
+    """The buffers of one run: planned views, plus the dynamic (reduce) path for the rest."""
+
+    def __init__(self, allocator: CountingAllocator, plan: MemoryPlan, blocks: BlockSet):
+        self.allocator = allocator
+        self.backend = allocator.backend
+        self.plan = plan
+        self.blocks = blocks
+        self.dynamic: dict[str, int] = {}  # key -> bytes, held on the reduce path right now
+        self.dynamic_bytes = 0  # total served on the reduce path in this run
+        self.unplanned_keys: list[str] = []  # planned tensors whose run-time shape differed
+        self.sizes: dict[str, int] = {}  # key -> bytes of every buffer handed out (for the run's bound)
+
+    def buffer(self, key: str, shape: tuple, dtype: Any) -> Any:
+        """The buffer for tensor ``key``: its planned view when the plan foresaw this size."""
+        shape = tuple(int(d) for d in shape)
+        dtype = np.dtype(dtype)
+        nbytes = nbytes_of(shape, dtype)
+        self.sizes[key] = nbytes
+        place = self.plan.placements.get(key)
+        if place is not None and dtype.kind not in "OUS":
+            if self.plan.lifetimes[key].nbytes == nbytes:
+                return self.backend.view(self.blocks.block(place.block), place.offset, shape, dtype)
+            self.unplanned_keys.append(key)
+        return self._dynamic(key, shape, dtype, nbytes)
+
+    def _dynamic(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
+        if key in self.dynamic:  # a Loop body making the same value again: the old one is gone
+            self.release(key)
+        self.dynamic_bytes += nbytes
+        self.dynamic[key] = nbytes
+        if dtype.kind in "OUS":  # no typed view of raw bytes exists for these
+            self.allocator.track(nbytes)
+            return np.empty(shape, dtype=dtype)
+        return self.backend.view(self.allocator.alloc(nbytes), 0, shape, dtype)
+
+    def adopt(self, key: str, array: Any) -> None:
+        """Count an array a kernel made itself (a kernel that ignored ``ctx.out``)."""
+        nbytes = int(array.nbytes)
+        self.dynamic_bytes += nbytes
+        self.dynamic[key] = nbytes
+        self.allocator.track(nbytes)
+
+    def release(self, key: str) -> None:
+        """The tensor is dead: a dynamic buffer goes back now; a planned view just stops being used."""
+        nbytes = self.dynamic.pop(key, None)
+        if nbytes is not None:
+            self.allocator.free(nbytes)
+
+    def hand_over(self, key: str) -> None:
+        """Ownership of an output passes to the caller: it no longer counts as the pool's."""
+        self.release(key)

@@ -1,0 +1,239 @@
+"""``InferenceSession``: onnxruntime's API over gpuinfer's planner, pools and executor.
+
+Switching from onnxruntime is a one-line change::
+
+    sess = gpuinfer.InferenceSession("model.onnx", memory_mode="arena")
+    outputs = sess.run(None, {"input": x})
+    print(sess.memory_report().peak_bytes)
+
+Concurrency: a session may be shared by threads.  Plans (per input-shape signature) and the
+kept buffers of ``per_tensor``, ``reuse`` and ``arena`` belong to the session, so runs are
+serialised by a lock: two runs never write the same buffer at once.  Outputs are fresh arrays
+owned by the caller.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from gpuinfer.backends import make_backend, resolve_device
+from gpuinfer.errors import DataRemovedError, GpuinferError, InputError, MemoryLimitError
+from gpuinfer.graph.build import load_graph
+from gpuinfer.graph.read import ModelSource
+from gpuinfer.graph.specialize import signature_of, static_value_types
+from gpuinfer.plan import MODES, MemoryPlan, make_plan
+from gpuinfer.plan.lifetimes import lower_bound
+from gpuinfer.report.memory_report import MemoryReport, StepRecord
+from gpuinfer.report.sampler import TracemallocSampler
+from gpuinfer.runtime.actual_bound import run_lower_bound
+from gpuinfer.runtime.allocator import CountingAllocator
+from gpuinfer.runtime.executor import Executor
+from gpuinfer.runtime.feeds import NodeArg, check_feeds, type_string
+from gpuinfer.runtime.pool import BlockSet, RunPool
+
+DEFAULT_PLAN_CACHE = 8  # input-shape signatures whose plans (and kept buffers) stay cached
+
+
+class InferenceSession:
+    """Load a model once; run it many times with the memory mode chosen here.
+
+    ``memory_mode``: ``per_tensor`` (default; each tensor its own kept buffer), ``reduce`` (allocate
+    on production, free after last use), ``reuse`` (same-shape tensors share buffers), ``arena`` (one
+    planned block).  ``keep`` names intermediates that must stay readable after a run in modes that
+    free them.  ``sample_memory`` turns on the independent peak sampler (tracemalloc on the CPU),
+    which slows Python down; ``memory_limit_bytes`` makes a run that would need more fail before
+    it starts.  ``plan_cache_size`` bounds how many input-shape signatures keep a plan.
+    """
+
+    def __init__(self, model: ModelSource, device: str = "auto", memory_mode: str = "per_tensor",
+                 providers: Optional[Sequence] = None, sess_options: Any = None, *,
+                 keep: Iterable[str] = (), sample_memory: bool = False,
+                 memory_limit_bytes: Optional[int] = None, plan_cache_size: int = DEFAULT_PLAN_CACHE,
+                 profile: bool = False) -> None:
+        if memory_mode not in MODES:
+            raise GpuinferError(f"unknown memory_mode {memory_mode!r}; choose one of {sorted(MODES)}")
+        if plan_cache_size < 1:
+            raise GpuinferError("plan_cache_size must be at least 1")
+        self.memory_mode = memory_mode
+        self.device = resolve_device(device, providers)
+        self._backend = make_backend(self.device)
+        self._graph, self._model = load_graph(model)
+        self._keep = frozenset(keep)
+        unknown = sorted(k for k in self._keep if k not in self._graph.values)
+        if unknown:
+            raise GpuinferError(f"keep= names values the model does not have: {unknown}")
+        self._executor = Executor(self._graph, self._backend)
+        if profile:
+            self._executor.profile = {}
+        self._allocator = CountingAllocator(self._backend)
+        self._plans: OrderedDict[tuple, tuple[MemoryPlan, BlockSet]] = OrderedDict()
+        self._plan_cache_size = plan_cache_size
+        self._shared_blocks = BlockSet(self._allocator, []) if memory_mode == "arena" else None
+        self._memory_limit = memory_limit_bytes
+        self._lock = threading.Lock()
+        self._report: Optional[MemoryReport] = None
+        self._sampler = TracemallocSampler() if (sample_memory and self.device == "cpu") else None
+
+    # --- onnxruntime-shaped description -------------------------------------------------------
+    def get_inputs(self) -> list[NodeArg]:
+        g = self._graph
+        return [NodeArg(n, _shape_list(g.input_dims.get(n)), type_string(g.input_dtypes.get(n)))
+                for n in g.inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        outs = []
+        for name in self._graph.outputs:
+            value = self._graph.values.get(name)
+            shape = value.shape if value else None
+            dtype = value.dtype if value else self._graph.constants[name].dtype
+            outs.append(NodeArg(name, _shape_list(shape), type_string(dtype)))
+        return outs
+
+    def get_providers(self) -> list[str]:
+        return ["CUDAExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
+
+    @property
+    def graph(self):
+        """The loaded graph (nodes in run order, folded constants, lifetimes)."""
+        return self._graph
+
+    # --- running --------------------------------------------------------------------------------
+    def run(self, output_names: Optional[Sequence[str]], input_feed: dict, run_options: Any = None
+            ) -> list:
+        """Outputs named in ``output_names`` (all graph outputs when None), as host numpy arrays."""
+        names = list(output_names) if output_names else list(self._graph.outputs)
+        hold = self._check_output_names(names)
+        feeds = check_feeds(self._graph, input_feed, self._backend.is_array)
+        feeds = {k: self._to_device(v) for k, v in feeds.items()}
+        with self._lock:
+            env, pool = self._run_locked(feeds, hold)
+        outputs = [self._output(name, env) for name in names]
+        return [self._backend.to_host(o) for o in outputs]
+
+    def _run_locked(self, feeds: dict, hold: frozenset):
+        plan, blocks = self._plan_for(feeds)
+        self._check_limit(plan)
+        pool = RunPool(self._allocator, plan, blocks)
+        timeline: list[StepRecord] = []
+
+        def observe(node, live):
+            timeline.append(StepRecord(node.step, node.op_type, node.name, live))
+
+        if self._sampler:
+            self._sampler.begin_run()
+        self._allocator.start_run()
+        started = time.perf_counter()
+        env = self._executor.run(feeds, pool, hold | self._keep, observe)
+        self._backend.synchronize()
+        seconds = time.perf_counter() - started
+        sampled = self._sampler.end_run() if self._sampler else None
+        for name in set(self._graph.outputs) | self._keep | hold:
+            pool.hand_over(name)
+        self._report = MemoryReport(
+            mode=self.memory_mode, device=self.device, peak_bytes=self._allocator.peak,
+            lower_bound_bytes=run_lower_bound(self._graph, plan, pool.sizes),
+            planned_bytes=plan.planned_bytes, sampled_peak_bytes=sampled,
+            sampler=self._sampler.name if self._sampler else "off (sample_memory=False)",
+            allocations=self._allocator.allocations, alloc_seconds=self._allocator.alloc_seconds,
+            dynamic_bytes=pool.dynamic_bytes, held_bytes_after_run=self._allocator.in_use,
+            run_seconds=seconds, inplace_count=len(plan.inplace), timeline=timeline)
+        return env, pool
+
+    def _plan_for(self, feeds: dict) -> tuple[MemoryPlan, BlockSet]:
+        signature = signature_of(feeds, self._graph)
+        if signature in self._plans:
+            self._plans.move_to_end(signature)
+            return self._plans[signature]
+        shapes = {n: tuple(feeds[n].shape) for n in self._graph.inputs}
+        dtypes = {n: feeds[n].dtype for n in self._graph.inputs}
+        types = static_value_types(self._graph, shapes, dtypes)
+        plan = make_plan(self._graph, types, self.memory_mode, self._keep)
+        if self._shared_blocks is not None:
+            self._shared_blocks.grow(plan.blocks)
+            blocks = self._shared_blocks
+        else:
+            blocks = BlockSet(self._allocator, plan.blocks)
+        self._plans[signature] = (plan, blocks)
+        while len(self._plans) > self._plan_cache_size:
+            _, (_, old_blocks) = self._plans.popitem(last=False)
+            if old_blocks is not self._shared_blocks:
+                old_blocks.release_all()
+        return plan, blocks
+
+    def _check_limit(self, plan: MemoryPlan) -> None:
+        if self._memory_limit is None:
+            return
+        need = max(plan.planned_bytes, 0) + _unplaced_peak(plan)
+        if need > self._memory_limit:
+            raise MemoryLimitError(
+                f"a run in memory_mode={self.memory_mode!r} needs about {need} bytes, over "
+                f"memory_limit_bytes={self._memory_limit}; the least any mode needs here is about "
+                f"{plan.lower_bound_bytes} bytes (try memory_mode='arena' or 'reduce')")
+
+    def _check_output_names(self, names: list[str]) -> frozenset:
+        """Intermediates to hold past their last use; raises for ones this mode frees."""
+        hold = set()
+        for name in names:
+            if name in self._graph.outputs or name in self._keep:
+                continue
+            if name in self._graph.values or name in self._graph.constants:
+                if self.memory_mode == "per_tensor" or name in self._graph.constants:
+                    hold.add(name)
+                    continue
+                raise DataRemovedError(
+                    f"{name!r} is an intermediate value, freed after its last use in "
+                    f"memory_mode={self.memory_mode!r}; list it in InferenceSession(..., keep=[{name!r}]) "
+                    f"or use memory_mode='per_tensor' to read it")
+            raise InputError(f"unknown output name {name!r}; the model's outputs are {self._graph.outputs}")
+        return frozenset(hold)
+
+    def _output(self, name: str, env: dict) -> Any:
+        if name in env:
+            value = env[name]
+            if name in self._graph.outputs or name in self._keep:
+                if name in self._graph.inputs:
+                    return value.copy()
+                return value
+            return value.copy()  # a held intermediate lives in a kept buffer: give the caller a copy
+        return self._executor.constants[id(self._graph)][name].copy()
+
+    def _to_device(self, value: Any) -> Any:
+        return value if self._backend.is_array(value) else self._backend.to_device(value)
+
+    # --- measurement -----------------------------------------------------------------------------
+    def memory_report(self) -> MemoryReport:
+        """The memory report of the last run (raises if nothing has run yet)."""
+        if self._report is None:
+            raise GpuinferError("no run yet: call run() before memory_report()")
+        return self._report
+
+    def plan_for(self, input_feed: dict) -> MemoryPlan:
+        """The memory plan this session uses for inputs shaped like ``input_feed``."""
+        feeds = check_feeds(self._graph, input_feed, self._backend.is_array)
+        with self._lock:
+            return self._plan_for(feeds)[0]
+
+    def profile(self) -> dict[str, tuple[int, float]]:
+        """Per op type: (calls, seconds) summed over runs so far (needs ``profile=True``)."""
+        if self._executor.profile is None:
+            raise GpuinferError("profiling is off: create the session with profile=True")
+        return {k: (v[0], v[1]) for k, v in self._executor.profile.items()}
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes the pool keeps between runs (kept buffers of the cached plans)."""
+        return self._allocator.in_use
+
+
+def _shape_list(shape: Optional[tuple]) -> list:
+    return [] if shape is None else list(shape)
+
+
+def _unplaced_peak(plan: MemoryPlan) -> int:
+    """Most bytes alive at once among tensors the plan did not place (outputs, unplaced scratch)."""
+    rest = [l for k, l in plan.lifetimes.items() if k not in plan.placements]
+    return lower_bound(rest, plan.steps)

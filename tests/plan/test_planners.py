@@ -1,0 +1,133 @@
+"""Planner invariants on tiny integer graphs and on random lifetimes: no kernel runs here.
+
+Every plan goes through the independent verifier; golden cases write the expected placement
+beside them; a corrupted plan must be caught.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpuinfer.plan import MODES, ALIGNMENT, MemoryPlan, Placement, PlanVerificationError, lower_bound, verify_plan
+from gpuinfer.plan.lifetimes import Lifetime
+
+
+def make(mode: str, lives: list[Lifetime], pairs=()) -> MemoryPlan:
+    blocks, placements, inplace = MODES[mode](lives, list(pairs))
+    steps = max((l.last for l in lives), default=0) + 1
+    plan = MemoryPlan(mode, steps, {l.key: l for l in lives}, placements, blocks, inplace, [],
+                      lower_bound(lives, steps))
+    verify_plan(plan, check_alignment=(mode == "arena"))
+    return plan
+
+
+def life(key, first, last, nbytes, shape=None):
+    return Lifetime(key, first, last, nbytes, "value", shape or (nbytes // 4,), "float32")
+
+
+CHAIN = [life("a", 0, 1, 1024), life("b", 1, 2, 1024), life("c", 2, 3, 1024), life("d", 3, 4, 1024)]
+
+
+def test_arena_chain_uses_two_slots():
+    # a(0-1) b(1-2) c(2-3) d(3-4): neighbours overlap, every other one does not:
+    # a@0, b@1024, c@0, d@1024 — two slots, equal to the lower bound.
+    plan = make("arena", CHAIN)
+    assert plan.planned_bytes == 2048 == plan.lower_bound_bytes
+    assert plan.placements["a"].offset == plan.placements["c"].offset
+    assert plan.placements["b"].offset == plan.placements["d"].offset != plan.placements["a"].offset
+
+
+def test_arena_inplace_chain_uses_one_slot():
+    # every step writes over the input that dies there: one slot, half the lower bound
+    plan = make("arena", CHAIN, [("b", "a"), ("c", "b"), ("d", "c")])
+    assert plan.planned_bytes == 1024
+    assert len({p.offset for p in plan.placements.values()}) == 1
+
+
+def test_reduce_places_nothing():
+    plan = make("reduce", CHAIN)
+    assert plan.placements == {} and plan.planned_bytes == 0
+
+
+def test_per_tensor_is_the_sum():
+    plan = make("per_tensor", CHAIN)
+    assert plan.planned_bytes == sum(l.nbytes for l in CHAIN)
+
+
+def test_reuse_shares_only_same_shape():
+    lives = [life("a", 0, 1, 1024), life("b", 2, 3, 1024), life("c", 4, 5, 2048)]
+    plan = make("reuse", lives)
+    assert plan.placements["a"] == plan.placements["b"]
+    assert plan.planned_bytes == 1024 + 2048
+
+
+def test_verifier_catches_overlap():
+    plan = make("arena", CHAIN)
+    bad = dataclasses.replace(plan, placements={**plan.placements, "b": plan.placements["a"]})
+    with pytest.raises(PlanVerificationError, match="alive together"):
+        verify_plan(bad)
+
+
+def test_verifier_catches_misfit_and_misalignment():
+    plan = make("arena", CHAIN)
+    with pytest.raises(PlanVerificationError, match="runs past"):
+        verify_plan(dataclasses.replace(plan, blocks=[1024]))
+    with pytest.raises(PlanVerificationError, match="aligned"):
+        verify_plan(dataclasses.replace(plan, placements={**plan.placements, "c": Placement(0, 4096 + 8)},
+                                        blocks=[8192]))
+
+
+def test_verifier_catches_false_inplace():
+    plan = make("arena", CHAIN)
+    with pytest.raises(PlanVerificationError, match="in-place"):
+        verify_plan(dataclasses.replace(plan, inplace={"c": "a"}))
+
+
+@st.composite
+def random_lifetimes(draw):
+    n = draw(st.integers(1, 40))
+    lives = []
+    for i in range(n):
+        first = draw(st.integers(0, 30))
+        last = first + draw(st.integers(0, 10))
+        shape = (draw(st.sampled_from([1, 3, 64, 100, 257, 1000])),)
+        lives.append(Lifetime(f"v{i}", first, last, shape[0] * 4, "value", shape, "float32"))
+    return lives
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_lifetimes(), st.sampled_from(sorted(MODES)))
+def test_random_plans_never_overlap(lives, mode):
+    plan = make(mode, lives)
+    if mode != "reduce":
+        assert set(plan.placements) == {l.key for l in lives}
+    if mode == "arena":
+        # no plan can be smaller than the busiest step (rounded up to alignment per tensor)
+        aligned = [dataclasses.replace(l, nbytes=-(-l.nbytes // ALIGNMENT) * ALIGNMENT) for l in lives]
+        assert plan.lower_bound_bytes <= plan.planned_bytes
+        assert plan.planned_bytes <= sum(l.nbytes for l in aligned)
+
+
+@settings(max_examples=100, deadline=None)
+@given(random_lifetimes())
+def test_reuse_is_optimal_per_shape_class(lives):
+    plan = make("reuse", lives)
+    best = 0
+    for shape in {l.shape for l in lives}:
+        members = [l for l in lives if l.shape == shape]
+        busiest = max(sum(1 for m in members if m.first <= s <= m.last)
+                      for s in range(max(m.last for m in members) + 1))
+        best += busiest * members[0].nbytes
+    assert plan.planned_bytes == best
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 5000), min_size=2, max_size=30))
+def test_random_inplace_chains_verify(sizes):
+    # a chain where each tensor may be written over its predecessor when sizes match
+    lives = [Lifetime(f"v{i}", i, i + 1, s, "value", (s,), "uint8") for i, s in enumerate(sizes)]
+    pairs = [(f"v{i}", f"v{i - 1}") for i in range(1, len(sizes)) if sizes[i] == sizes[i - 1]]
+    make("arena", lives, pairs)
