@@ -69,6 +69,7 @@ def shared_model_path(name: str) -> Path:
 def light_model(name: str) -> bytes:
     """A light network with seeded random weights and its pre-Softmax logits as an extra output."""
     model = onnx.load(str(LIGHT_DIR / f"light_{name}.onnx"))
+    model.ir_version = 7  # IR >= 4: initializers need not be listed as graph inputs
     rng = np.random.default_rng(sum(map(ord, name)))
     graph = model.graph
     keep = []
@@ -80,12 +81,16 @@ def light_model(name: str) -> bytes:
         graph.initializer.append(numpy_helper.from_array(_random_weight(rng, shape), node.output[0]))
     del graph.node[:]
     graph.node.extend(keep)
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     for node in graph.node:
         if node.op_type == "Softmax" and any(o.name == node.output[0] for o in graph.output):
-            graph.output.append(onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, None))
+            graph.output.append(inferred[node.input[0]])
     used = {i for n in graph.node for i in n.input}
     for init in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(init)
+    weights = {t.name for t in graph.initializer}
+    for inp in [i for i in graph.input if i.name not in used or i.name in weights]:
+        graph.input.remove(inp)
     return model.SerializeToString()
 
 
@@ -126,3 +131,36 @@ def reference_outputs(model, feeds: dict, output_names: Optional[list] = None) -
     opts.intra_op_num_threads = int(os.environ.get("GPUINFER_TEST_THREADS", "2"))
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     return sess.run(output_names, feeds)
+
+
+MODEL_IDS = [f"shared/{n}" for n in SHARED_NAMES] + [f"light/{n}" for n in LIGHT_NAMES]
+
+
+def model_case(model_id: str):
+    """(model source, feeds) for a model id; pytest-skips shared models when the folder is absent."""
+    kind, name = model_id.split("/", 1)
+    if kind == "light":
+        return light_model(name), light_feeds(name)
+    if not shared_available():
+        import pytest
+
+        pytest.skip(f"shared models folder not found at {SHARED_MODELS}")
+    return str(shared_model_path(name)), shared_feeds(name)
+
+
+@functools.lru_cache(maxsize=4)
+def reference_for(model_id: str) -> tuple:
+    source, feeds = model_case(model_id)
+    return tuple(reference_outputs(source, feeds))
+
+
+def assert_matches_reference(got: list, expected, rtol: float = 1e-3, atol: float = 1e-4, what: str = ""):
+    """Float outputs within tolerance, integer and bool outputs exactly; shapes and dtypes equal."""
+    assert len(got) == len(expected), f"{what}: {len(got)} outputs, onnxruntime gives {len(expected)}"
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert g.shape == e.shape, f"{what} output {i}: shape {g.shape} != onnxruntime {e.shape}"
+        assert g.dtype == e.dtype, f"{what} output {i}: dtype {g.dtype} != onnxruntime {e.dtype}"
+        if np.issubdtype(e.dtype, np.floating):
+            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, err_msg=f"{what} output {i}")
+        else:
+            np.testing.assert_array_equal(g, e, err_msg=f"{what} output {i}")
