@@ -21,7 +21,7 @@ SMALL_CONSTANT_BYTES = 4096  # constants this small stay as data so shape arithm
 
 def static_value_types(graph: Graph, input_shapes: dict[str, tuple],
                        input_dtypes: dict[str, np.dtype]) -> dict[str, tuple[tuple, np.dtype]]:
-    """name -> (static shape, dtype) for every node output whose shape inference can fix."""
+    """name -> (static shape, dtype) for the inputs and every node output shape inference can fix."""
     inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(input_dtypes[name])),
                                             list(input_shapes[name]))
               for name in graph.inputs]
@@ -44,7 +44,7 @@ def static_value_types(graph: Graph, input_shapes: dict[str, tuple],
     except Exception:
         return {}
     types = collect_value_types(inferred.graph)
-    known = {}
+    known = {name: (tuple(input_shapes[name]), np.dtype(input_dtypes[name])) for name in graph.inputs}
     for node in graph.nodes:
         for name in node.outputs:
             shape, dtype = types.get(name, (None, None))

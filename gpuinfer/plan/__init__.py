@@ -6,7 +6,7 @@ file and one line in ``MODES``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 from gpuinfer.graph.ir import Graph
 from gpuinfer.plan.arena import plan_arena
@@ -47,15 +47,20 @@ def inplace_pairs(graph: Graph, lifetimes: dict[str, Lifetime]) -> list[tuple[st
     return pairs
 
 
-def make_plan(graph: Graph, types: dict, mode: str, keep: frozenset = frozenset()) -> MemoryPlan:
-    """Plan ``graph`` for one signature (``types``: static shapes known ahead) under ``mode``."""
-    records, dynamic = graph_lifetimes(graph, types, keep)
+def make_plan(graph: Graph, types: dict, mode: str, keep: frozenset = frozenset(),
+              seen_scratch: Optional[dict] = None) -> MemoryPlan:
+    """Plan ``graph`` for one signature under ``mode``.
+
+    ``types``: value -> (static shape, dtype) known ahead (or seen in a run); ``seen_scratch``:
+    step -> scratch a run really asked for (see ``graph_lifetimes``).
+    """
+    records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch)
     lifetimes = {l.key: l for l in records}
     placeable = [l for l in records if l.kind != "output"]
     pairs = inplace_pairs(graph, lifetimes) if mode == "arena" else []
     blocks, placements, inplace = MODES[mode](placeable, pairs)
     return MemoryPlan(mode, len(graph.nodes), lifetimes, placements, blocks, inplace, dynamic,
-                      lower_bound(records, len(graph.nodes)))
+                      lower_bound(records, len(graph.nodes)), dict(types), seen_scratch is not None)
 
 
 __all__ = ["ALIGNMENT", "Lifetime", "MODES", "MemoryPlan", "Placement", "PlanVerificationError",

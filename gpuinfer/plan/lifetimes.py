@@ -34,11 +34,13 @@ def scratch_key(step: int, index: int) -> str:
     return f"{step}#scratch{index}"
 
 
-def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = frozenset()
-                    ) -> tuple[list[Lifetime], list[str]]:
+def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = frozenset(),
+                    seen_scratch: Optional[dict[int, list]] = None) -> tuple[list[Lifetime], list[str]]:
     """Lifetimes of every node output with a known shape, plus op scratch; and the names left dynamic.
 
-    ``types`` maps value names to (static shape, dtype) for this signature.
+    ``types`` maps value names to (static shape, dtype) for this signature.  ``seen_scratch``
+    (step -> [(shape, dtype), ...]) holds the scratch a run really asked for; where given it wins
+    over what the op's scratch function predicts.
     """
     end = max(len(graph.nodes) - 1, 0)
     records: list[Lifetime] = []
@@ -57,11 +59,15 @@ def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = fro
                 records.append(Lifetime(name, node.step, end, nbytes, "output", shape, str(dtype)))
             else:
                 records.append(Lifetime(name, node.step, value.last_use, nbytes, "value", shape, str(dtype)))
-        records.extend(_scratch_lifetimes(graph, node, types))
+        if seen_scratch is not None:
+            records.extend(_scratch_records(node.step, seen_scratch.get(node.step, ())))
+        else:
+            records.extend(_scratch_records(node.step, _predicted_scratch(graph, node, types)))
     return records, dynamic
 
 
-def _scratch_lifetimes(graph: Graph, node, types: dict) -> list[Lifetime]:
+def _predicted_scratch(graph: Graph, node, types: dict) -> list:
+    """What the op's scratch function says this node will ask for, or [] if it cannot say."""
     if node.spec is None or node.spec.scratch is None:
         return []
     shapes, dtypes = [], []
@@ -70,15 +76,17 @@ def _scratch_lifetimes(graph: Graph, node, types: dict) -> list[Lifetime]:
         shapes.append(shape)
         dtypes.append(dtype)
     try:
-        wanted = node.spec.scratch(node.attrs, shapes, dtypes)
+        return list(node.spec.scratch(node.attrs, shapes, dtypes) or ())
     except Exception:
         return []  # the kernel will then ask at run time and be served dynamically
+
+
+def _scratch_records(step: int, wanted) -> list[Lifetime]:
     records = []
-    for i, (shape, dtype) in enumerate(wanted or ()):
+    for i, (shape, dtype) in enumerate(wanted):
         shape = tuple(int(d) for d in shape)
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        records.append(Lifetime(scratch_key(node.step, i), node.step, node.step, nbytes, "scratch",
-                                shape, str(np.dtype(dtype))))
+        records.append(Lifetime(scratch_key(step, i), step, step, nbytes, "scratch", shape, str(np.dtype(dtype))))
     return records
 
 

@@ -40,6 +40,8 @@ class MemoryPlan:
     inplace: dict[str, str] = field(default_factory=dict)
     dynamic: list[str] = field(default_factory=list)
     lower_bound_bytes: int = 0
+    value_types: dict = field(default_factory=dict)  # value -> (shape, dtype) the plan was made for
+    from_run: bool = False  # made from the shapes a first run observed, not from inference alone
 
     @property
     def planned_bytes(self) -> int:

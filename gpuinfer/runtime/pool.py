@@ -69,20 +69,30 @@ class RunPool:
         self.dynamic: dict[str, int] = {}  # key -> bytes, held on the reduce path right now
         self.dynamic_bytes = 0  # total served on the reduce path in this run
         self.unplanned_keys: list[str] = []  # planned tensors whose run-time shape differed
-        self.sizes: dict[str, int] = {}  # key -> bytes of every buffer handed out (for the run's bound)
+        self.seen: dict[str, tuple] = {}  # top-level key -> (shape, dtype) of every buffer handed out
+        self.unforeseen = False  # a top-level tensor (not an output) took the reduce path
 
     def buffer(self, key: str, shape: tuple, dtype: Any) -> Any:
         """The buffer for tensor ``key``: its planned view when the plan foresaw this size."""
         shape = tuple(int(d) for d in shape)
         dtype = np.dtype(dtype)
         nbytes = nbytes_of(shape, dtype)
-        self.sizes[key] = nbytes
         place = self.plan.placements.get(key)
         if place is not None and dtype.kind not in "OUS":
             if self.plan.lifetimes[key].nbytes == nbytes:
+                self.seen[key] = (shape, dtype)
                 return self.backend.view(self.blocks.block(place.block), place.offset, shape, dtype)
             self.unplanned_keys.append(key)
+        if "@" not in key:
+            self.seen[key] = (shape, dtype)
+            life = self.plan.lifetimes.get(key)
+            self.unforeseen |= life is None or life.kind != "output"
         return self._dynamic(key, shape, dtype, nbytes)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Bytes of every top-level buffer handed out in this run."""
+        return {key: nbytes_of(shape, dtype) for key, (shape, dtype) in self.seen.items()}
 
     def _dynamic(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
         if key in self.dynamic:  # a Loop body making the same value again: the old one is gone

@@ -133,6 +133,8 @@ class InferenceSession:
         sampled = self._sampler.end_run() if self._sampler else None
         for name in set(self._graph.outputs) | self._keep | hold:
             pool.hand_over(name)
+        if pool.unforeseen and not plan.from_run and self.memory_mode != "reduce":
+            self._replan_from_run(feeds, plan, pool)
         self._report = MemoryReport(
             mode=self.memory_mode, device=self.device, peak_bytes=self._allocator.peak,
             lower_bound_bytes=run_lower_bound(self._graph, plan, pool.sizes),
@@ -151,18 +153,41 @@ class InferenceSession:
         shapes = {n: tuple(feeds[n].shape) for n in self._graph.inputs}
         dtypes = {n: feeds[n].dtype for n in self._graph.inputs}
         types = static_value_types(self._graph, shapes, dtypes)
-        plan = make_plan(self._graph, types, self.memory_mode, self._keep)
-        if self._shared_blocks is not None:
-            self._shared_blocks.grow(plan.blocks)
-            blocks = self._shared_blocks
-        else:
-            blocks = BlockSet(self._allocator, plan.blocks)
-        self._plans[signature] = (plan, blocks)
+        self._plans[signature] = self._blocks_for(make_plan(self._graph, types, self.memory_mode, self._keep))
         while len(self._plans) > self._plan_cache_size:
             _, (_, old_blocks) = self._plans.popitem(last=False)
             if old_blocks is not self._shared_blocks:
                 old_blocks.release_all()
-        return plan, blocks
+        return self._plans[signature]
+
+    def _replan_from_run(self, feeds: dict, plan: MemoryPlan, pool: RunPool) -> None:
+        """Plan again with the shapes this run revealed, so later runs of this signature place them.
+
+        Shape inference cannot see through every data-dependent shape computation; a first run
+        can.  Tensors whose size still changes from run to run keep taking the reduce path.
+        """
+        types = dict(plan.value_types)
+        scratch: dict[int, list] = {}
+        for key, (shape, dtype) in pool.seen.items():
+            if key in self._graph.values:
+                types[key] = (shape, dtype)
+            elif "#scratch" in key:
+                step, index = key.split("#scratch")
+                scratch.setdefault(int(step), []).append((int(index), shape, dtype))
+        seen_scratch = {step: [(s, d) for _, s, d in sorted(items, key=lambda t: t[0])]
+                        for step, items in scratch.items()}
+        signature = signature_of(feeds, self._graph)
+        _, old_blocks = self._plans.pop(signature)
+        if old_blocks is not self._shared_blocks:
+            old_blocks.release_all()
+        self._plans[signature] = self._blocks_for(
+            make_plan(self._graph, types, self.memory_mode, self._keep, seen_scratch))
+
+    def _blocks_for(self, plan: MemoryPlan) -> tuple[MemoryPlan, BlockSet]:
+        if self._shared_blocks is not None:
+            self._shared_blocks.grow(plan.blocks)
+            return plan, self._shared_blocks
+        return plan, BlockSet(self._allocator, plan.blocks)
 
     def _check_limit(self, plan: MemoryPlan) -> None:
         if self._memory_limit is None:

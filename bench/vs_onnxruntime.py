@@ -1,0 +1,90 @@
+"""gpuinfer (CPU) against onnxruntime (CPU, same thread count), side by side, one process per model.
+
+    python bench/vs_onnxruntime.py [--models u2netp squeezenet] [--repeat 10] [--threads N]
+        [--modes per_tensor arena] [--write]
+
+Prints median latency of each after warm-up and the ratio gpuinfer / onnxruntime (lower is
+better), with the geometric mean; ``--write`` puts the table into bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import geomean, machine, markdown_table, median_ms, model_ids, run_isolated, time_runs, write_section  # noqa: E402
+
+
+def one(model_id: str, modes: list[str], repeat: int, threads: int) -> dict:
+    """Time onnxruntime and each gpuinfer mode on one model, in this process."""
+    import onnxruntime as ort
+    from threadpoolctl import threadpool_limits
+
+    import gpuinfer
+    from tests.model_zoo import model_case
+
+    source, feeds = model_case(model_id)
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    ref = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    result = {"model": model_id}
+    ref.run(None, feeds)
+    ref.run(None, feeds)
+    result["onnxruntime"] = median_ms(time_runs(lambda: ref.run(None, feeds), repeat))
+    del ref
+    with threadpool_limits(limits=threads):
+        for mode in modes:
+            sess = gpuinfer.InferenceSession(data, device="cpu", memory_mode=mode)
+            sess.run(None, feeds)
+            sess.run(None, feeds)
+            result[mode] = median_ms(time_runs(lambda: sess.run(None, feeds), repeat))
+            del sess
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", help="substrings of model ids to run (default: all)")
+    parser.add_argument("--modes", nargs="*", default=["per_tensor", "arena", "reduce", "reuse"])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(one(args.one, args.modes, args.repeat, args.threads)))
+        return 0
+
+    rows, ratios = [], {m: [] for m in args.modes}
+    for model_id in model_ids(args.models):
+        res = run_isolated(Path(__file__), ["--one", model_id, "--repeat", str(args.repeat), "--threads",
+                                            str(args.threads), "--modes", *args.modes])
+        if "error" in res:
+            rows.append([model_id, "error: " + res["error"]] + [""] * (2 * len(args.modes)))
+            print(rows[-1], flush=True)
+            continue
+        row = [model_id, f"{res['onnxruntime']:.1f}"]
+        for mode in args.modes:
+            ratio = res[mode] / res["onnxruntime"]
+            ratios[mode].append(ratio)
+            row += [f"{res[mode]:.1f}", f"{ratio:.2f}"]
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+    rows.append(["**geometric mean**", ""] + sum([["", f"**{geomean(ratios[m]):.2f}**"] for m in args.modes], []))
+    header = ["model", "onnxruntime ms"] + sum([[f"{m} ms", f"{m} / ort"] for m in args.modes], [])
+    table = markdown_table(header, rows)
+    print(table)
+    if args.write:
+        command = "python bench/vs_onnxruntime.py " + " ".join(a for a in (argv or sys.argv[1:]) if a != "--write")
+        write_section("vs-onnxruntime", f"## gpuinfer (CPU) vs onnxruntime (CPU)\n\nCommand: `{command.strip()}` "
+                      f"(threads={args.threads}, median of {args.repeat} runs after 2 warm-up runs; ratio "
+                      f"< 1 means gpuinfer is faster)\n\nMachine: {machine()}\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
