@@ -39,8 +39,7 @@ def read_model(source: ModelSource) -> onnx.ModelProto:
     else:
         raise ModelLoadError(f"cannot load a model from {type(source).__name__}; "
                              "give a path, bytes or an onnx.ModelProto")
-    check_model(model, where)
-    return model
+    return check_model(model, where)
 
 
 def _parse(data: bytes, where: str) -> onnx.ModelProto:
@@ -66,11 +65,49 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
         raise ModelLoadError(f"external data of {path} could not be read: {exc}") from None
 
 
-def check_model(model: onnx.ModelProto, where: str = "model") -> None:
-    """Run the ONNX checker; its complaint becomes an ``InvalidModelError``."""
+def check_model(model: onnx.ModelProto, where: str = "model") -> onnx.ModelProto:
+    """Run the ONNX checker; its complaint becomes an ``InvalidModelError``.
+
+    The checker insists on stored topological order, which onnxruntime does not: a graph that is
+    only out of order is sorted here (in a copy, returned) and checked again; a real cycle is named.
+    """
     try:
-        if model.ByteSize() < 2**31 - 1:
-            onnx.checker.check_model(model)
+        _checker(model)
+        return model
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidModelError(f"{where} fails the ONNX checker: {first}") from None
+        if "topologically sorted" not in str(exc):
+            raise InvalidModelError(f"{where} fails the ONNX checker: {_summary(exc)}") from None
+    sorted_model = onnx.ModelProto()
+    sorted_model.CopyFrom(model)
+    sort_nodes(sorted_model.graph)
+    try:
+        _checker(sorted_model)
+    except Exception as again:
+        raise InvalidModelError(f"{where} fails the ONNX checker: {_summary(again)}") from None
+    return sorted_model
+
+
+def _checker(model: onnx.ModelProto) -> None:
+    if model.ByteSize() < 2**31 - 1:
+        onnx.checker.check_model(model)
+
+
+def _summary(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return " ".join(lines[:3])[:400] if lines else type(exc).__name__
+
+
+def sort_nodes(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` topologically (raises ``InvalidModelError`` naming a cycle)."""
+    from gpuinfer.graph.attributes import outer_scope_reads, subgraph_attributes
+    from gpuinfer.graph.toposort import topological_order
+
+    nodes = list(graph.node)
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    inputs = [list(n.input) + sorted(set().union(*[outer_scope_reads(g) for g in subgraph_attributes(n)]))
+              for n in nodes]
+    outer = {name for ins in inputs for name in ins} - available - {o for n in nodes for o in n.output}
+    order = topological_order(inputs, [list(n.output) for n in nodes], available | outer,
+                              [n.name or f"{n.op_type}#{i}" for i, n in enumerate(nodes)])
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
