@@ -1,7 +1,7 @@
 """What the runtime needs from an array library: raw byte blocks, typed views, host transfers."""
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
@@ -29,3 +29,6 @@ class Backend(Protocol):
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU)."""
+
+    def total_memory(self) -> Optional[int]:
+        """Bytes of memory this device has (None if unknown): the ceiling no plan may exceed."""

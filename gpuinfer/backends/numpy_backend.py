@@ -1,7 +1,8 @@
 """The CPU backend: numpy arrays, buffers from ``np.empty`` (which ``tracemalloc`` sees)."""
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Optional
 
 import numpy as np
 
@@ -35,3 +36,10 @@ class NumpyBackend:
 
     def synchronize(self) -> None:
         pass
+
+    def total_memory(self) -> Optional[int]:
+        """Physical memory of the machine, the ceiling no plan may exceed."""
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None

@@ -21,6 +21,9 @@ from gpuinfer.ops.context import StandaloneContext
 from gpuinfer.ops.registry import lookup
 
 # Ops whose result must not be computed once at load even when their inputs are constant.
+# No single constant made at load may exceed this: a corrupt shape must fail fast, not swap.
+MAX_FOLDED_BYTES = 4 << 30
+
 NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                 "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
 
@@ -158,7 +161,7 @@ def _try_fold(node: Node, constants: dict[str, np.ndarray], types: dict) -> Opti
         else:
             return None
     ctx = StandaloneContext(attrs=node.attrs, opset=node.opset, n_outputs=len(node.outputs),
-                            op_type=node.op_type, node_name=node.name)
+                            op_type=node.op_type, node_name=node.name, max_bytes=MAX_FOLDED_BYTES)
     try:
         result = node.spec.kernel(ctx, *args)
     except GpuinferError as exc:

@@ -59,7 +59,8 @@ class StandaloneContext(OpContext):
     """
 
     def __init__(self, attrs: Optional[dict] = None, opset: int = 21, xp: Any = np,
-                 n_outputs: int = 1, op_type: str = "", node_name: str = "", runner: Any = None):
+                 n_outputs: int = 1, op_type: str = "", node_name: str = "", runner: Any = None,
+                 max_bytes: Optional[int] = None):
         self.attrs = attrs or {}
         self.opset = opset
         self.xp = xp
@@ -67,12 +68,22 @@ class StandaloneContext(OpContext):
         self.op_type = op_type
         self.node_name = node_name
         self._runner = runner
+        self.max_bytes = max_bytes  # refuse any single buffer above this (load-time folding guard)
+
+    def _empty(self, shape: Sequence[int], dtype: Any) -> Any:
+        shape = tuple(int(d) for d in shape)
+        if self.max_bytes is not None:
+            nbytes = np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.float64))
+            if nbytes > self.max_bytes or any(d < 0 for d in shape):
+                raise MemoryError(f"{self.op_type} would make a {nbytes:.0f}-byte tensor of shape {list(shape)}, "
+                                  f"over the {self.max_bytes}-byte limit")
+        return self.xp.empty(shape, dtype=dtype)
 
     def out(self, i: int, shape: Sequence[int], dtype: Any) -> Any:
-        return self.xp.empty(tuple(int(d) for d in shape), dtype=dtype)
+        return self._empty(shape, dtype)
 
     def scratch(self, shape: Sequence[int], dtype: Any) -> Any:
-        return self.xp.empty(tuple(int(d) for d in shape), dtype=dtype)
+        return self._empty(shape, dtype)
 
     def run_graph(self, graph: Any, inputs: Sequence[Any]) -> list:
         if self._runner is None:

@@ -190,14 +190,20 @@ class InferenceSession:
         return plan, BlockSet(self._allocator, plan.blocks)
 
     def _check_limit(self, plan: MemoryPlan) -> None:
-        if self._memory_limit is None:
+        """Refuse, before allocating anything, a run that cannot fit the limit (or the machine)."""
+        limit, what = self._memory_limit, "memory_limit_bytes"
+        if limit is None:
+            limit, what = self._backend.total_memory(), f"the {self.device} memory of this machine"
+        if limit is None:
             return
-        need = max(plan.planned_bytes, 0) + _unplaced_peak(plan)
-        if need > self._memory_limit:
-            raise MemoryLimitError(
-                f"a run in memory_mode={self.memory_mode!r} needs about {need} bytes, over "
-                f"memory_limit_bytes={self._memory_limit}; the least any mode needs here is about "
-                f"{plan.lower_bound_bytes} bytes (try memory_mode='arena' or 'reduce')")
+        need = plan.planned_bytes + _unplaced_peak(plan)
+        if need > limit:
+            fits = "arena" if plan.lower_bound_bytes <= limit else None
+            advice = (f"memory_mode='arena' needs about {plan.lower_bound_bytes} bytes here and would fit"
+                      if fits and self.memory_mode != "arena" else
+                      f"no mode fits: the least any needs is about {plan.lower_bound_bytes} bytes")
+            raise MemoryLimitError(f"a run in memory_mode={self.memory_mode!r} needs about {need} bytes, "
+                                   f"over {what} ({limit} bytes); {advice}")
 
     def _check_output_names(self, names: list[str]) -> frozenset:
         """Intermediates to hold past their last use; raises for ones this mode frees."""
