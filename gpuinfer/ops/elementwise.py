@@ -1,0 +1,479 @@
+"""Unary elementwise kernels: activations, math functions, predicates, Clip, Identity, Dropout.
+
+Most are in-place safe (``inplace=True``): every step reads ``x`` before the output element is
+written, or works on chunk-sized scratch buffers first.  Ops needing temporaries run over the
+flattened input in chunks of ``_CHUNK`` elements, so their planned scratch stays small and fixed.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gpuinfer.errors import NodeExecutionError
+from gpuinfer.ops.registry import op
+
+_CHUNK = 1 << 16  # elements per chunk for ops that need temporaries
+
+
+def _work_dtype(dtype) -> np.dtype:
+    """The dtype temporaries use: float32 for half floats, else the input's own dtype."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize < 4 else dtype
+
+
+def _chunk_scratch(*kinds):
+    """Scratch declaration for ``_chunked``: one chunk-sized buffer per kind (None = work dtype)."""
+
+    def fn(attrs, shapes, dtypes):
+        n = math.prod(shapes[0]) if shapes and shapes[0] is not None else 0
+        c = min(n, _CHUNK)
+        return [((c,), _work_dtype(dtypes[0]) if k is None else np.dtype(k)) for k in kinds]
+
+    return fn
+
+
+def _chunked(ctx, x, kinds, body):
+    """Run ``body(x_chunk, out_chunk, *tmps)`` over flat chunks; tmps are scratch of each kind."""
+    out = ctx.out(0, x.shape, x.dtype)
+    n = int(x.size)
+    c = min(n, _CHUNK)
+    tmps = [ctx.scratch((c,), _work_dtype(x.dtype) if k is None else np.dtype(k)) for k in kinds]
+    xf, of = x.reshape(-1), out.reshape(-1)
+    with np.errstate(all="ignore"):
+        for s in range(0, n, max(c, 1)):
+            e = min(s + c, n)
+            body(xf[s:e], of[s:e], *(t[: e - s] for t in tmps))
+    return out
+
+
+def _unary(name, since, ufunc_name, doc):
+    """Register a one-ufunc op: out = xp.<ufunc>(x)."""
+
+    def kernel(ctx, x):
+        with np.errstate(all="ignore"):
+            return getattr(ctx.xp, ufunc_name)(x, out=ctx.out(0, x.shape, x.dtype))
+
+    kernel.__name__ = kernel.__qualname__ = name.lower()
+    kernel.__doc__ = doc
+    op(name, since=since, inplace=True)(kernel)
+
+
+for _name, _since, _fn, _doc in [
+    ("Tanh", 1, "tanh", "Hyperbolic tangent."),
+    ("Exp", 1, "exp", "e to the power x."),
+    ("Log", 1, "log", "Natural logarithm (-inf at 0, NaN below)."),
+    ("Sqrt", 1, "sqrt", "Square root (NaN for negatives)."),
+    ("Abs", 1, "absolute", "Absolute value, any numeric type."),
+    ("Neg", 1, "negative", "Negation, any signed type."),
+    ("Reciprocal", 1, "reciprocal", "1 / x."),
+    ("Floor", 1, "floor", "Round toward -inf."),
+    ("Ceil", 1, "ceil", "Round toward +inf."),
+    ("Round", 11, "rint", "Round half to even, as the spec requires."),
+    ("Sign", 9, "sign", "-1, 0 or 1 by sign, any numeric type."),
+    ("Not", 1, "logical_not", "Boolean negation."),
+    ("Sin", 7, "sin", "Sine."),
+    ("Cos", 7, "cos", "Cosine."),
+    ("Tan", 7, "tan", "Tangent."),
+    ("Asin", 7, "arcsin", "Arc sine."),
+    ("Acos", 7, "arccos", "Arc cosine."),
+    ("Atan", 7, "arctan", "Arc tangent."),
+    ("Sinh", 9, "sinh", "Hyperbolic sine."),
+    ("Cosh", 9, "cosh", "Hyperbolic cosine."),
+    ("Asinh", 9, "arcsinh", "Inverse hyperbolic sine."),
+    ("Acosh", 9, "arccosh", "Inverse hyperbolic cosine."),
+    ("Atanh", 9, "arctanh", "Inverse hyperbolic tangent."),
+]:
+    _unary(_name, _since, _fn, _doc)
+
+
+def _scalar(x, value):
+    """An attribute value as a scalar of x's dtype (no float64 promotion)."""
+    return _work_dtype(x.dtype).type(value)
+
+
+@op("Relu", since=1, inplace=True)
+def relu(ctx, x):
+    """max(x, 0), for float and signed integer types."""
+    return ctx.xp.maximum(x, 0, out=ctx.out(0, x.shape, x.dtype))
+
+
+@op("Sigmoid", since=1, inplace=True)
+def sigmoid(ctx, x):
+    """1 / (1 + e^-x): e^-x overflowing to inf gives the right limit 0, and small results keep
+    full relative precision (unlike the tanh form)."""
+    xp = ctx.xp
+    out = ctx.out(0, x.shape, x.dtype)
+    with np.errstate(all="ignore"):
+        xp.negative(x, out=out)
+        xp.exp(out, out=out)
+        xp.add(out, 1, out=out)
+        return xp.reciprocal(out, out=out)
+
+
+@op("HardSigmoid", since=1, inplace=True)
+def hard_sigmoid(ctx, x):
+    """max(0, min(1, alpha*x + beta))."""
+    xp = ctx.xp
+    out = ctx.out(0, x.shape, x.dtype)
+    xp.multiply(x, _scalar(x, ctx.attr("alpha", 0.2)), out=out)
+    xp.add(out, _scalar(x, ctx.attr("beta", 0.5)), out=out)
+    return xp.clip(out, 0, 1, out=out)
+
+
+@op("HardSwish", since=14, inplace=True, scratch=_chunk_scratch(None))
+def hard_swish(ctx, x):
+    """x * max(0, min(1, x/6 + 1/2))."""
+    xp = ctx.xp
+
+    def body(xc, oc, t):
+        xp.multiply(xc, _scalar(x, 1.0 / 6.0), out=t)
+        xp.add(t, 0.5, out=t)
+        xp.clip(t, 0, 1, out=t)
+        xp.multiply(xc, t, out=oc)
+
+    return _chunked(ctx, x, [None], body)
+
+
+@op("LeakyRelu", since=1, inplace=True, scratch=_chunk_scratch(None))
+def leaky_relu(ctx, x):
+    """x for x >= 0 else alpha*x, as max(x,0) + alpha*min(x,0) (right for any alpha)."""
+    xp = ctx.xp
+    alpha = _scalar(x, ctx.attr("alpha", 0.01))
+
+    def body(xc, oc, t):
+        xp.minimum(xc, 0, out=t)
+        xp.multiply(t, alpha, out=t)
+        xp.maximum(xc, 0, out=oc)
+        xp.add(oc, t, out=oc)
+
+    return _chunked(ctx, x, [None], body)
+
+
+def _elu_into(xp, xc, oc, t, alpha, gamma=None):
+    """oc = [gamma*] (max(x,0) + alpha*expm1(min(x,0)))."""
+    xp.minimum(xc, 0, out=t)
+    xp.expm1(t, out=t)
+    xp.multiply(t, alpha, out=t)
+    xp.maximum(xc, 0, out=oc)
+    xp.add(oc, t, out=oc)
+    if gamma is not None:
+        xp.multiply(oc, gamma, out=oc)
+
+
+@op("Elu", since=1, inplace=True, scratch=_chunk_scratch(None))
+def elu(ctx, x):
+    """x for x >= 0 else alpha*(e^x - 1)."""
+    alpha = _scalar(x, ctx.attr("alpha", 1.0))
+    return _chunked(ctx, x, [None], lambda xc, oc, t: _elu_into(ctx.xp, xc, oc, t, alpha))
+
+
+@op("Selu", since=1, inplace=True, scratch=_chunk_scratch(None))
+def selu(ctx, x):
+    """gamma * (x for x > 0 else alpha*(e^x - 1))."""
+    alpha = _scalar(x, ctx.attr("alpha", 1.67326319217681884765625))
+    gamma = _scalar(x, ctx.attr("gamma", 1.05070102214813232421875))
+    return _chunked(ctx, x, [None], lambda xc, oc, t: _elu_into(ctx.xp, xc, oc, t, alpha, gamma))
+
+
+@op("Celu", since=12, inplace=True, scratch=_chunk_scratch(None))
+def celu(ctx, x):
+    """max(0, x) + min(0, alpha*(e^(x/alpha) - 1))."""
+    xp = ctx.xp
+    alpha = _scalar(x, ctx.attr("alpha", 1.0))
+
+    def body(xc, oc, t):
+        xp.divide(xc, alpha, out=t)
+        xp.minimum(t, 0, out=t)
+        xp.expm1(t, out=t)
+        xp.multiply(t, alpha, out=t)
+        xp.maximum(xc, 0, out=oc)
+        xp.add(oc, t, out=oc)
+
+    return _chunked(ctx, x, [None], body)
+
+
+@op("Softplus", since=1, inplace=True)
+def softplus(ctx, x):
+    """log(1 + e^x), via logaddexp so large x does not overflow."""
+    with np.errstate(all="ignore"):
+        return ctx.xp.logaddexp(x, 0, out=ctx.out(0, x.shape, x.dtype))
+
+
+@op("Softsign", since=1, inplace=True, scratch=_chunk_scratch(None))
+def softsign(ctx, x):
+    """x / (1 + |x|)."""
+    xp = ctx.xp
+
+    def body(xc, oc, t):
+        xp.absolute(xc, out=t)
+        xp.add(t, 1, out=t)
+        xp.divide(xc, t, out=oc)
+
+    return _chunked(ctx, x, [None], body)
+
+
+@op("Mish", since=18, inplace=True, scratch=_chunk_scratch(None, None))
+def mish(ctx, x):
+    """x * tanh(softplus(x)), using tanh(log(1 + e)) = n / (n + 2) with n = e(e + 2), e = e^x
+    (x capped at 20, where the factor is 1 in float32): only fast exp/mul/div passes."""
+    xp = ctx.xp
+
+    def body(xc, oc, t, n):
+        xp.minimum(xc, 20, out=t)
+        xp.exp(t, out=t)
+        xp.add(t, 2, out=n)
+        xp.multiply(n, t, out=n)
+        xp.add(n, 2, out=t)
+        xp.divide(n, t, out=n)
+        xp.multiply(xc, n, out=oc)
+
+    return _chunked(ctx, x, [None, None], body)
+
+
+def _swish_into(xp, xc, oc, t, alpha):
+    """oc = xc / (1 + e^(-alpha*xc)), i.e. xc * sigmoid(alpha*xc)."""
+    xp.multiply(xc, -alpha, out=t)
+    xp.exp(t, out=t)
+    xp.add(t, 1, out=t)
+    xp.divide(xc, t, out=oc)
+
+
+@op("Swish", since=24, inplace=True, scratch=_chunk_scratch(None))
+def swish(ctx, x):
+    """x * sigmoid(alpha * x)."""
+    alpha = _scalar(x, ctx.attr("alpha", 1.0))
+    return _chunked(ctx, x, [None], lambda xc, oc, t: _swish_into(ctx.xp, xc, oc, t, alpha))
+
+
+@op("SwiGLU", since=28, inplace=True, scratch=_chunk_scratch(None))
+def swiglu(ctx, a, b):
+    """Swish_alpha(a) * b for same-shaped gate a and value b (no broadcasting)."""
+    xp = ctx.xp
+    if tuple(a.shape) != tuple(b.shape):
+        raise NodeExecutionError(f"SwiGLU: A {a.shape} and B {b.shape} must have the same shape")
+    alpha = _scalar(a, ctx.attr("alpha", 1.0))
+    bf = b.reshape(-1)
+    pos = [0]
+
+    def body(ac, oc, t):
+        s, e = pos[0], pos[0] + ac.size
+        pos[0] = e
+        xp.multiply(ac, -alpha, out=t)
+        xp.exp(t, out=t)
+        xp.add(t, 1, out=t)
+        xp.divide(ac, t, out=t)
+        xp.multiply(t, bf[s:e], out=oc)
+
+    return _chunked(ctx, a, [None], body)
+
+
+# erf(x) ~= x * P(x^2) / Q(x^2) on [-4, 4] (|erf(4)| rounds to 1 in float32); a least-squares
+# rational fit made for gpuinfer, max abs error about 4e-7 when evaluated in float32.
+_ERF_P = (1.12837915, 0.1899107558, 0.05266607987, 0.003741287941, 0.0002837435684, 2.044698146e-06)
+_ERF_Q = (1.0, 0.5016368603, 0.1138890534, 0.0149189298, 0.001155673826, 3.797999733e-05)
+
+
+def _horner(xp, coeffs, t, acc):
+    """acc = sum(coeffs[i] * t**i), evaluated in place."""
+    acc[...] = coeffs[-1]
+    for c in coeffs[-2::-1]:
+        xp.multiply(acc, t, out=acc)
+        xp.add(acc, c, out=acc)
+
+
+def _erf_inplace(xp, v, t1, t2):
+    """v = erf(v) using two same-sized temporaries."""
+    xp.clip(v, -4, 4, out=v)
+    xp.multiply(v, v, out=t1)
+    _horner(xp, _ERF_P, t1, t2)
+    xp.multiply(v, t2, out=v)
+    _horner(xp, _ERF_Q, t1, t2)
+    xp.divide(v, t2, out=v)
+    xp.clip(v, -1, 1, out=v)
+
+
+@op("Erf", since=9, inplace=True, scratch=_chunk_scratch(None, None, None))
+def erf(ctx, x):
+    """Gauss error function, rational approximation in the work dtype (no scipy)."""
+    xp = ctx.xp
+
+    def body(xc, oc, t0, t1, t2):
+        xp.copyto(t0, xc)
+        _erf_inplace(xp, t0, t1, t2)
+        xp.copyto(oc, t0)
+
+    return _chunked(ctx, x, [None, None, None], body)
+
+
+def _gelu_scratch(attrs, shapes, dtypes):
+    kinds = (None,) if attrs.get("approximate", "none") == "tanh" else (None, None, None)
+    return _chunk_scratch(*kinds)(attrs, shapes, dtypes)
+
+
+@op("Gelu", since=20, inplace=True, scratch=_gelu_scratch)
+def gelu(ctx, x):
+    """0.5*x*(1 + erf(x/sqrt 2)), or the tanh approximation when approximate='tanh'."""
+    xp = ctx.xp
+    approximate = ctx.attr("approximate", "none")
+    if approximate == "tanh":
+        c = _scalar(x, math.sqrt(2.0 / math.pi))
+
+        def body(xc, oc, t):
+            xp.multiply(xc, xc, out=t)
+            xp.multiply(t, 0.044715, out=t)
+            xp.add(t, 1, out=t)
+            xp.multiply(t, xc, out=t)
+            xp.multiply(t, c, out=t)
+            xp.tanh(t, out=t)
+            xp.add(t, 1, out=t)
+            xp.multiply(t, 0.5, out=t)
+            xp.multiply(xc, t, out=oc)
+
+        return _chunked(ctx, x, [None], body)
+    if approximate != "none":
+        raise NodeExecutionError(f"Gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+    def body3(xc, oc, t0, t1, t2):
+        xp.multiply(xc, _scalar(x, 1.0 / math.sqrt(2.0)), out=t0)
+        _erf_inplace(xp, t0, t1, t2)
+        xp.add(t0, 1, out=t0)
+        xp.multiply(t0, 0.5, out=t0)
+        xp.multiply(xc, t0, out=oc)
+
+    return _chunked(ctx, x, [None, None, None], body3)
+
+
+@op("ThresholdedRelu", since=10, inplace=True, scratch=_chunk_scratch(np.bool_))
+def thresholded_relu(ctx, x):
+    """x where x > alpha, else 0."""
+    xp = ctx.xp
+    alpha = _scalar(x, ctx.attr("alpha", 1.0))
+
+    def body(xc, oc, b):
+        xp.greater(xc, alpha, out=b)
+        xp.logical_not(b, out=b)
+        xp.copyto(oc, xc)
+        xp.copyto(oc, 0, where=b)
+
+    return _chunked(ctx, x, [np.bool_], body)
+
+
+@op("Shrink", since=9, inplace=True, scratch=_chunk_scratch(None, np.bool_))
+def shrink(ctx, x):
+    """x - bias where x > lambd, x + bias where x < -lambd, else 0."""
+    xp = ctx.xp
+    lambd = float(ctx.attr("lambd", 0.5))
+    bias = float(ctx.attr("bias", 0.0))
+    wt = _work_dtype(x.dtype)
+    if wt.kind == "f":
+        bias = wt.type(bias)
+
+    def body(xc, oc, t, b):
+        t[...] = 0
+        xp.greater(xc, lambd, out=b)
+        xp.subtract(xc, bias, out=t, where=b, casting="unsafe")
+        xp.less(xc, -lambd, out=b)
+        xp.add(xc, bias, out=t, where=b, casting="unsafe")
+        xp.copyto(oc, t)
+
+    return _chunked(ctx, x, [None, np.bool_], body)
+
+
+def _bound(ctx, x, value):
+    """A Clip bound (attribute number or 1-element tensor) as a scalar of x's dtype, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)):
+        value = ctx.host(value)
+        if value.size == 0:
+            return None
+        value = value.reshape(-1)[0].item()
+    return x.dtype.type(value)
+
+
+def _clip_into(ctx, x, lo, hi):
+    xp = ctx.xp
+    out = ctx.out(0, x.shape, x.dtype)
+    src = x
+    if lo is not None:
+        xp.maximum(src, lo, out=out)
+        src = out
+    if hi is not None:
+        xp.minimum(src, hi, out=out)
+        src = out
+    if src is x:
+        xp.copyto(out, x)
+    return out
+
+
+@op("Clip", since=1, inplace=True)
+def clip_v1(ctx, x):
+    """Clip with min/max attributes (opset < 11); absent bounds mean unbounded."""
+    return _clip_into(ctx, x, _bound(ctx, x, ctx.attr("min")), _bound(ctx, x, ctx.attr("max")))
+
+
+@op("Clip", since=11, inplace=True)
+def clip_v11(ctx, x, lo=None, hi=None):
+    """Clip with optional scalar min/max inputs; min > max gives max everywhere, as the spec says."""
+    return _clip_into(ctx, x, _bound(ctx, x, lo), _bound(ctx, x, hi))
+
+
+@op("IsNaN", since=9)
+def is_nan(ctx, x):
+    """Boolean mask of NaN elements."""
+    return ctx.xp.isnan(x, out=ctx.out(0, x.shape, np.bool_))
+
+
+@op("IsInf", since=10)
+def is_inf(ctx, x):
+    """Boolean mask of infinities, optionally only +inf or only -inf."""
+    xp = ctx.xp
+    out = ctx.out(0, x.shape, np.bool_)
+    pos, neg = ctx.attr("detect_positive", 1), ctx.attr("detect_negative", 1)
+    if pos and neg:
+        return xp.isinf(x, out=out)
+    if pos:
+        return xp.equal(x, np.inf, out=out)
+    if neg:
+        return xp.equal(x, -np.inf, out=out)
+    out[...] = False
+    return out
+
+
+@op("Identity", since=1, inplace=True)
+def identity(ctx, x):
+    """A copy of the input (sequences and optionals pass through as they are)."""
+    if x is None or isinstance(x, (list, tuple)):
+        return (x if x is None else list(x),)
+    out = ctx.out(0, x.shape, x.dtype)
+    ctx.xp.copyto(out, x)
+    return out
+
+
+@op("Dropout", since=1, inplace=True)
+def dropout(ctx, x, ratio=None, training_mode=None):
+    """Inference: a copy of x and an all-true mask; training_mode (opset 12+) drops at random."""
+    xp = ctx.xp
+    out = ctx.out(0, x.shape, x.dtype)
+    mask_dtype = np.bool_ if ctx.opset >= 10 else x.dtype
+    training = training_mode is not None and bool(ctx.host(training_mode).reshape(-1)[0])
+    r = 0.5 if ratio is None else float(ctx.host(ratio).reshape(-1)[0])
+    if ctx.opset < 12:
+        training, r = False, ctx.attr("ratio", 0.5)
+    if not training or r == 0.0:
+        xp.copyto(out, x)
+        if ctx.wants(1):
+            mask = ctx.out(1, x.shape, mask_dtype)
+            mask[...] = True
+            return out, mask
+        return out
+    # Host RandomState(seed).uniform, the draw the ONNX reference uses, so seeded runs agree.
+    keep = xp.asarray(np.random.RandomState(ctx.attr("seed")).uniform(0.0, 1.0, x.shape) >= r)
+    xp.multiply(x, keep, out=out)
+    xp.multiply(out, x.dtype.type(1.0 / (1.0 - r)), out=out)
+    if ctx.wants(1):
+        mask = ctx.out(1, x.shape, mask_dtype)
+        xp.copyto(mask, keep)
+        return out, mask
+    return out

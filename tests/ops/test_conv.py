@@ -1,0 +1,166 @@
+"""Conv and ConvTranspose against onnxruntime: every path (pointwise, depthwise, im2col) and attribute."""
+import numpy as np
+import pytest
+
+import gpuinfer.ops  # noqa: F401  (registers the kernels)
+from gpuinfer.errors import NodeExecutionError
+from gpuinfer.ops.conv import conv_geometry, conv_transpose_geometry
+from gpuinfer.ops.registry import lookup
+from tests.node_helpers import check_against_onnxruntime, run_kernel
+
+rng = np.random.default_rng(0)
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def r(*shape, dtype=np.float32):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+CONV_CASES = [
+    ((2, 4, 9, 9), (6, 4, 3, 3), {}),
+    ((2, 4, 9, 9), (6, 2, 3, 3), dict(group=2, pads=[1, 0, 2, 1], strides=[2, 1], dilations=[1, 2])),
+    ((2, 4, 9, 9), (4, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),  # depthwise, padded
+    ((2, 4, 9, 9), (4, 1, 3, 3), dict(group=4, auto_pad="SAME_UPPER", strides=[2, 2])),
+    ((2, 4, 10, 10), (4, 1, 3, 3), dict(group=4, auto_pad="SAME_LOWER", strides=[2, 2])),
+    ((2, 4, 10, 10), (4, 1, 3, 3), dict(group=4, dilations=[2, 2])),  # depthwise, unpadded
+    ((2, 4, 10, 10), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),  # depthwise multiplier 2 -> im2col
+    ((2, 4, 9, 9), (8, 4, 1, 1), {}),  # pointwise
+    ((2, 4, 9, 9), (8, 2, 1, 1), dict(group=2)),  # grouped pointwise
+    ((2, 4, 9, 9), (8, 4, 1, 1), dict(strides=[2, 2])),  # 1x1 strided -> im2col
+    ((2, 4, 9), (8, 2, 3), dict(group=2, pads=[2, 1])),  # 1-D
+    ((1, 4, 5, 6, 7), (3, 4, 2, 3, 2), dict(pads=[1, 0, 1, 0, 1, 1], strides=[1, 2, 1])),  # 3-D
+    ((1, 4, 9, 9), (3, 4, 3, 3), dict(auto_pad="VALID", strides=[2, 2])),
+    ((1, 3, 8, 8), (5, 3, 3, 3), dict(kernel_shape=[3, 3], pads=[0, 2, 0, 2])),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", CONV_CASES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv(x_shape, w_shape, attrs, bias):
+    inputs = [r(*x_shape), r(*w_shape)] + ([r(w_shape[0])] if bias else [])
+    check_against_onnxruntime("Conv", inputs, opset=11, **TOL, **attrs)
+
+
+def test_conv_constant_weights_and_float64():
+    x, w = r(1, 3, 6, 6), r(2, 3, 3, 3)
+    (expected,) = check_against_onnxruntime("Conv", [x, w], constant_inputs=[1], pads=[1, 1, 1, 1], **TOL)
+    # onnxruntime has no float64 Conv: float64 must agree with the float32 result and stay float64
+    (got,) = run_kernel("Conv", [x.astype(np.float64), w.astype(np.float64)], pads=[1, 1, 1, 1])
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_opset1():
+    check_against_onnxruntime("Conv", [r(1, 2, 6, 6), r(3, 2, 3, 3)], opset=1, **TOL)
+
+
+def test_conv_scratch_matches_requests():
+    """The scratch function predicts exactly the buffers each path asks for."""
+    for x_shape, w_shape, attrs in CONV_CASES:
+        spec = lookup("Conv", 11)
+        x, w = r(*x_shape), r(*w_shape)
+        predicted = spec.scratch(attrs, [x.shape, w.shape], [x.dtype, w.dtype])
+        requested = []
+
+        from gpuinfer.ops.context import StandaloneContext
+
+        class Ctx(StandaloneContext):
+            def scratch(self, shape, dtype):
+                requested.append((tuple(shape), np.dtype(dtype)))
+                return super().scratch(shape, dtype)
+
+        spec.kernel(Ctx(attrs=attrs, opset=11), x, w)
+        assert requested == [(tuple(s), np.dtype(d)) for s, d in predicted], (x_shape, attrs)
+
+
+def test_conv_paths_chosen():
+    assert conv_geometry({}, (1, 4, 5, 5), (8, 4, 1, 1), np.float32).path == "pointwise"
+    assert conv_geometry({"group": 4}, (1, 4, 5, 5), (4, 1, 3, 3), np.float32).path == "depthwise"
+    assert conv_geometry({}, (1, 4, 5, 5), (8, 4, 3, 3), np.float32).path == "im2col"
+
+
+def test_conv_bad_channels():
+    with pytest.raises(NodeExecutionError, match="Conv"):
+        run_kernel("Conv", [r(1, 4, 5, 5), r(2, 3, 3, 3)], opset=11)
+
+
+TRANSPOSE_CASES = [
+    {}, dict(strides=[2, 2]), dict(strides=[2, 3], pads=[1, 0, 1, 2]),
+    dict(strides=[2, 2], output_padding=[1, 1]), dict(strides=[2, 2], output_shape=[10, 11]),
+    dict(strides=[2, 2], auto_pad="SAME_UPPER"), dict(strides=[2, 2], auto_pad="SAME_LOWER"),
+    dict(dilations=[2, 1], strides=[2, 2], pads=[1, 1, 0, 0]), dict(group=2, strides=[2, 2]),
+    dict(strides=[3, 3], output_shape=[13, 14], auto_pad="SAME_UPPER"),
+    dict(strides=[3, 3], output_shape=[13, 14], auto_pad="SAME_LOWER"),
+    dict(kernel_shape=[3, 3], strides=[1, 1], pads=[2, 2, 2, 2]),
+]
+
+
+@pytest.mark.parametrize("attrs", TRANSPOSE_CASES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_transpose(attrs, bias):
+    grp = attrs.get("group", 1)
+    inputs = [r(2, 4, 5, 5), r(4, 6 // grp, 3, 3)] + ([r(6)] if bias else [])
+    check_against_onnxruntime("ConvTranspose", inputs, opset=11, **TOL, **attrs)
+
+
+def test_conv_transpose_1d_3d():
+    check_against_onnxruntime("ConvTranspose", [r(2, 4, 5), r(4, 3, 3)], strides=[2], **TOL)
+    check_against_onnxruntime("ConvTranspose", [r(1, 4, 3, 4, 5), r(4, 3, 3, 2, 2), r(3)], strides=[2, 1, 2], **TOL)
+
+
+def test_conv_transpose_geometry():
+    g = conv_transpose_geometry({"strides": [2, 2]}, (1, 4, 5, 5), (4, 6, 3, 3), np.float32)
+    assert g.out_shape == (1, 6, 11, 11) and g.begin == [0, 0]
+    g = conv_transpose_geometry({"strides": [2, 2], "pads": [1, 1, 1, 1]}, (1, 4, 5, 5), (4, 6, 3, 3), np.float32)
+    assert g.out_shape == (1, 6, 9, 9) and g.begin == [1, 1]
+    # only the column buffer is scratch: cropping happens during the scatter
+    assert g.scratch == [((6 * 9, 25), np.dtype(np.float32))]
+
+
+def test_conv_in_row_bands(monkeypatch):
+    """Small column tiles: several bands per image, the last one partial."""
+    import gpuinfer.ops.conv as conv_module
+
+    monkeypatch.setattr(conv_module, "COLUMN_TILE_BYTES", 5000)
+    assert conv_module.conv_geometry({}, (2, 4, 13, 11), (6, 4, 3, 3), np.float32).tile == 3
+    check_against_onnxruntime("Conv", [r(2, 4, 13, 11), r(6, 2, 3, 3), r(6)], group=2, pads=[1, 0, 2, 1],
+                              strides=[2, 1], dilations=[1, 2], **TOL)
+    check_against_onnxruntime("Conv", [r(2, 4, 13, 11), r(6, 4, 3, 3)], pads=[1, 1, 1, 1], strides=[3, 2], **TOL)
+    check_against_onnxruntime("Conv", [r(1, 4, 7, 6, 5), r(3, 4, 2, 3, 2)], pads=[1, 0, 1, 0, 1, 1],
+                              strides=[2, 2, 1], **TOL)
+
+
+def test_conv_transpose_output_larger_than_full_result():
+    """A negative effective pad (output_shape beyond the full result) leaves zero margins."""
+    x, w = r(1, 2, 3, 3), r(2, 3, 3, 3)
+    (got,) = run_kernel("ConvTranspose", [x, w], opset=11, strides=[2, 2], pads=[-1, -1, -2, -2])
+    (full,) = run_kernel("ConvTranspose", [x, w], opset=11, strides=[2, 2])
+    assert got.shape == (1, 3, 10, 10)
+    np.testing.assert_array_equal(got[:, :, 1:8, 1:8], full)
+    assert not got[:, :, 0].any() and not got[:, :, 8:].any()
+
+
+@pytest.mark.parametrize("attrs", [{}, dict(strides=[2, 2]), dict(pads=[1, 0, 1, 2], dilations=[2, 1]),
+                                   dict(strides=[1, 2], pads=[0, 1, 0, 1])])
+def test_col2im(attrs):
+    img = np.array([6, 7], np.int64)
+    blk = np.array([2, 3], np.int64)
+    pads = attrs.get("pads", [0] * 4)
+    st = attrs.get("strides", [1, 1])
+    dl = attrs.get("dilations", [1, 1])
+    n_blocks = [(int(i) + pads[a] + pads[a + 2] - ((int(k) - 1) * dl[a] + 1)) // st[a] + 1
+                for a, (i, k) in enumerate(zip(img, blk))]
+    x = r(2, 3 * 6, int(np.prod(n_blocks)))
+    check_against_onnxruntime("Col2Im", [x, img, blk], opset=18, constant_inputs=[1, 2], **TOL, **attrs)
+
+
+def test_conv_integer_and_qlinear_conv():
+    x = rng.integers(0, 255, (1, 3, 7, 7)).astype(np.uint8)
+    w = rng.integers(0, 255, (4, 3, 3, 3)).astype(np.uint8)
+    check_against_onnxruntime("ConvInteger", [x, w, np.array(3, np.uint8), np.array(5, np.uint8)], opset=10,
+                              pads=[1, 1, 1, 1])
+    check_against_onnxruntime("ConvInteger", [x, w], opset=10, strides=[2, 2])
+    ws = np.array([0.01, 0.02, 0.015, 0.03], np.float32)
+    inputs = [x, np.array(0.05, np.float32), np.array(3, np.uint8), w, ws, np.array(5, np.uint8),
+              np.array(0.4, np.float32), np.array(100, np.uint8), rng.integers(-500, 500, 4).astype(np.int32)]
+    check_against_onnxruntime("QLinearConv", inputs, opset=10, pads=[1, 1, 1, 1])
