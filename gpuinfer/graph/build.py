@@ -28,8 +28,11 @@ NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnif
                 "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
 
 
-def load_graph(source: ModelSource) -> tuple[Graph, onnx.ModelProto]:
-    """Read, check and build a model; returns the graph and the checked ModelProto."""
+def load_graph(source: ModelSource, optimizations: list[str] = ()) -> tuple[Graph, onnx.ModelProto]:
+    """Read, check, build and optimise a model; returns the graph and the checked ModelProto.
+
+    ``optimizations`` names the graph passes to run (see ``gpuinfer.graph.passes``).
+    """
     model = read_model(source)
     opsets = model_opsets(model)
     missing = unsupported_ops(model.graph, opsets)
@@ -37,6 +40,10 @@ def load_graph(source: ModelSource) -> tuple[Graph, onnx.ModelProto]:
         raise UnsupportedOpError(missing)
     types = collect_value_types(infer_shapes(model).graph)
     graph = build_graph(model.graph, opsets, types, {}, set())
+    if optimizations:
+        from gpuinfer.graph.passes import optimize
+
+        optimize(graph, list(optimizations))
     return graph, model
 
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
 from gpuinfer.backends import make_backend, resolve_device
 from gpuinfer.errors import DataRemovedError, GpuinferError, InputError, MemoryLimitError
 from gpuinfer.graph.build import load_graph
+from gpuinfer.graph.passes import resolve as resolve_optimizations
 from gpuinfer.graph.read import ModelSource
 from gpuinfer.graph.specialize import signature_of, static_value_types
 from gpuinfer.plan import MODES, MemoryPlan, make_plan
@@ -47,13 +48,15 @@ class InferenceSession:
     free them.  ``sample_memory`` turns on the independent peak sampler (tracemalloc on the CPU),
     which slows Python down; ``memory_limit_bytes`` makes a run that would need more fail before
     it starts.  ``plan_cache_size`` bounds how many input-shape signatures keep a plan.
+    ``optimizations``: ``True`` runs every graph pass at load (identity removal, BatchNorm folding,
+    activation fusion, dead-node removal), ``False`` none, or a list of pass names.
     """
 
     def __init__(self, model: ModelSource, device: str = "auto", memory_mode: str = "per_tensor",
                  providers: Optional[Sequence] = None, sess_options: Any = None, *,
                  keep: Iterable[str] = (), sample_memory: bool = False,
                  memory_limit_bytes: Optional[int] = None, plan_cache_size: int = DEFAULT_PLAN_CACHE,
-                 profile: bool = False) -> None:
+                 profile: bool = False, optimizations: Union[bool, Iterable[str]] = True) -> None:
         if memory_mode not in MODES:
             raise GpuinferError(f"unknown memory_mode {memory_mode!r}; choose one of {sorted(MODES)}")
         if plan_cache_size < 1:
@@ -61,7 +64,7 @@ class InferenceSession:
         self.memory_mode = memory_mode
         self.device = resolve_device(device, providers)
         self._backend = make_backend(self.device)
-        self._graph, self._model = load_graph(model)
+        self._graph, self._model = load_graph(model, resolve_optimizations(optimizations))
         self._keep = frozenset(keep)
         unknown = sorted(k for k in self._keep if k not in self._graph.values)
         if unknown:

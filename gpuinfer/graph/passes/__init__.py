@@ -1,0 +1,51 @@
+"""Graph optimisations run once at load, each a small pass over the built graph with its own switch.
+
+``optimize(graph, enabled)`` runs the enabled passes in a fixed order and re-derives steps,
+producers, consumers and lifetimes afterwards.  Every pass keeps value names the caller can see
+(graph inputs and outputs) and leaves outputs within float rounding of the unoptimised graph.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Union
+
+from gpuinfer.errors import GpuinferError
+from gpuinfer.graph.ir import Graph
+from gpuinfer.graph.passes.batchnorm import fold_batchnorm
+from gpuinfer.graph.passes.dead import remove_dead_nodes
+from gpuinfer.graph.passes.fusion import fuse_activations
+from gpuinfer.graph.passes.identity import remove_identities
+from gpuinfer.graph.passes.relink import relink
+
+Pass = Callable[[Graph], int]  # returns how many nodes it changed
+
+PASSES: dict[str, Pass] = {
+    "remove_identities": remove_identities,
+    "fold_batchnorm": fold_batchnorm,
+    "fuse_activations": fuse_activations,
+    "remove_dead_nodes": remove_dead_nodes,
+}
+
+
+def resolve(optimizations: Union[bool, Iterable[str]]) -> list[str]:
+    """``True`` -> every pass, ``False`` -> none, or the names given (checked)."""
+    if optimizations is True:
+        return list(PASSES)
+    if optimizations is False or optimizations is None:
+        return []
+    names = list(optimizations)
+    unknown = [n for n in names if n not in PASSES]
+    if unknown:
+        raise GpuinferError(f"unknown optimization(s) {unknown}; available: {list(PASSES)}")
+    return [n for n in PASSES if n in names]
+
+
+def optimize(graph: Graph, names: list[str]) -> dict[str, int]:
+    """Run the named passes on the top-level graph; returns nodes changed per pass."""
+    changed = {}
+    for name in names:
+        changed[name] = PASSES[name](graph)
+        relink(graph)
+    return changed
+
+
+__all__ = ["PASSES", "optimize", "resolve"]

@@ -1,0 +1,69 @@
+"""BatchNormalization after a Conv with constant weights is folded into that Conv's weights and bias.
+
+y = (conv(x, W) + b - mean) * scale / sqrt(var + eps) + beta
+  = conv(x, W * a) + (b - mean) * a + beta,   a = scale / sqrt(var + eps)   (per output channel)
+The arithmetic is done in float64 and cast back, so results move by float rounding only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from gpuinfer.graph.ir import Graph, Node
+from gpuinfer.graph.passes.relink import consumers_of
+
+
+def fold_batchnorm(graph: Graph) -> int:
+    readers = consumers_of(graph)
+    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    drop: set[int] = set()
+    folded = 0
+    for bn in graph.nodes:
+        if bn.op_type != "BatchNormalization" or bn.domain or not _plain_inference(bn, graph):
+            continue
+        conv = producer.get(bn.inputs[0])
+        if (conv is None or conv.op_type != "Conv" or conv.domain or id(conv) in drop
+                or len(readers.get(conv.outputs[0], [])) != 1 or conv.outputs[0] in graph.outputs
+                or conv.inputs[1] not in graph.constants
+                or (len(conv.inputs) > 2 and conv.inputs[2] and conv.inputs[2] not in graph.constants)):
+            continue
+        _fold(graph, conv, bn)
+        drop.add(id(bn))
+        folded += 1
+    graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+    return folded
+
+
+def _plain_inference(bn: Node, graph: Graph) -> bool:
+    params_constant = all(name in graph.constants for name in bn.inputs[1:5])
+    extra_outputs = any(bn.outputs[1:])
+    return (len(bn.inputs) == 5 and params_constant and not extra_outputs
+            and not bn.attrs.get("training_mode", 0) and bn.attrs.get("spatial", 1) == 1)
+
+
+def _fold(graph: Graph, conv: Node, bn: Node) -> None:
+    w = graph.constants[conv.inputs[1]]
+    scale, beta, mean, var = (graph.constants[n].astype(np.float64) for n in bn.inputs[1:5])
+    a = scale / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+    bias = graph.constants[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0.0
+    new_w = (w.astype(np.float64) * a.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+    new_b = ((bias - mean) * a + beta).astype(w.dtype)
+    w_name, b_name = _fresh(graph, f"{conv.name}/bn_folded_W"), _fresh(graph, f"{conv.name}/bn_folded_B")
+    graph.constants[w_name] = new_w
+    graph.constants[b_name] = new_b
+    conv.inputs = [conv.inputs[0], w_name, b_name]
+    conv.outputs = [bn.outputs[0]]
+    proto = type(conv.proto)()
+    proto.CopyFrom(conv.proto)
+    del proto.input[:]
+    proto.input.extend(conv.inputs)
+    del proto.output[:]
+    proto.output.extend(conv.outputs)
+    conv.proto = proto
+
+
+def _fresh(graph: Graph, base: str) -> str:
+    name, i = base, 0
+    while name in graph.constants or name in graph.values:
+        i += 1
+        name = f"{base}_{i}"
+    return name

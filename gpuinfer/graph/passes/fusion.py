@@ -1,0 +1,87 @@
+"""An activation right after a Conv/ConvTranspose/Gemm/MatMul runs inside the same step, in place.
+
+The producer writes its output buffer, the activation rewrites that buffer where it lies: one
+step, one buffer, one pass less through the executor.  Only activations whose kernels promise
+in-place safety are fused, and only when the producer's output has no other reader.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gpuinfer.graph.ir import Graph, Node
+from gpuinfer.graph.passes.relink import consumers_of
+from gpuinfer.ops.context import OpContext
+from gpuinfer.ops.registry import OpSpec
+
+PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
+               "Softplus", "PRelu"}
+
+
+def fuse_activations(graph: Graph) -> int:
+    readers = consumers_of(graph)
+    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    replaced: dict[int, Node] = {}
+    drop: set[int] = set()
+    for act in graph.nodes:
+        if act.op_type not in ACTIVATIONS or act.domain or act.spec is None or not act.spec.inplace:
+            continue
+        first = producer.get(act.inputs[0])
+        if (first is None or first.op_type not in PRODUCERS or first.domain or id(first) in replaced
+                or len(readers.get(first.outputs[0], [])) != 1 or first.outputs[0] in graph.outputs
+                or any(name and name not in graph.constants for name in act.inputs[1:])):
+            continue
+        replaced[id(first)] = _fused(first, act)
+        drop.add(id(act))
+    graph.nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in drop]
+    return len(drop)
+
+
+def _fused(first: Node, act: Node) -> Node:
+    spec = OpSpec("", f"{first.op_type}+{act.op_type}", 1, _chain(first, act), False, first.spec.scratch)
+    proto = type(first.proto)()
+    proto.CopyFrom(first.proto)
+    del proto.output[:]
+    proto.output.extend(act.outputs[:1])
+    return Node(first.step, f"{first.name}+{act.name}", spec.op_type, "", first.opset,
+                first.inputs + act.inputs[1:], act.outputs[:1], first.attrs, spec, proto)
+
+
+def _chain(first: Node, act: Node):
+    n_first = len(first.inputs)
+
+    def kernel(ctx: OpContext, *args: Any):
+        y = first.spec.kernel(_Part(ctx, first), *args[:n_first])
+        return act.spec.kernel(_Part(ctx, act, y), y, *args[n_first:])
+
+    kernel.__doc__ = f"{first.op_type} then {act.op_type} in place on its output"
+    return kernel
+
+
+class _Part(OpContext):
+    """The context one half of a fused node sees: its own attributes, the node's buffers."""
+
+    def __init__(self, ctx: OpContext, node: Node, out0: Any = None):
+        self._ctx = ctx
+        self._out0 = out0
+        self.xp = ctx.xp
+        self.attrs = node.attrs
+        self.opset = node.opset
+        self.op_type = node.op_type
+        self.node_name = node.name
+        self.n_outputs = 1
+
+    def wants(self, i: int) -> bool:
+        return i == 0
+
+    def out(self, i, shape, dtype):
+        o = self._out0
+        if o is not None and i == 0 and tuple(o.shape) == tuple(shape) and o.dtype == dtype:
+            return o
+        return self._ctx.out(i, shape, dtype)
+
+    def scratch(self, shape, dtype):
+        return self._ctx.scratch(shape, dtype)
+
+    def host(self, x):
+        return self._ctx.host(x)
