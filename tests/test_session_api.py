@@ -116,3 +116,28 @@ def test_memory_limit_fails_before_running():
     with pytest.raises(gpuinfer.MemoryLimitError, match="memory_limit_bytes"):
         sess.run(None, conv_net_feeds())
     assert sess.held_bytes == 0
+
+
+def test_intra_op_threads_caps_blas_during_run():
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    model = conv_net()
+    sess = gpuinfer.InferenceSession(model, device="cpu", intra_op_threads=1)
+    from gpuinfer.runtime import executor
+
+    original = executor.Executor.run
+
+    def spy(self, *args, **kwargs):
+        seen.extend(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+        return original(self, *args, **kwargs)
+
+    executor.Executor.run = spy
+    try:
+        got = sess.run(None, conv_net_feeds())[0]
+    finally:
+        executor.Executor.run = original
+    assert seen and set(seen) == {1}
+    np.testing.assert_array_equal(got, gpuinfer.InferenceSession(model, device="cpu").run(None, conv_net_feeds())[0])
+    with pytest.raises(gpuinfer.GpuinferError, match="intra_op_threads"):
+        gpuinfer.InferenceSession(model, intra_op_threads=0)

@@ -13,6 +13,7 @@ owned by the caller.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -50,13 +51,16 @@ class InferenceSession:
     it starts.  ``plan_cache_size`` bounds how many input-shape signatures keep a plan.
     ``optimizations``: ``True`` runs every graph pass at load (identity removal, BatchNorm folding,
     activation fusion, dead-node removal), ``False`` none, or a list of pass names.
+    ``intra_op_threads`` caps the BLAS threads used during ``run`` (needs ``threadpoolctl``); the
+    default leaves BLAS at its own default, one thread per core.
     """
 
     def __init__(self, model: ModelSource, device: str = "auto", memory_mode: str = "per_tensor",
                  providers: Optional[Sequence] = None, sess_options: Any = None, *,
                  keep: Iterable[str] = (), sample_memory: bool = False,
                  memory_limit_bytes: Optional[int] = None, plan_cache_size: int = DEFAULT_PLAN_CACHE,
-                 profile: bool = False, optimizations: Union[bool, Iterable[str]] = True) -> None:
+                 profile: bool = False, optimizations: Union[bool, Iterable[str]] = True,
+                 intra_op_threads: Optional[int] = None) -> None:
         if memory_mode not in MODES:
             raise GpuinferError(f"unknown memory_mode {memory_mode!r}; choose one of {sorted(MODES)}")
         if plan_cache_size < 1:
@@ -80,6 +84,7 @@ class InferenceSession:
         self._lock = threading.Lock()
         self._report: Optional[MemoryReport] = None
         self._sampler = TracemallocSampler() if (sample_memory and self.device == "cpu") else None
+        self._threads = _thread_limiter(intra_op_threads)
 
     # --- onnxruntime-shaped description -------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -112,7 +117,7 @@ class InferenceSession:
         hold = self._check_output_names(names)
         feeds = check_feeds(self._graph, input_feed, self._backend.is_array)
         feeds = {k: self._to_device(v) for k, v in feeds.items()}
-        with self._lock:
+        with self._lock, self._threads():
             env, pool = self._run_locked(feeds, hold)
         outputs = [self._output(name, env) for name in names]
         return [self._backend.to_host(o) for o in outputs]
@@ -261,6 +266,20 @@ class InferenceSession:
     def held_bytes(self) -> int:
         """Bytes the pool keeps between runs (kept buffers of the cached plans)."""
         return self._allocator.in_use
+
+
+def _thread_limiter(threads: Optional[int]):
+    """A context-manager factory capping BLAS threads during a run (a no-op when ``threads`` is None)."""
+    if threads is None:
+        return contextlib.nullcontext
+    if int(threads) < 1:
+        raise GpuinferError(f"intra_op_threads must be at least 1, got {threads}")
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        raise GpuinferError("intra_op_threads needs the threadpoolctl package: pip install threadpoolctl") from None
+    controller = ThreadpoolController()
+    return lambda: controller.limit(limits=int(threads), user_api="blas")
 
 
 def _shape_list(shape: Optional[tuple]) -> list:
