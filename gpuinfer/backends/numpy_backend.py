@@ -19,11 +19,7 @@ class NumpyBackend:
         return block[start:start + nbytes]
 
     def view(self, raw: np.ndarray, offset: int, shape: tuple, dtype: Any) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        count = 1
-        for d in shape:
-            count *= int(d)
-        return raw[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
+        return np.ndarray(shape, dtype=dtype, buffer=raw, offset=offset)
 
     def to_device(self, array: np.ndarray) -> np.ndarray:
         return array

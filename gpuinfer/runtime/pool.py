@@ -29,6 +29,7 @@ class BlockSet:
         self.allocator = allocator
         self.sizes = list(sizes)
         self.raw: list[Optional[Any]] = [None] * len(sizes)
+        self.views: dict[int, dict[str, Any]] = {}  # id(plan) -> tensor key -> view, reused every run
 
     def block(self, index: int) -> Any:
         if self.raw[index] is None:
@@ -37,6 +38,7 @@ class BlockSet:
 
     def grow(self, sizes: list[int]) -> None:
         """Make room for a plan with these block sizes (arena: one block shared by all signatures)."""
+        self.views.clear()  # views into a block about to be replaced must not survive
         for i, size in enumerate(sizes):
             if i >= len(self.sizes):
                 self.sizes.append(size)
@@ -51,7 +53,15 @@ class BlockSet:
     def held_bytes(self) -> int:
         return sum(s for s, r in zip(self.sizes, self.raw) if r is not None)
 
+    def views_for(self, plan: MemoryPlan) -> dict[str, Any]:
+        return self.views.setdefault(id(plan), {})
+
+    def forget(self, plan: MemoryPlan) -> None:
+        """Drop the cached views of a plan that left the cache."""
+        self.views.pop(id(plan), None)
+
     def release_all(self) -> None:
+        self.views.clear()
         for i, raw in enumerate(self.raw):
             if raw is not None:
                 self.allocator.free(self.sizes[i])
@@ -66,6 +76,7 @@ class RunPool:
         self.backend = allocator.backend
         self.plan = plan
         self.blocks = blocks
+        self.views = blocks.views_for(plan)
         self.dynamic: dict[str, int] = {}  # key -> bytes, held on the reduce path right now
         self.dynamic_bytes = 0  # total served on the reduce path in this run
         self.unplanned_keys: list[str] = []  # planned tensors whose run-time shape differed
@@ -76,23 +87,24 @@ class RunPool:
         """The buffer for tensor ``key``: its planned view when the plan foresaw this size."""
         shape = tuple(int(d) for d in shape)
         dtype = np.dtype(dtype)
+        cached = self.views.get(key)
+        if cached is not None and cached.shape == shape and cached.dtype == dtype:
+            self.seen[key] = (shape, dtype)
+            return cached
         nbytes = nbytes_of(shape, dtype)
         place = self.plan.placements.get(key)
         if place is not None and dtype.kind not in "OUS":
             if self.plan.lifetimes[key].nbytes == nbytes:
                 self.seen[key] = (shape, dtype)
-                return self.backend.view(self.blocks.block(place.block), place.offset, shape, dtype)
+                view = self.backend.view(self.blocks.block(place.block), place.offset, shape, dtype)
+                self.views[key] = view
+                return view
             self.unplanned_keys.append(key)
         if "@" not in key:
             self.seen[key] = (shape, dtype)
             life = self.plan.lifetimes.get(key)
             self.unforeseen |= life is None or life.kind != "output"
         return self._dynamic(key, shape, dtype, nbytes)
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        """Bytes of every top-level buffer handed out in this run."""
-        return {key: nbytes_of(shape, dtype) for key, (shape, dtype) in self.seen.items()}
 
     def _dynamic(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
         if key in self.dynamic:  # a Loop body making the same value again: the old one is gone

@@ -35,7 +35,7 @@ from gpuinfer.runtime.actual_bound import run_lower_bound
 from gpuinfer.runtime.allocator import CountingAllocator
 from gpuinfer.runtime.executor import Executor
 from gpuinfer.runtime.feeds import NodeArg, check_feeds, type_string
-from gpuinfer.runtime.pool import BlockSet, RunPool
+from gpuinfer.runtime.pool import BlockSet, RunPool, nbytes_of
 
 DEFAULT_PLAN_CACHE = 8  # input-shape signatures whose plans (and kept buffers) stay cached
 
@@ -83,6 +83,7 @@ class InferenceSession:
         self._memory_limit = memory_limit_bytes
         self._lock = threading.Lock()
         self._report: Optional[MemoryReport] = None
+        self._last_run: Optional[tuple] = None  # what memory_report() needs, kept cheap per run
         self._sampler = TracemallocSampler() if (sample_memory and self.device == "cpu") else None
         self._threads = _thread_limiter(intra_op_threads)
 
@@ -126,16 +127,13 @@ class InferenceSession:
         plan, blocks = self._plan_for(feeds)
         self._check_limit(plan)
         pool = RunPool(self._allocator, plan, blocks)
-        timeline: list[StepRecord] = []
-
-        def observe(node, live):
-            timeline.append(StepRecord(node.step, node.op_type, node.name, live))
+        steps: list[tuple] = []  # (node, live bytes); turned into a timeline only when asked for
 
         if self._sampler:
             self._sampler.begin_run()
         self._allocator.start_run()
         started = time.perf_counter()
-        env = self._executor.run(feeds, pool, hold | self._keep, observe)
+        env = self._executor.run(feeds, pool, hold | self._keep, lambda node, live: steps.append((node, live)))
         self._backend.synchronize()
         seconds = time.perf_counter() - started
         sampled = self._sampler.end_run() if self._sampler else None
@@ -143,14 +141,15 @@ class InferenceSession:
             pool.hand_over(name)
         if pool.unforeseen and not plan.from_run and self.memory_mode != "reduce":
             self._replan_from_run(feeds, plan, pool)
-        self._report = MemoryReport(
+        fields = dict(
             mode=self.memory_mode, device=self.device, peak_bytes=self._allocator.peak,
-            lower_bound_bytes=run_lower_bound(self._graph, plan, pool.sizes),
             planned_bytes=plan.planned_bytes, sampled_peak_bytes=sampled,
             sampler=self._sampler.name if self._sampler else "off (sample_memory=False)",
             allocations=self._allocator.allocations, alloc_seconds=self._allocator.alloc_seconds,
             dynamic_bytes=pool.dynamic_bytes, held_bytes_after_run=self._allocator.in_use,
-            run_seconds=seconds, inplace_count=len(plan.inplace), timeline=timeline)
+            run_seconds=seconds, inplace_count=len(plan.inplace))
+        self._last_run = (fields, plan, pool.seen, steps)
+        self._report = None
         return env, pool
 
     def _plan_for(self, feeds: dict) -> tuple[MemoryPlan, BlockSet]:
@@ -163,9 +162,8 @@ class InferenceSession:
         types = static_value_types(self._graph, shapes, dtypes)
         self._plans[signature] = self._blocks_for(make_plan(self._graph, types, self.memory_mode, self._keep))
         while len(self._plans) > self._plan_cache_size:
-            _, (_, old_blocks) = self._plans.popitem(last=False)
-            if old_blocks is not self._shared_blocks:
-                old_blocks.release_all()
+            _, (old_plan, old_blocks) = self._plans.popitem(last=False)
+            self._drop(old_plan, old_blocks)
         return self._plans[signature]
 
     def _replan_from_run(self, feeds: dict, plan: MemoryPlan, pool: RunPool) -> None:
@@ -185,11 +183,15 @@ class InferenceSession:
         seen_scratch = {step: [(s, d) for _, s, d in sorted(items, key=lambda t: t[0])]
                         for step, items in scratch.items()}
         signature = signature_of(feeds, self._graph)
-        _, old_blocks = self._plans.pop(signature)
-        if old_blocks is not self._shared_blocks:
-            old_blocks.release_all()
+        self._drop(*self._plans.pop(signature))
         self._plans[signature] = self._blocks_for(
             make_plan(self._graph, types, self.memory_mode, self._keep, seen_scratch))
+
+    def _drop(self, plan: MemoryPlan, blocks: BlockSet) -> None:
+        """A plan leaves the cache: its own blocks go back; shared arena blocks stay."""
+        blocks.forget(plan)
+        if blocks is not self._shared_blocks:
+            blocks.release_all()
 
     def _blocks_for(self, plan: MemoryPlan) -> tuple[MemoryPlan, BlockSet]:
         if self._shared_blocks is not None:
@@ -247,7 +249,13 @@ class InferenceSession:
     def memory_report(self) -> MemoryReport:
         """The memory report of the last run (raises if nothing has run yet)."""
         if self._report is None:
-            raise GpuinferError("no run yet: call run() before memory_report()")
+            if self._last_run is None:
+                raise GpuinferError("no run yet: call run() before memory_report()")
+            fields, plan, seen, steps = self._last_run
+            sizes = {key: nbytes_of(shape, dtype) for key, (shape, dtype) in seen.items()}
+            self._report = MemoryReport(
+                **fields, lower_bound_bytes=run_lower_bound(self._graph, plan, sizes),
+                timeline=[StepRecord(node.step, node.op_type, node.name, live) for node, live in steps])
         return self._report
 
     def plan_for(self, input_feed: dict) -> MemoryPlan:
