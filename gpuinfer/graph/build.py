@@ -16,7 +16,7 @@ from gpuinfer.graph.attributes import attribute_value, outer_scope_reads, subgra
 from gpuinfer.graph.ir import Graph, Node, Value
 from gpuinfer.graph.read import ModelSource, read_model
 from gpuinfer.graph.toposort import topological_order
-from gpuinfer.graph.types import collect_value_types, is_static, type_shape
+from gpuinfer.graph.types import collect_value_types, is_static, type_shape, value_kind
 from gpuinfer.ops.context import StandaloneContext
 from gpuinfer.ops.registry import lookup
 
@@ -131,6 +131,7 @@ def build_graph(proto: onnx.GraphProto, opsets: dict[str, int], types: dict,
     for i in proto.input:
         if i.name in inputs:
             graph.input_dims[i.name], graph.input_dtypes[i.name] = type_shape(i.type)
+            graph.input_kinds[i.name] = value_kind(i.type) if i.type.WhichOneof("value") else "tensor"
     _record_values(graph, types)
     return graph
 

@@ -69,6 +69,7 @@ class Graph:
     outer_reads: list[str] = field(default_factory=list)  # names it reads from enclosing scopes
     input_dims: dict[str, Optional[tuple]] = field(default_factory=dict)  # declared input shapes
     input_dtypes: dict[str, Optional[np.dtype]] = field(default_factory=dict)
+    input_kinds: dict[str, str] = field(default_factory=dict)  # "tensor", "sequence", "optional"
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self.nodes)} nodes, {len(self.constants)} constants>"

@@ -55,3 +55,9 @@ def collect_value_types(graph: onnx.GraphProto, into: Optional[dict] = None) -> 
         for sub in subgraph_attributes(node):
             collect_value_types(sub, into)
     return into
+
+
+def value_kind(type_proto: onnx.TypeProto) -> str:
+    """"tensor", "sequence", "optional" or "other" (maps, sparse tensors, untyped)."""
+    which = type_proto.WhichOneof("value")
+    return {"tensor_type": "tensor", "sequence_type": "sequence", "optional_type": "optional"}.get(which, "other")

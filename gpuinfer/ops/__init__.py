@@ -7,14 +7,20 @@ from gpuinfer.ops import (  # noqa: F401  (imported for their @op registrations)
     elementwise,
     indexing,
     matmul,
+    misc,
     norm,
     pad,
     pool,
+    quantize,
+    random_ops,
     reduce,
     resize,
     rnn,
+    sequence,
     shape,
+    signal,
     softmax,
+    strings,
 )
 from gpuinfer.ops.registry import lookup, op, registered_ops
 

@@ -13,6 +13,7 @@ import numpy as np
 from gpuinfer.backends.base import Backend
 from gpuinfer.errors import GpuinferError, NodeExecutionError
 from gpuinfer.graph.ir import Graph, Node
+from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.pool import RunPool
 
@@ -123,6 +124,8 @@ class Executor:
         """The output array, in the buffer the pool placed it in (copied there if a kernel made its own)."""
         handed = ctx.handed.get(i)
         if result is handed and result is not None:
+            return result
+        if isinstance(result, (TensorSequence, OptionalValue)):
             return result
         if result is None:
             raise NodeExecutionError(f"{node.describe()} produced no value for output {i} "

@@ -8,6 +8,7 @@ import numpy as np
 
 from gpuinfer.errors import InputError
 from gpuinfer.graph.ir import Graph
+from gpuinfer.ops.context import OptionalValue, TensorSequence
 
 ONNX_TYPE_NAMES = {
     "float32": "float", "float64": "double", "float16": "float16", "int8": "int8", "int16": "int16",
@@ -49,9 +50,23 @@ def check_feeds(graph: Graph, feed: Any, is_array) -> dict[str, Any]:
         raise InputError(f"missing input(s) {missing}; the model needs {list(graph.inputs)}")
     checked = {}
     for name in graph.inputs:
-        checked[name] = _check_one(name, feed[name], graph.input_dims.get(name), graph.input_dtypes.get(name),
-                                   is_array)
+        kind = graph.input_kinds.get(name, "tensor")
+        if kind == "sequence":
+            checked[name] = _as_sequence(name, feed[name])
+        elif kind == "optional":
+            value = feed[name]
+            checked[name] = OptionalValue(None if value is None else
+                                          _as_sequence(name, value) if isinstance(value, list) else np.asarray(value))
+        else:
+            checked[name] = _check_one(name, feed[name], graph.input_dims.get(name), graph.input_dtypes.get(name),
+                                       is_array)
     return checked
+
+
+def _as_sequence(name: str, value: Any) -> TensorSequence:
+    if not isinstance(value, (list, tuple)):
+        raise InputError(f"input {name!r} is a sequence: give a list of arrays, got {type(value).__name__}")
+    return TensorSequence(np.asarray(v) for v in value)
 
 
 def _check_one(name: str, value: Any, dims: Optional[tuple], dtype: Optional[np.dtype], is_array) -> Any:

@@ -27,6 +27,7 @@ from gpuinfer.graph.build import load_graph
 from gpuinfer.graph.passes import resolve as resolve_optimizations
 from gpuinfer.graph.read import ModelSource
 from gpuinfer.graph.specialize import signature_of, static_value_types
+from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.plan import MODES, MemoryPlan, make_plan
 from gpuinfer.plan.lifetimes import lower_bound
 from gpuinfer.report.memory_report import MemoryReport, StepRecord
@@ -120,8 +121,15 @@ class InferenceSession:
         feeds = {k: self._to_device(v) for k, v in feeds.items()}
         with self._lock, self._threads():
             env, pool = self._run_locked(feeds, hold)
-        outputs = [self._output(name, env) for name in names]
-        return [self._backend.to_host(o) for o in outputs]
+        return [self._host(self._output(name, env)) for name in names]
+
+    def _host(self, value: Any) -> Any:
+        """A run result as the caller gets it: numpy arrays, lists for sequences, None for empty optionals."""
+        if isinstance(value, OptionalValue):
+            return None if value.value is None else self._host(value.value)
+        if isinstance(value, TensorSequence):
+            return [self._backend.to_host(v) for v in value]
+        return self._backend.to_host(value)
 
     def _run_locked(self, feeds: dict, hold: frozenset):
         plan, blocks = self._plan_for(feeds)
@@ -239,11 +247,15 @@ class InferenceSession:
                 if name in self._graph.inputs:
                     return value.copy()
                 return value
+            if not hasattr(value, "copy") or isinstance(value, TensorSequence):
+                return value
             return value.copy()  # a held intermediate lives in a kept buffer: give the caller a copy
         return self._executor.constants[id(self._graph)][name].copy()
 
     def _to_device(self, value: Any) -> Any:
-        return value if self._backend.is_array(value) else self._backend.to_device(value)
+        if isinstance(value, (TensorSequence, OptionalValue)) or self._backend.is_array(value):
+            return value
+        return self._backend.to_device(value)
 
     # --- measurement -----------------------------------------------------------------------------
     def memory_report(self) -> MemoryReport:
