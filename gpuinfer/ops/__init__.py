@@ -1,5 +1,9 @@
 """Op kernels, one module per op family; importing this package registers all of them."""
 from gpuinfer.ops import (  # noqa: F401  (imported for their @op registrations)
+    attention,
+    detection,
+    loss,
+    sampling,
     binary,
     cast,
     control,
