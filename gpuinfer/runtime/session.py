@@ -22,7 +22,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from gpuinfer.backends import make_backend, resolve_device
-from gpuinfer.errors import DataRemovedError, GpuinferError, InputError, MemoryLimitError
+from gpuinfer.errors import DataRemovedError, DeviceMemoryError, GpuinferError, InputError, MemoryLimitError
 from gpuinfer.graph.build import load_graph
 from gpuinfer.graph.passes import resolve as resolve_optimizations
 from gpuinfer.graph.read import ModelSource
@@ -53,7 +53,9 @@ class InferenceSession:
     ``optimizations``: ``True`` runs every graph pass at load (identity removal, BatchNorm folding,
     activation fusion, dead-node removal), ``False`` none, or a list of pass names.
     ``intra_op_threads`` caps the BLAS threads used during ``run`` (needs ``threadpoolctl``); the
-    default leaves BLAS at its own default, one thread per core.
+    default leaves BLAS at its own default, one thread per core.  ``device_allocator`` (CUDA only)
+    is the backing store of the run's CuPy allocator hook: ``"pool"`` (CuPy's MemoryPool),
+    ``"async"`` (stream-ordered, returns memory) or ``"cuda_malloc"`` (plain cudaMalloc/cudaFree).
     """
 
     def __init__(self, model: ModelSource, device: str = "auto", memory_mode: str = "per_tensor",
@@ -61,7 +63,7 @@ class InferenceSession:
                  keep: Iterable[str] = (), sample_memory: bool = False,
                  memory_limit_bytes: Optional[int] = None, plan_cache_size: int = DEFAULT_PLAN_CACHE,
                  profile: bool = False, optimizations: Union[bool, Iterable[str]] = True,
-                 intra_op_threads: Optional[int] = None) -> None:
+                 intra_op_threads: Optional[int] = None, device_allocator: str = "pool") -> None:
         if memory_mode not in MODES:
             raise GpuinferError(f"unknown memory_mode {memory_mode!r}; choose one of {sorted(MODES)}")
         if plan_cache_size < 1:
@@ -85,7 +87,16 @@ class InferenceSession:
         self._lock = threading.Lock()
         self._report: Optional[MemoryReport] = None
         self._last_run: Optional[tuple] = None  # what memory_report() needs, kept cheap per run
-        self._sampler = TracemallocSampler() if (sample_memory and self.device == "cpu") else None
+        self._device_hook = None
+        self._sampler: Any = None
+        if self.device == "cuda":
+            from gpuinfer.report.nvml_sampler import NvmlSampler
+            from gpuinfer.runtime.device_allocator import DeviceAllocatorHook
+
+            self._device_hook = DeviceAllocatorHook(device_allocator)
+            self._sampler = NvmlSampler() if sample_memory else None
+        elif sample_memory:
+            self._sampler = TracemallocSampler()
         self._threads = _thread_limiter(intra_op_threads)
 
     # --- onnxruntime-shaped description -------------------------------------------------------
@@ -112,16 +123,29 @@ class InferenceSession:
         return self._graph
 
     # --- running --------------------------------------------------------------------------------
-    def run(self, output_names: Optional[Sequence[str]], input_feed: dict, run_options: Any = None
-            ) -> list:
-        """Outputs named in ``output_names`` (all graph outputs when None), as host numpy arrays."""
+    def run(self, output_names: Optional[Sequence[str]], input_feed: dict, run_options: Any = None,
+            output_device: str = "cpu") -> list:
+        """Outputs named in ``output_names`` (all graph outputs when None).
+
+        Host numpy arrays by default; on CUDA ``output_device="cuda"`` returns CuPy arrays with no
+        copy to the host (outputs are never arena views, so the next run cannot overwrite them).
+        """
         names = list(output_names) if output_names else list(self._graph.outputs)
         hold = self._check_output_names(names)
         feeds = check_feeds(self._graph, input_feed, self._backend.is_array)
         feeds = {k: self._to_device(v) for k, v in feeds.items()}
-        with self._lock, self._threads():
+        with self._lock, self._threads(), self._device_scope():
             env, pool = self._run_locked(feeds, hold)
-        return [self._host(self._output(name, env)) for name in names]
+        outputs = [self._output(name, env) for name in names]
+        if output_device == self.device and self.device == "cuda":
+            return outputs
+        return [self._host(o) for o in outputs]
+
+    def _device_scope(self):
+        """On CUDA: the run's allocations go through the counting hook; OOM becomes DeviceMemoryError."""
+        if self._device_hook is None:
+            return contextlib.nullcontext()
+        return _device_errors(self._device_hook, self.memory_mode)
 
     def _host(self, value: Any) -> Any:
         """A run result as the caller gets it: numpy arrays, lists for sequences, None for empty optionals."""
@@ -140,6 +164,8 @@ class InferenceSession:
         if self._sampler:
             self._sampler.begin_run()
         self._allocator.start_run()
+        if self._device_hook is not None:
+            self._device_hook.start_run()
         started = time.perf_counter()
         env = self._executor.run(feeds, pool, hold | self._keep, lambda node, live: steps.append((node, live)))
         self._backend.synchronize()
@@ -149,11 +175,12 @@ class InferenceSession:
             pool.hand_over(name)
         if pool.unforeseen and not plan.from_run and self.memory_mode != "reduce":
             self._replan_from_run(feeds, plan, pool)
+        counter = self._device_hook or self._allocator  # on CUDA the hook sees every device allocation
         fields = dict(
-            mode=self.memory_mode, device=self.device, peak_bytes=self._allocator.peak,
+            mode=self.memory_mode, device=self.device, peak_bytes=counter.peak,
             planned_bytes=plan.planned_bytes, sampled_peak_bytes=sampled,
             sampler=self._sampler.name if self._sampler else "off (sample_memory=False)",
-            allocations=self._allocator.allocations, alloc_seconds=self._allocator.alloc_seconds,
+            allocations=counter.allocations, alloc_seconds=counter.alloc_seconds,
             dynamic_bytes=pool.dynamic_bytes, held_bytes_after_run=self._allocator.in_use,
             run_seconds=seconds, inplace_count=len(plan.inplace))
         self._last_run = (fields, plan, pool.seen, steps)
@@ -286,6 +313,22 @@ class InferenceSession:
     def held_bytes(self) -> int:
         """Bytes the pool keeps between runs (kept buffers of the cached plans)."""
         return self._allocator.in_use
+
+
+@contextlib.contextmanager
+def _device_errors(hook, mode: str):
+    """Route CuPy allocations through ``hook``; turn CuPy's out-of-memory into DeviceMemoryError."""
+    import cupy
+
+    try:
+        with hook.installed():
+            yield
+    except cupy.cuda.memory.OutOfMemoryError as exc:
+        asked = getattr(exc, "size", None) or "?"
+        raise DeviceMemoryError(
+            f"the GPU ran out of memory asking for {asked} bytes in memory_mode={mode!r} "
+            f"({hook.in_use} bytes in use by this run); memory_mode='arena' needs least "
+            f"(its plan is no larger than the lower bound plus alignment)") from None
 
 
 def _thread_limiter(threads: Optional[int]):

@@ -1,0 +1,16 @@
+"""Test-wide setup: CUDA tests (marker ``cuda``) skip cleanly where CuPy or a GPU is absent."""
+from __future__ import annotations
+
+import pytest
+
+from gpuinfer.backends import cuda_unavailable_reason
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = None
+    for item in items:
+        if "cuda" in item.keywords:
+            if reason is None:
+                reason = cuda_unavailable_reason() or ""
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=f"CUDA not available: {reason}"))
