@@ -78,8 +78,9 @@ def machine() -> str:
             f"onnx {onnx.__version__}, onnxruntime {ort}, {date.today().isoformat()}")
 
 
-def run_isolated(script: Path, args: list[str]) -> dict:
-    """Run ``script --one ...`` in a fresh process and return the JSON it prints last."""
+def run_isolated(script: Path, args: list[str]):
+    """Run ``script --one ...`` in a fresh process and return the JSON it prints last
+    (``{"error": ...}`` if the process failed)."""
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
