@@ -89,3 +89,19 @@ def check_against_onnxruntime(op_type: str, inputs: Sequence[Optional[np.ndarray
         else:
             np.testing.assert_array_equal(g, e)
     return got
+
+
+def requested_scratch(op_type: str, inputs: Sequence[Optional[np.ndarray]], opset: int, **attrs: Any):
+    """(predicted, requested) scratch lists of one kernel call: the planner's promise, checked."""
+    spec = lookup(op_type, opset)
+    requested = []
+
+    class Recording(StandaloneContext):
+        def scratch(self, shape, dtype):
+            requested.append((tuple(int(d) for d in shape), np.dtype(dtype)))
+            return super().scratch(shape, dtype)
+
+    spec.kernel(Recording(attrs=attrs, opset=opset), *inputs)
+    predicted = spec.scratch(attrs, [None if x is None else x.shape for x in inputs],
+                             [None if x is None else x.dtype for x in inputs])
+    return [(tuple(s), np.dtype(d)) for s, d in predicted], requested

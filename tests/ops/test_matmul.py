@@ -6,7 +6,7 @@ import gpuinfer.ops  # noqa: F401  (registers the kernels)
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.context import StandaloneContext
 from gpuinfer.ops.registry import lookup
-from tests.node_helpers import check_against_onnxruntime, run_kernel
+from tests.node_helpers import check_against_onnxruntime, run_kernel, requested_scratch
 
 rng = np.random.default_rng(0)
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -94,30 +94,14 @@ def test_einsum_int():
     check_against_onnxruntime("Einsum", xs, equation="ij,jk->ik", opset=12)
 
 
-def _requested_scratch(op_type, inputs, opset, **attrs):
-    """(predicted, requested) scratch lists of one kernel call, to check the planner's promise."""
-    spec = lookup(op_type, opset)
-    requested = []
-
-    class Recording(StandaloneContext):
-        def scratch(self, shape, dtype):
-            requested.append((tuple(int(d) for d in shape), np.dtype(dtype)))
-            return super().scratch(shape, dtype)
-
-    spec.kernel(Recording(attrs=attrs, opset=opset), *inputs)
-    predicted = spec.scratch(attrs, [None if x is None else x.shape for x in inputs],
-                             [None if x is None else x.dtype for x in inputs])
-    return [(tuple(s), np.dtype(d)) for s, d in predicted], requested
-
-
 def test_integer_matmul_scratch_is_predicted():
     a = rng.integers(0, 255, (2, 3, 4)).astype(np.uint8)
     b = rng.integers(0, 255, (4, 5)).astype(np.uint8)
-    predicted, requested = _requested_scratch("MatMulInteger", [a, b, np.array(3, np.uint8), None], 10)
+    predicted, requested = requested_scratch("MatMulInteger", [a, b, np.array(3, np.uint8), None], 10)
     assert predicted == requested
     args = [a, np.array(0.1, np.float32), np.array(3, np.uint8), b, np.array(0.2, np.float32),
             np.array(4, np.uint8), np.array(0.5, np.float32), np.array(9, np.uint8)]
-    predicted, requested = _requested_scratch("QLinearMatMul", args, 10)
+    predicted, requested = requested_scratch("QLinearMatMul", args, 10)
     assert predicted == requested
 
 

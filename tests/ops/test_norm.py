@@ -6,7 +6,7 @@ import gpuinfer.ops  # noqa: F401  (registers the kernels)
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.context import StandaloneContext
 from gpuinfer.ops.registry import lookup
-from tests.node_helpers import check_against_onnxruntime, run_kernel
+from tests.node_helpers import check_against_onnxruntime, run_kernel, requested_scratch
 
 rng = np.random.default_rng(0)
 TOL = dict(rtol=1e-4, atol=1e-5)
@@ -93,22 +93,6 @@ def test_mean_variance_normalization(axes):
     check_against_onnxruntime("MeanVarianceNormalization", [X], **TOL, **attrs)
 
 
-def _requested_scratch(op_type, inputs, opset, **attrs):
-    """(predicted, requested) scratch lists of one kernel call, to check the planner's promise."""
-    spec = lookup(op_type, opset)
-    requested = []
-
-    class Recording(StandaloneContext):
-        def scratch(self, shape, dtype):
-            requested.append((tuple(int(d) for d in shape), np.dtype(dtype)))
-            return super().scratch(shape, dtype)
-
-    spec.kernel(Recording(attrs=attrs, opset=opset), *inputs)
-    predicted = spec.scratch(attrs, [None if x is None else x.shape for x in inputs],
-                             [None if x is None else x.dtype for x in inputs])
-    return [(tuple(s), np.dtype(d)) for s, d in predicted], requested
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_norm_scratch_is_predicted(dtype):
     x = X.astype(dtype)
@@ -119,7 +103,7 @@ def test_norm_scratch_is_predicted(dtype):
              ("RMSNormalization", [x, r(5, dtype=dtype)], 23, {}),
              ("LRN", [x], 17, dict(size=3))]
     for op_type, inputs, opset, attrs in cases:
-        predicted, requested = _requested_scratch(op_type, inputs, opset, **attrs)
+        predicted, requested = requested_scratch(op_type, inputs, opset, **attrs)
         assert predicted == requested, op_type
 
 

@@ -6,7 +6,7 @@ import gpuinfer.ops  # noqa: F401  (registers the kernels)
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.context import StandaloneContext
 from gpuinfer.ops.registry import lookup
-from tests.node_helpers import check_against_onnxruntime, run_kernel
+from tests.node_helpers import check_against_onnxruntime, run_kernel, requested_scratch
 
 rng = np.random.default_rng(0)
 
@@ -93,22 +93,6 @@ def test_pool_errors():
         run_kernel("MaxPool", [r(2, 3, 4, 4)], kernel_shape=[2])
 
 
-def _requested_scratch(op_type, inputs, opset, **attrs):
-    """(predicted, requested) scratch lists of one kernel call, to check the planner's promise."""
-    spec = lookup(op_type, opset)
-    requested = []
-
-    class Recording(StandaloneContext):
-        def scratch(self, shape, dtype):
-            requested.append((tuple(int(d) for d in shape), np.dtype(dtype)))
-            return super().scratch(shape, dtype)
-
-    spec.kernel(Recording(attrs=attrs, opset=opset), *inputs)
-    predicted = spec.scratch(attrs, [None if x is None else x.shape for x in inputs],
-                             [None if x is None else x.dtype for x in inputs])
-    return [(tuple(s), np.dtype(d)) for s, d in predicted], requested
-
-
 @pytest.mark.parametrize("op_type,attrs", [("MaxPool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
                                            ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2])),
                                            ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
@@ -116,7 +100,7 @@ def _requested_scratch(op_type, inputs, opset, **attrs):
                                            ("LpPool", dict(kernel_shape=[2, 2])),
                                            ("GlobalLpPool", {})])
 def test_pool_scratch_is_predicted(op_type, attrs):
-    predicted, requested = _requested_scratch(op_type, [X], 18, **attrs)
+    predicted, requested = requested_scratch(op_type, [X], 18, **attrs)
     assert predicted == requested
 
 

@@ -6,7 +6,7 @@ import gpuinfer.ops  # noqa: F401  (registers the kernels)
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.context import StandaloneContext
 from gpuinfer.ops.registry import lookup
-from tests.node_helpers import check_against_onnxruntime, run_kernel
+from tests.node_helpers import check_against_onnxruntime, run_kernel, requested_scratch
 
 rng = np.random.default_rng(0)
 X = (rng.standard_normal((2, 3, 4, 5)) * 5).astype(np.float32)
@@ -46,24 +46,8 @@ def test_softmax_bad_axis():
         run_kernel("Softmax", [X], opset=13, axis=4)
 
 
-def _requested_scratch(op_type, inputs, opset, **attrs):
-    """(predicted, requested) scratch lists of one kernel call, to check the planner's promise."""
-    spec = lookup(op_type, opset)
-    requested = []
-
-    class Recording(StandaloneContext):
-        def scratch(self, shape, dtype):
-            requested.append((tuple(int(d) for d in shape), np.dtype(dtype)))
-            return super().scratch(shape, dtype)
-
-    spec.kernel(Recording(attrs=attrs, opset=opset), *inputs)
-    predicted = spec.scratch(attrs, [None if x is None else x.shape for x in inputs],
-                             [None if x is None else x.dtype for x in inputs])
-    return [(tuple(s), np.dtype(d)) for s, d in predicted], requested
-
-
 def test_log_softmax_scratch_is_predicted():
-    predicted, requested = _requested_scratch("LogSoftmax", [X], 13)
+    predicted, requested = requested_scratch("LogSoftmax", [X], 13)
     assert predicted == requested
 
 
