@@ -17,7 +17,7 @@ from gpuinfer.graph.ir import Graph, Node, Value
 from gpuinfer.graph.read import ModelSource, read_model
 from gpuinfer.graph.toposort import topological_order
 from gpuinfer.graph.types import collect_value_types, is_static, type_shape, value_kind
-from gpuinfer.ops.context import StandaloneContext
+from gpuinfer.ops.context import OptionalValue, StandaloneContext, TensorSequence
 from gpuinfer.ops.registry import lookup
 
 # Ops whose result must not be computed once at load even when their inputs are constant.
@@ -177,7 +177,9 @@ def _try_fold(node: Node, constants: dict[str, np.ndarray], types: dict) -> Opti
     except Exception as exc:
         raise InvalidModelError(f"{node.describe()} fails on its constant inputs: "
                                 f"{type(exc).__name__}: {exc}") from None
-    results = result if isinstance(result, (tuple, list)) else (result,)
+    results = result if type(result) in (tuple, list) else (result,)
+    if any(isinstance(v, (TensorSequence, OptionalValue)) for v in results):
+        return None  # sequences and optionals are not constants the planner can hold
     return {name: np.asarray(value) for name, value in zip(node.outputs, results) if name}
 
 

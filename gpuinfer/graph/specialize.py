@@ -15,13 +15,20 @@ from onnx import helper, numpy_helper
 
 from gpuinfer.graph.ir import Graph
 from gpuinfer.graph.types import collect_value_types, is_static
+from gpuinfer.ops.context import OptionalValue, TensorSequence
 
 SMALL_CONSTANT_BYTES = 4096  # constants this small stay as data so shape arithmetic can use them
 
 
 def static_value_types(graph: Graph, input_shapes: dict[str, tuple],
                        input_dtypes: dict[str, np.dtype]) -> dict[str, tuple[tuple, np.dtype]]:
-    """name -> (static shape, dtype) for the inputs and every node output shape inference can fix."""
+    """name -> (static shape, dtype) for the inputs and every node output shape inference can fix.
+
+    Graphs fed sequences or optionals are not inferred ahead: their tensors take the dynamic path
+    on the first run and are planned from what it saw.
+    """
+    if any(n not in input_shapes for n in graph.inputs):
+        return {}
     inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(input_dtypes[name])),
                                             list(input_shapes[name]))
               for name in graph.inputs]
@@ -53,9 +60,17 @@ def static_value_types(graph: Graph, input_shapes: dict[str, tuple],
     return known
 
 
-def signature_of(feeds: dict[str, np.ndarray], graph: Graph) -> tuple:
-    """The hashable input-shape signature plans are cached under."""
-    return tuple((name, tuple(feeds[name].shape), str(feeds[name].dtype)) for name in graph.inputs)
+def signature_of(feeds: dict, graph: Graph) -> tuple:
+    """The hashable input-shape signature plans are cached under (sequences by their elements' shapes)."""
+    return tuple((name, _feed_signature(feeds[name])) for name in graph.inputs)
+
+
+def _feed_signature(value) -> tuple:
+    if isinstance(value, OptionalValue):
+        return ("optional", _feed_signature(value.value) if value.value is not None else None)
+    if isinstance(value, TensorSequence):
+        return ("sequence",) + tuple(_feed_signature(v) for v in value)
+    return (tuple(value.shape), str(value.dtype))
 
 
 def nbytes_of(shape: Optional[tuple], dtype: Optional[np.dtype]) -> Optional[int]:

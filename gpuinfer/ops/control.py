@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
+from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.ops.registry import op
 
 
@@ -18,6 +19,9 @@ def _emit(ctx, values: Sequence[Any]) -> tuple:
     xp = ctx.xp
     outs = []
     for i, value in enumerate(values):
+        if isinstance(value, (TensorSequence, OptionalValue)):
+            outs.append(value)
+            continue
         value = xp.asarray(value)
         if not ctx.wants(i):
             outs.append(value)
@@ -26,6 +30,15 @@ def _emit(ctx, values: Sequence[Any]) -> tuple:
         xp.copyto(buf, value)
         outs.append(buf)
     return tuple(outs)
+
+
+def _own(xp, value: Any) -> Any:
+    """A copy the loop owns of a body result (sequences and optionals copied as containers)."""
+    if isinstance(value, TensorSequence):
+        return TensorSequence(value)
+    if isinstance(value, OptionalValue):
+        return value
+    return xp.array(value, copy=True)
 
 
 @op("If", since=1)
@@ -53,7 +66,7 @@ def loop(ctx, max_trip, cond, *initial):
         results = ctx.run_graph(body, [xp.asarray(np.array(i, dtype=np.int64)), xp.asarray(np.array(keep_going)),
                                        *carried])
         keep_going = bool(ctx.host(results[0]).reshape(-1)[0])
-        carried = [xp.array(r, copy=True) for r in results[1:1 + n_carried]]
+        carried = [_own(xp, r) for r in results[1:1 + n_carried]]
         step_scans = results[1 + n_carried:]
         if not scans:
             scans = [[] for _ in step_scans]
@@ -85,7 +98,7 @@ def scan(ctx, *inputs):
     for t in range(length):
         slices = [m[length - 1 - t] if d else m[t] for m, d in zip(moved, in_dirs)]
         results = ctx.run_graph(body, [*states, *slices])
-        states = [xp.array(r, copy=True) for r in results[:n_state]]
+        states = [_own(xp, r) for r in results[:n_state]]
         for store, value in zip(collected, results[n_state:]):
             store.append(xp.array(value, copy=True))
     outs = []

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
+from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.ops.registry import op
 
 _CHUNK = 1 << 16  # elements per chunk for ops that need temporaries
@@ -444,8 +445,10 @@ def is_inf(ctx, x):
 @op("Identity", since=1, inplace=True)
 def identity(ctx, x):
     """A copy of the input (sequences and optionals pass through as they are)."""
-    if x is None or isinstance(x, (list, tuple)):
-        return (x if x is None else list(x),)
+    if isinstance(x, TensorSequence):
+        return (TensorSequence(x),)
+    if isinstance(x, OptionalValue):
+        return (x,)
     out = ctx.out(0, x.shape, x.dtype)
     ctx.xp.copyto(out, x)
     return out

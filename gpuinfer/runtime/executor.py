@@ -101,7 +101,7 @@ class Executor:
             except Exception as exc:
                 raise NodeExecutionError(f"{node.describe()} failed on inputs {_describe(args)}: "
                                          f"{type(exc).__name__}: {exc}") from exc
-            results = result if isinstance(result, (tuple, list)) else (result,)
+            results = result if type(result) in (tuple, list) else (result,)
             for i, name in enumerate(node.outputs):
                 if name:
                     env[name] = self._settle(ctx, node, i, results[i] if i < len(results) else None)

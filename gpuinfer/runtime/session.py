@@ -192,8 +192,9 @@ class InferenceSession:
         if signature in self._plans:
             self._plans.move_to_end(signature)
             return self._plans[signature]
-        shapes = {n: tuple(feeds[n].shape) for n in self._graph.inputs}
-        dtypes = {n: feeds[n].dtype for n in self._graph.inputs}
+        tensors = [n for n in self._graph.inputs if hasattr(feeds[n], "shape")]
+        shapes = {n: tuple(feeds[n].shape) for n in tensors}
+        dtypes = {n: feeds[n].dtype for n in tensors}
         types = static_value_types(self._graph, shapes, dtypes)
         self._plans[signature] = self._blocks_for(make_plan(self._graph, types, self.memory_mode, self._keep))
         while len(self._plans) > self._plan_cache_size:

@@ -229,10 +229,15 @@ def test_dropout_training_mode_drops_and_rescales():
     np.testing.assert_array_equal(mask, np.random.RandomState(3).uniform(0, 1, x.shape) >= 0.5)
 
 
-def test_identity_of_sequence_passes_list():
-    seq = [X, X[0]]
+def test_identity_of_sequence_and_optional_pass_through():
+    from gpuinfer.ops.context import OptionalValue, TensorSequence
+
+    seq = TensorSequence([X, X[0]])
     (got,) = run_kernel("Identity", [seq], opset=16)
-    assert isinstance(got, list) and got[0] is X
+    assert isinstance(got, TensorSequence) and got is not seq and got[0] is X
+    opt = OptionalValue(None)
+    (got,) = run_kernel("Identity", [opt], opset=16)
+    assert got is opt
 
 
 @pytest.mark.parametrize("op_type", ["Relu", "Sigmoid", "Erf", "Gelu", "HardSwish", "Abs", "Clip", "Mish",
