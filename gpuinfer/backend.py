@@ -58,7 +58,8 @@ class GpuinferRep(BackendRep):
         """Outputs in graph output order (a namedtuple that also takes output names as keys).
 
         ``inputs``: a list/tuple given in the order of the model's inputs (initializers excluded),
-        a dict name -> array, or one array for a one-input model.
+        a dict name -> value, or one array for a one-input model.  A sequence input takes a list
+        of arrays, an optional input an array, a list or None (empty); outputs come back alike.
         """
         feeds = self._feeds(inputs)
         outputs = self.session.run(None, feeds)
@@ -74,11 +75,7 @@ class GpuinferRep(BackendRep):
                 raise InputError(f"{len(inputs)} inputs given, but the model takes "
                                  f"{len(self.input_names)}: {self.input_names}")
             feeds = dict(zip(self.input_names, inputs))
-        for name, value in feeds.items():
-            if value is None or isinstance(value, (list, tuple, dict)):
-                kind = "missing optional" if value is None else f"a {type(value).__name__} (sequence/map)"
-                raise InputError(f"input {name!r} is {kind}; gpuinfer takes tensor inputs only")
-        return feeds
+        return feeds  # the session checks each feed against its input's type (tensor, sequence, optional)
 
 
 class GpuinferBackend(Backend):

@@ -2,7 +2,7 @@
 
 - every mode's outputs are bitwise identical to ``per_tensor``'s on the CPU;
 - every plan passes the independent verifier;
-- ``arena`` peak within 5% of the lower bound, ``reduce`` within 10%;
+- ``arena`` peak within 5% of the lower bound (+ 4 KiB of alignment), ``reduce`` within 10%;
 - ``reuse`` plans exactly the best same-shape sharing for the run order;
 - ``per_tensor`` plans the sum of all intermediates;
 - tracemalloc's sampled peak is within 5% + 1 MiB of the pool's count (no hidden temporaries).
@@ -60,5 +60,6 @@ def test_modes_agree_and_keep_their_promises(model_id):
     for mode, digests in results.items():
         assert digests == results["per_tensor"], f"{model_id}: {mode} outputs differ from per_tensor's"
     bound = reports["reduce"].lower_bound_bytes
-    assert reports["arena"].peak_bytes <= 1.05 * bound, f"{model_id}: arena {reports['arena'].peak_bytes} vs bound {bound}"
+    # + 4 KiB: 256-byte alignment weighs on models whose tensors are a few bytes (silero's 4-byte ones)
+    assert reports["arena"].peak_bytes <= 1.05 * bound + 4096, f"{model_id}: arena {reports['arena'].peak_bytes} vs bound {bound}"
     assert reports["reduce"].peak_bytes <= 1.10 * bound, f"{model_id}: reduce {reports['reduce'].peak_bytes} vs bound {bound}"

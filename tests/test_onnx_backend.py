@@ -47,9 +47,14 @@ KINDS = {
     "OnnxBackendPyTorchConvertedModelTest": "pytorch-converted",
     "OnnxBackendPyTorchOperatorModelTest": "pytorch-operator",
 }
-# Tests that stay out of the run in some modes, with why: name -> (modes, reason).
-# (Empty today: the whole suite fits CI's budget in both modes; see docs/onnx-backend.md.)
-SKIPS: dict[str, tuple[tuple[str, ...], str]] = {}
+# Tests that stay out of the run in some modes, with why: name -> (modes, reason).  No test is
+# skipped for time: the whole suite fits CI's budget in both modes (see docs/onnx-backend.md).
+_RANDOM = ("random op: onnx's expected output is one unseeded numpy draw, so a pass would be luck "
+           "(a strict xfail would flake)")
+SKIPS: dict[str, tuple[tuple[str, ...], str]] = {
+    f"test_bernoulli{variant}_cpu": (MODES, _RANDOM)
+    for variant in ("", "_double", "_seed", "_expanded", "_double_expanded", "_seed_expanded")
+}
 
 
 # --- the xfail list ------------------------------------------------------------------------------
@@ -254,8 +259,10 @@ def test_backend_run_node_and_devices():
     np.testing.assert_array_equal(out[0], x + 2)
     assert backend.supports_device("CPU") and not backend.supports_device("TPU")
     assert not backend.supports_device("CUDA:1")
-    with pytest.raises(errors.InputError, match="tensor inputs only"):
-        backend.prepare(_add_model()).run([x, [x]])
+    with pytest.raises(errors.InputError, match="'b'"):
+        backend.prepare(_add_model()).run([x, [x]])  # a list fed to a tensor input is refused
+    with pytest.raises(errors.InputError, match="3 inputs given"):
+        backend.prepare(_add_model()).run([x, x, x])
 
 
 def test_classify_names_the_failure():
@@ -267,7 +274,11 @@ def test_classify_names_the_failure():
         np.testing.assert_allclose(np.ones(2), np.zeros(2))
     except AssertionError as mismatch:
         assert classify(mismatch) == "mismatch (beyond rtol/atol)"
-    assert classify(TypeError("boom")).startswith("bug: TypeError")
+    assert classify(TypeError("boom")).startswith("bug: TypeError")  # no traceback: blame gpuinfer
+    try:
+        len(np.float32(1.0))
+    except TypeError as harness:
+        assert classify(harness).startswith("harness error: TypeError")
 
 
 def test_update_keeps_hand_written_reasons_and_replaces_stale_ones():
@@ -380,9 +391,8 @@ def classify(exc: BaseException, model: Optional[onnx.ModelProto] = None) -> str
     if isinstance(exc, errors.UnsupportedOpError):
         ops = sorted({(f"{d}::{o}" if d else o) for d, o, _, _ in exc.missing})
         return ("unsupported op " if len(ops) == 1 else "unsupported ops ") + ", ".join(ops)
-    if non_tensor and isinstance(exc, (errors.GpuinferError, TypeError, AttributeError)):
-        return f"{'/'.join(non_tensor)} inputs/outputs not supported ({type(exc).__name__} at " \
-               f"{'load' if isinstance(exc, errors.ModelLoadError) else 'run'})"
+    if non_tensor and isinstance(exc, errors.InputError):
+        return f"{'/'.join(non_tensor)} inputs not supported (InputError: {_first_line(exc, 60)})"
     if isinstance(exc, errors.ModelLoadError):  # InvalidModelError included
         return f"load fails ({type(exc).__name__}): {_first_line(exc, 70)}"
     if isinstance(exc, errors.NodeExecutionError):
@@ -402,7 +412,22 @@ def classify(exc: BaseException, model: Optional[onnx.ModelProto] = None) -> str
         if "Not equal to tolerance" in text:
             return f"mismatch{_ops_of(model)} (beyond rtol/atol)"
         return f"assertion: {_first_line(text, 70)}"
-    return f"bug: {type(exc).__name__} escapes gpuinfer: {_first_line(exc, 60)}"
+    if _raised_in_gpuinfer(exc):
+        return f"bug: {type(exc).__name__} escapes gpuinfer: {_first_line(exc, 60)}"
+    return f"harness error: {type(exc).__name__}: {_first_line(exc, 60)}"
+
+
+_GPUINFER_DIR = os.path.dirname(os.path.abspath(errors.__file__))
+
+
+def _raised_in_gpuinfer(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc`` lies in the gpuinfer package (else onnx's runner)."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is None or os.path.abspath(last).startswith(_GPUINFER_DIR + os.sep)
 
 
 def iter_cases(modes=MODES, kinds=None, pattern: Optional[str] = None) -> Iterator[Case]:
@@ -482,10 +507,11 @@ def format_reasons(outcomes: list[Outcome], top: int = 25) -> str:
 
 
 _REASON_KINDS = [  # (kind, regex over an auto-derived reason), as classify() writes them
-    ("unsupported", r"^unsupported ops? "), ("io", r"^\S+ inputs/outputs not supported"),
+    ("unsupported", r"^unsupported ops? "), ("io", r"^\S+ inputs not supported"),
     ("load", r"^load fails "), ("kernel", r"^\w+ kernel fails: "), ("mismatch", r"^mismatch\b"),
     ("shape", r"^wrong output shape"), ("dtype", r"^wrong output dtype"), ("count", r"^wrong number of outputs"),
     ("feeds", r"^feeds rejected "), ("run", r"^run fails "), ("assertion", r"^assertion: "), ("bug", r"^bug: "),
+    ("harness", r"^harness error: "),
 ]
 
 

@@ -41,6 +41,15 @@ class OpContext:
     def out(self, i: int, shape: Sequence[int], dtype: Any) -> Any:
         raise NotImplementedError
 
+    @staticmethod
+    def same_memory(a: Any, b: Any) -> bool:
+        """Whether two arrays are the very same bytes (a planner may have put an input in place)."""
+        if a.shape != b.shape:
+            return False
+        if any(sa != sb for sa, sb, d in zip(a.strides, b.strides, a.shape) if d > 1):
+            return False
+        return data_pointer(a) == data_pointer(b)
+
     def scratch(self, shape: Sequence[int], dtype: Any) -> Any:
         raise NotImplementedError
 
@@ -50,6 +59,13 @@ class OpContext:
         Values of the enclosing scopes are visible to the subgraph as ONNX requires.
         """
         raise NotImplementedError
+
+
+def data_pointer(x: Any) -> int:
+    """Address of an array's first element, for numpy and cupy alike."""
+    if isinstance(x, np.ndarray):
+        return x.__array_interface__["data"][0]
+    return int(x.data.ptr)
 
 
 class StandaloneContext(OpContext):

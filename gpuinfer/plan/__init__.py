@@ -1,8 +1,8 @@
 """Memory planning: lifetimes in, a verified-by-construction ``MemoryPlan`` out.
 
 Each mode is one module exposing one pure function
-``plan(lifetimes, inplace_pairs) -> (block sizes, placements, in-place map)``; a new mode is a new
-file and one line in ``MODES``.
+``plan(lifetimes, sharing) -> (block sizes, placements, in-place map, concat map)``; a new mode
+is a new file and one line in ``MODES``.
 """
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Callable, Optional
 
 from gpuinfer.graph.ir import Graph
 from gpuinfer.plan.arena import plan_arena
+from gpuinfer.plan.concat import concat_aliases
 from gpuinfer.plan.lifetimes import Lifetime, graph_lifetimes, lower_bound
 from gpuinfer.plan.per_tensor import plan_per_tensor
 from gpuinfer.plan.plan import ALIGNMENT, MemoryPlan, Placement
 from gpuinfer.plan.reduce import plan_reduce
 from gpuinfer.plan.reuse import plan_reuse
+from gpuinfer.plan.sharing import Sharing
 from gpuinfer.plan.verify import PlanVerificationError, verify_plan
 
 Planner = Callable[[list, list], tuple]
@@ -56,12 +58,14 @@ def make_plan(graph: Graph, types: dict, mode: str, keep: frozenset = frozenset(
     """
     records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch)
     lifetimes = {l.key: l for l in records}
-    placeable = [l for l in records if l.kind != "output"]
-    pairs = inplace_pairs(graph, lifetimes) if mode == "arena" else []
-    blocks, placements, inplace = MODES[mode](placeable, pairs)
+    # The arena holds outputs too (copied out once the run is over), so a run never needs the
+    # whole block plus the outputs beside it; the other modes give outputs their own buffers.
+    placeable = records if mode == "arena" else [l for l in records if l.kind != "output"]
+    sharing = Sharing(inplace_pairs(graph, lifetimes), concat_aliases(graph, lifetimes)) if mode == "arena" else Sharing()
+    blocks, placements, inplace, concat = MODES[mode](placeable, sharing)
     return MemoryPlan(mode, len(graph.nodes), lifetimes, placements, blocks, inplace, dynamic,
-                      lower_bound(records, len(graph.nodes)), dict(types), seen_scratch is not None)
+                      lower_bound(records, len(graph.nodes)), dict(types), seen_scratch is not None, concat)
 
 
 __all__ = ["ALIGNMENT", "Lifetime", "MODES", "MemoryPlan", "Placement", "PlanVerificationError",
-           "inplace_pairs", "lower_bound", "make_plan", "verify_plan"]
+           "Sharing", "concat_aliases", "inplace_pairs", "lower_bound", "make_plan", "verify_plan"]

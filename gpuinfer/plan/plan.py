@@ -28,7 +28,8 @@ class MemoryPlan:
 
     ``lifetimes`` holds every counted tensor (placed, output and scratch); ``placements`` only the
     placed ones.  ``inplace[v] = u`` records that value ``v`` takes over the buffer of ``u``, which
-    dies at the step ``v`` is produced.  ``dynamic`` lists values whose shape was unknown ahead
+    dies at the step ``v`` is produced; ``concat[u] = (v, offset)`` that ``u`` is written straight
+    into its slice of Concat output ``v`` and dies when ``v`` is made.  ``dynamic`` lists values whose shape was unknown ahead
     of the run; pools serve them on the reduce path.
     """
 
@@ -42,6 +43,7 @@ class MemoryPlan:
     lower_bound_bytes: int = 0
     value_types: dict = field(default_factory=dict)  # value -> (shape, dtype) the plan was made for
     from_run: bool = False  # made from the shapes a first run observed, not from inference alone
+    concat: dict = field(default_factory=dict)  # input -> (concat output, offset): lives inside it
 
     @property
     def planned_bytes(self) -> int:

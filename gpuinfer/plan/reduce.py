@@ -6,7 +6,8 @@ price of one allocator call per tensor per run.
 from __future__ import annotations
 
 from gpuinfer.plan.lifetimes import Lifetime
+from gpuinfer.plan.sharing import Sharing
 
 
-def plan_reduce(lifetimes: list[Lifetime], inplace_pairs: list[tuple[str, str]]):
-    return [], {}, {}
+def plan_reduce(lifetimes: list[Lifetime], sharing: Sharing):
+    return [], {}, {}, {}

@@ -10,10 +10,11 @@ from __future__ import annotations
 import heapq
 
 from gpuinfer.plan.lifetimes import Lifetime
+from gpuinfer.plan.sharing import Sharing
 from gpuinfer.plan.plan import Placement
 
 
-def plan_reuse(lifetimes: list[Lifetime], inplace_pairs: list[tuple[str, str]]):
+def plan_reuse(lifetimes: list[Lifetime], sharing: Sharing):
     classes: dict[tuple, list[Lifetime]] = {}
     for life in lifetimes:
         classes.setdefault((life.shape, life.dtype), []).append(life)
@@ -32,4 +33,4 @@ def plan_reuse(lifetimes: list[Lifetime], inplace_pairs: list[tuple[str, str]]):
                 blocks.append(life.nbytes)
             placements[life.key] = Placement(block, 0)
             heapq.heappush(busy, (life.last, block))
-    return blocks, placements, {}
+    return blocks, placements, {}, {}

@@ -6,8 +6,9 @@ from gpuinfer.plan.lifetimes import Lifetime, lower_bound
 from gpuinfer.plan.plan import MemoryPlan
 
 
-def run_lower_bound(graph: Graph, plan: MemoryPlan, sizes: dict[str, int]) -> int:
-    """Most bytes alive at one step, counting every top-level tensor the run made at its real size."""
+def run_lower_bound(graph: Graph, plan: MemoryPlan, sizes: dict[str, int], inner_peaks: dict[int, int]) -> int:
+    """Most bytes alive at one step, counting every top-level tensor the run made at its real size
+    and, at an If/Loop/Scan step, the most bytes its subgraph runs held at once."""
     end = max(len(graph.nodes) - 1, 0)
     records = []
     for key, nbytes in sizes.items():
@@ -22,5 +23,8 @@ def run_lower_bound(graph: Graph, plan: MemoryPlan, sizes: dict[str, int]) -> in
             first = last = int(key.split("#", 1)[0])
         else:
             continue
+        if first in inner_peaks and last > first:
+            first += 1  # made from the body's results once the body is done: not beside its peak
         records.append(Lifetime(key, first, last, nbytes))
+    records += [Lifetime(f"{step}#inner", step, step, nbytes) for step, nbytes in inner_peaks.items()]
     return lower_bound(records, len(graph.nodes))

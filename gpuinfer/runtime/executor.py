@@ -87,10 +87,13 @@ class Executor:
         allocator = pool.allocator
         frees = self.frees[id(graph)]
         profile = self.profile
+        top = scope == ""  # steps, timelines and subgraph peaks are counted at the top level only
         for node in graph.nodes:
             args = [get(name) if name else None for name in node.inputs]
             ctx.bind(node)
-            allocator.start_step()
+            if top:
+                allocator.start_step()
+                pool.inner_peak = pool.inner_in_use
             started = time.perf_counter() if profile is not None else 0.0
             try:
                 result = node.spec.kernel(ctx, *args)
@@ -112,8 +115,11 @@ class Executor:
                 entry = profile.setdefault(node.op_type, [0, 0.0])
                 entry[0] += 1
                 entry[1] += time.perf_counter() - started
-            if observer is not None:
-                observer(node, allocator.step_peak)
+            if top:
+                if pool.inner_peak:
+                    pool.inner_peaks[node.step] = pool.inner_peak
+                if observer is not None:
+                    observer(node, allocator.step_peak)
             for name in frees[node.step]:
                 if name not in hold:
                     env.pop(name, None)

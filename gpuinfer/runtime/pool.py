@@ -82,6 +82,9 @@ class RunPool:
         self.unplanned_keys: list[str] = []  # planned tensors whose run-time shape differed
         self.seen: dict[str, tuple] = {}  # top-level key -> (shape, dtype) of every buffer handed out
         self.unforeseen = False  # a top-level tensor (not an output) took the reduce path
+        self.inner_in_use = 0  # bytes of subgraph tensors alive now
+        self.inner_peak = 0  # most of them alive at once during the current top-level step
+        self.inner_peaks: dict[int, int] = {}  # top-level step -> its subgraphs' peak bytes
 
     def buffer(self, key: str, shape: tuple, dtype: Any) -> Any:
         """The buffer for tensor ``key``: its planned view when the plan foresaw this size."""
@@ -111,6 +114,9 @@ class RunPool:
             self.release(key)
         self.dynamic_bytes += nbytes
         self.dynamic[key] = nbytes
+        if "@" in key:  # a subgraph's own tensor (If/Loop/Scan body)
+            self.inner_in_use += nbytes
+            self.inner_peak = max(self.inner_peak, self.inner_in_use)
         if dtype.kind in "OUS":  # no typed view of raw bytes exists for these
             self.allocator.track(nbytes)
             return np.empty(shape, dtype=dtype)
@@ -128,6 +134,8 @@ class RunPool:
         nbytes = self.dynamic.pop(key, None)
         if nbytes is not None:
             self.allocator.free(nbytes)
+            if "@" in key:
+                self.inner_in_use -= nbytes
 
     def hand_over(self, key: str) -> None:
         """Ownership of an output passes to the caller: it no longer counts as the pool's."""

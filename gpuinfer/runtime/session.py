@@ -135,8 +135,8 @@ class InferenceSession:
         feeds = check_feeds(self._graph, input_feed, self._backend.is_array)
         feeds = {k: self._to_device(v) for k, v in feeds.items()}
         with self._lock, self._threads(), self._device_scope():
-            env, pool = self._run_locked(feeds, hold)
-        outputs = [self._output(name, env) for name in names]
+            env, owned = self._run_locked(feeds, hold)
+            outputs = [self._output(name, env, owned) for name in names]
         if output_device == self.device and self.device == "cuda":
             return outputs
         return [self._host(o) for o in outputs]
@@ -171,7 +171,9 @@ class InferenceSession:
         self._backend.synchronize()
         seconds = time.perf_counter() - started
         sampled = self._sampler.end_run() if self._sampler else None
-        for name in set(self._graph.outputs) | self._keep | hold:
+        returned = set(self._graph.outputs) | self._keep | hold
+        owned = {name for name in returned if name in pool.dynamic}  # fresh arrays, not plan views
+        for name in returned:
             pool.hand_over(name)
         if pool.unforeseen and not plan.from_run and self.memory_mode != "reduce":
             self._replan_from_run(feeds, plan, pool)
@@ -183,9 +185,9 @@ class InferenceSession:
             allocations=counter.allocations, alloc_seconds=counter.alloc_seconds,
             dynamic_bytes=pool.dynamic_bytes, held_bytes_after_run=self._allocator.in_use,
             run_seconds=seconds, inplace_count=len(plan.inplace))
-        self._last_run = (fields, plan, pool.seen, steps)
+        self._last_run = (fields, plan, pool.seen, pool.inner_peaks, steps)
         self._report = None
-        return env, pool
+        return env, owned
 
     def _plan_for(self, feeds: dict) -> tuple[MemoryPlan, BlockSet]:
         signature = signature_of(feeds, self._graph)
@@ -268,16 +270,14 @@ class InferenceSession:
             raise InputError(f"unknown output name {name!r}; the model's outputs are {self._graph.outputs}")
         return frozenset(hold)
 
-    def _output(self, name: str, env: dict) -> Any:
+    def _output(self, name: str, env: dict, owned: set) -> Any:
+        """What the caller gets for ``name``: the array itself if the run made it fresh, else a copy
+        (arena views and kept buffers are overwritten by the next run; inputs are the caller's)."""
         if name in env:
             value = env[name]
-            if name in self._graph.outputs or name in self._keep:
-                if name in self._graph.inputs:
-                    return value.copy()
+            if name in owned or not hasattr(value, "copy") or isinstance(value, TensorSequence):
                 return value
-            if not hasattr(value, "copy") or isinstance(value, TensorSequence):
-                return value
-            return value.copy()  # a held intermediate lives in a kept buffer: give the caller a copy
+            return value.copy()
         return self._executor.constants[id(self._graph)][name].copy()
 
     def _to_device(self, value: Any) -> Any:
@@ -291,10 +291,10 @@ class InferenceSession:
         if self._report is None:
             if self._last_run is None:
                 raise GpuinferError("no run yet: call run() before memory_report()")
-            fields, plan, seen, steps = self._last_run
+            fields, plan, seen, inner_peaks, steps = self._last_run
             sizes = {key: nbytes_of(shape, dtype) for key, (shape, dtype) in seen.items()}
             self._report = MemoryReport(
-                **fields, lower_bound_bytes=run_lower_bound(self._graph, plan, sizes),
+                **fields, lower_bound_bytes=run_lower_bound(self._graph, plan, sizes, inner_peaks),
                 timeline=[StepRecord(node.step, node.op_type, node.name, live) for node, live in steps])
         return self._report
 

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpuinfer.plan import MODES, ALIGNMENT, MemoryPlan, Placement, PlanVerificationError, lower_bound, verify_plan
+from gpuinfer.plan import MODES, ALIGNMENT, MemoryPlan, Placement, PlanVerificationError, Sharing, lower_bound, verify_plan
 from gpuinfer.plan.lifetimes import Lifetime
 
 
-def make(mode: str, lives: list[Lifetime], pairs=()) -> MemoryPlan:
-    blocks, placements, inplace = MODES[mode](lives, list(pairs))
+def make(mode: str, lives: list[Lifetime], pairs=(), concat=()) -> MemoryPlan:
+    blocks, placements, inplace, concat_map = MODES[mode](lives, Sharing(list(pairs), list(concat)))
     steps = max((l.last for l in lives), default=0) + 1
     plan = MemoryPlan(mode, steps, {l.key: l for l in lives}, placements, blocks, inplace, [],
-                      lower_bound(lives, steps))
+                      lower_bound(lives, steps), concat=concat_map)
     verify_plan(plan, check_alignment=(mode == "arena"))
     return plan
 
@@ -131,3 +131,42 @@ def test_random_inplace_chains_verify(sizes):
     lives = [Lifetime(f"v{i}", i, i + 1, s, "value", (s,), "uint8") for i, s in enumerate(sizes)]
     pairs = [(f"v{i}", f"v{i - 1}") for i in range(1, len(sizes)) if sizes[i] == sizes[i - 1]]
     make("arena", lives, pairs)
+
+
+def test_concat_inputs_live_inside_the_output():
+    # a(0-2) and b(1-2) are concatenated at step 2 into c(2-3): with the inputs written into their
+    # slices of c, the plan needs only c's bytes.
+    lives = [life("a", 0, 2, 1024), life("b", 1, 2, 2048), life("c", 2, 3, 3072)]
+    plan = make("arena", lives, concat=[("a", "c", 0), ("b", "c", 1024)])
+    assert plan.planned_bytes == 3072 < plan.lower_bound_bytes
+    assert plan.placements["b"].offset == plan.placements["c"].offset + 1024
+    assert plan.concat == {"a": ("c", 0), "b": ("c", 1024)}
+
+
+def test_verifier_catches_a_concat_input_alive_after_the_concat():
+    lives = [life("a", 0, 3, 1024), life("b", 1, 2, 2048), life("c", 2, 3, 3072)]
+    blocks, placements, _, _ = MODES["arena"](lives[1:] + [life("a", 0, 2, 1024)],
+                                              Sharing([], [("a", "c", 0), ("b", "c", 1024)]))
+    plan = MemoryPlan("arena", 4, {l.key: l for l in lives}, placements, blocks, {}, [], 0,
+                      concat={"a": ("c", 0), "b": ("c", 1024)})
+    with pytest.raises(PlanVerificationError, match="concat input 'a'"):
+        verify_plan(plan)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=2, max_size=12))
+def test_random_dense_blocks_verify(widths):
+    # DenseNet-like: x_k = concat(x_{k-1}, new_k); each new_k made the step before its concat
+    unit = 256
+    lives, concat = [life("x0", 0, 2, widths[0] * unit)], []
+    size, step = widths[0] * unit, 1
+    for k, w in enumerate(widths[1:], start=1):
+        lives.append(life(f"n{k}", step, step + 1, w * unit))
+        lives.append(life(f"x{k}", step + 1, step + 3 if k < len(widths) - 1 else step + 2, size + w * unit))
+        concat += [(f"x{k - 1}", f"x{k}", 0), (f"n{k}", f"x{k}", size)]
+        size += w * unit
+        step += 2
+    # x_{k-1} must die at x_k's concat: trim its lifetime to that step
+    lives = [dataclasses.replace(l, last=l.first + 2) if l.key.startswith("x") and l.key != f"x{len(widths) - 1}"
+             else l for l in lives]
+    make("arena", lives, concat=concat)
