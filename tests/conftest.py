@@ -14,3 +14,13 @@ def pytest_collection_modifyitems(config, items):
                 reason = cuda_unavailable_reason() or ""
             if reason:
                 item.add_marker(pytest.mark.skip(reason=f"CUDA not available: {reason}"))
+
+
+def pytest_configure(config):
+    """One BLAS thread for the whole run: tests check results, not speed, and OpenBLAS threads
+    that spin-wait on a busy 2-core machine slow every matmul down by an order of magnitude."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    config._gpuinfer_blas_limit = threadpool_limits(limits=1, user_api="blas")

@@ -33,7 +33,7 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     model, feeds, choices = _prepare(args, out)
     repeat = args.repeat or (REPORT_REPEAT if reporting else 1)
     with Progress(repeat, f"running {args.memory_mode}") as bar:
-        result = measure(model.path, args.memory_mode, args.device, feeds, repeat, reporting, bar.advance)
+        result = measure(model.path, args.memory_mode, args.device, feeds, repeat, reporting, bar.advance, args.threads)
     median = f", median {ms(result.median_seconds)} ({later_runs(repeat)})" if repeat > 1 else ""
     print(f"ran {result.mode} on {result.device}: {repeat} run(s), first {ms(result.first_seconds)}{median}",
           file=out)
@@ -54,7 +54,7 @@ def compare_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     results: list[ModeResult] = []
     with Progress(repeat * len(MEMORY_MODES), "comparing modes") as bar:
         for mode in MEMORY_MODES:
-            results.append(measure(model.path, mode, args.device, feeds, repeat, True, bar.advance))
+            results.append(measure(model.path, mode, args.device, feeds, repeat, True, bar.advance, args.threads))
     device = results[0].device
     found: list[str] = []
     for other in results[1:]:

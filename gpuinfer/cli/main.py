@@ -54,6 +54,8 @@ def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2,...",
                      help="shape of a made input (fixes its dynamic dims)")
     sub.add_argument("--seed", type=int, default=0, help="seed of made inputs (default 0)")
+    sub.add_argument("--threads", type=_positive_int, metavar="N",
+                     help="BLAS threads during runs (default: BLAS's own, one per core)")
     sub.add_argument("--repeat", type=_positive_int, metavar="N",
                      help="runs per mode (default 1 for a plain run, 3 when latency is reported)")
     sub.add_argument("--output", metavar="FILE.npz", help="save the outputs (keys are output names)")

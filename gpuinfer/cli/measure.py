@@ -48,10 +48,11 @@ class ModeResult:
 
 
 def measure(model: Path, mode: str, device: str, feeds: dict, repeat: int, sample: bool,
-            on_run: Optional[Callable[[str], None]] = None) -> ModeResult:
-    """A fresh session in ``mode`` run ``repeat`` times on ``feeds``."""
+            on_run: Optional[Callable[[str], None]] = None, threads: Optional[int] = None) -> ModeResult:
+    """A fresh session in ``mode`` run ``repeat`` times on ``feeds`` (``threads``: BLAS threads)."""
     gc.collect()  # earlier sessions must not be freed during this one's runs (sampler baseline)
-    session = InferenceSession(model, device=device, memory_mode=mode, sample_memory=sample)
+    session = InferenceSession(model, device=device, memory_mode=mode, sample_memory=sample,
+                               intra_op_threads=threads)
     names = [o.name for o in session.get_outputs()]
     seconds = []
     outputs: list = []

@@ -7,6 +7,8 @@ Casts to float8 saturate to the finite range unless ``saturate=0``; FLOAT8E8M0 i
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 from onnx import helper
@@ -18,8 +20,11 @@ _UNSUPPORTED = {"FLOAT8E8M0"}  # needs a rounding mode of its own
 _SATURATING = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
 
 
+@functools.lru_cache(maxsize=None)
 def onnx_to_np_dtype(to) -> np.dtype:
-    """The numpy dtype of an ONNX element type given as TensorProto int or (Cast-1) name."""
+    """The numpy dtype of an ONNX element type given as TensorProto int or (Cast-1) name.
+
+    Cached: the protobuf enum lookups cost more than a small Cast itself."""
     if isinstance(to, (bytes, str)):
         name = to.decode() if isinstance(to, bytes) else to
         code = getattr(onnx.TensorProto, name.upper(), None)
