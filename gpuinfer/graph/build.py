@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from gpuinfer.errors import GpuinferError, InvalidModelError, UnsupportedOpError
 from gpuinfer.graph.attributes import attribute_value, outer_scope_reads, subgraph_attributes
-from gpuinfer.graph.ir import Graph, Node, Value
+from gpuinfer.graph.ir import Graph, Node, link
 from gpuinfer.graph.read import ModelSource, read_model
 from gpuinfer.graph.toposort import topological_order
 from gpuinfer.graph.types import collect_value_types, is_static, type_shape, value_kind
@@ -124,9 +124,7 @@ def build_graph(proto: onnx.GraphProto, opsets: dict[str, int], types: dict,
         else:
             constants.update(folded)
 
-    graph_outputs = [o.name for o in proto.output]
-    constants = _prune_constants(constants, nodes, graph_outputs)
-    graph = Graph(proto.name, nodes, inputs, graph_outputs, constants, {}, opsets)
+    graph = Graph(proto.name, nodes, inputs, [o.name for o in proto.output], constants, {}, opsets)
     graph.outer_reads = sorted(outer_scope_reads(proto))
     for i in proto.input:
         if i.name in inputs:
@@ -183,30 +181,9 @@ def _try_fold(node: Node, constants: dict[str, np.ndarray], types: dict) -> Opti
     return {name: np.asarray(value) for name, value in zip(node.outputs, results) if name}
 
 
-def _prune_constants(constants: dict, nodes: list[Node], outputs: list[str]) -> dict:
-    used = set(outputs)
-    for node in nodes:
-        used.update(node.inputs)
-        used.update(node.outer_reads)
-    return {k: v for k, v in constants.items() if k in used}
-
-
 def _record_values(graph: Graph, types: dict) -> None:
-    """Fill ``graph.values`` with producer, consumers and declared shape of every non-constant value."""
-    for name in graph.inputs:
-        shape, dtype = graph.input_dims.get(name), graph.input_dtypes.get(name)
-        graph.values[name] = Value(name, shape, dtype)
-    for node in graph.nodes:
-        for name in node.outputs:
-            if name:
-                shape, dtype = types.get(name, (None, None))
-                graph.values[name] = Value(name, shape, dtype, producer=node.step)
-    for node in graph.nodes:
-        for name in set(node.inputs) | set(node.outer_reads):
-            if name in graph.values:
-                graph.values[name].consumers.append(node.step)
+    """Fill ``graph.values`` with producer, consumers and inferred shape of every non-constant value."""
+    link(graph, lambda name: types.get(name, (None, None)))
     for name in graph.outputs:
-        if name in graph.values:
-            graph.values[name].is_graph_output = True
-        elif name not in graph.constants and name not in graph.outer_reads:
+        if name not in graph.values and name not in graph.constants and name not in graph.outer_reads:
             raise InvalidModelError(f"graph output {name!r} is not produced by any node or input")

@@ -73,3 +73,31 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self.nodes)} nodes, {len(self.constants)} constants>"
+
+
+def link(graph: Graph, type_of) -> None:
+    """Make steps, ``graph.values`` and ``graph.constants`` agree with ``graph.nodes``.
+
+    ``type_of(name) -> (shape, dtype)`` gives what is known of each node output.  Run after
+    building a graph and after every pass that edits its node list.
+    """
+    graph.values = {}
+    for name in graph.inputs:
+        graph.values[name] = Value(name, graph.input_dims.get(name), graph.input_dtypes.get(name))
+    for step, node in enumerate(graph.nodes):
+        node.step = step
+        for name in node.outputs:
+            if name:
+                shape, dtype = type_of(name)
+                graph.values[name] = Value(name, shape, dtype, producer=step)
+    used = set(graph.outputs)
+    for node in graph.nodes:
+        reads = set(node.inputs) | set(node.outer_reads)
+        used |= reads
+        for name in reads:
+            if name in graph.values:
+                graph.values[name].consumers.append(node.step)
+    for name in graph.outputs:
+        if name in graph.values:
+            graph.values[name].is_graph_output = True
+    graph.constants = {k: v for k, v in graph.constants.items() if k in used}

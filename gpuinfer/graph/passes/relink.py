@@ -1,34 +1,13 @@
 """After a pass edits the node list: renumber steps and re-derive producers and consumers."""
 from __future__ import annotations
 
-from gpuinfer.graph.ir import Graph, Value
+from gpuinfer.graph.ir import Graph, link
 
 
 def relink(graph: Graph) -> None:
-    """Make ``graph.values`` and node steps agree with ``graph.nodes`` again (shapes kept)."""
+    """Make ``graph.values`` and node steps agree with ``graph.nodes`` again (known shapes kept)."""
     old = graph.values
-    graph.values = {}
-    for name in graph.inputs:
-        v = old[name]
-        graph.values[name] = Value(name, v.shape, v.dtype)
-    for step, node in enumerate(graph.nodes):
-        node.step = step
-        for name in node.outputs:
-            if name:
-                v = old.get(name)
-                graph.values[name] = Value(name, v.shape if v else None, v.dtype if v else None, producer=step)
-    for node in graph.nodes:
-        for name in set(node.inputs) | set(node.outer_reads):
-            if name in graph.values:
-                graph.values[name].consumers.append(node.step)
-    for name in graph.outputs:
-        if name in graph.values:
-            graph.values[name].is_graph_output = True
-    used = set(graph.outputs)
-    for node in graph.nodes:
-        used.update(node.inputs)
-        used.update(node.outer_reads)
-    graph.constants = {k: v for k, v in graph.constants.items() if k in used}
+    link(graph, lambda name: (old[name].shape, old[name].dtype) if name in old else (None, None))
 
 
 def consumers_of(graph: Graph) -> dict[str, list]:
