@@ -312,9 +312,26 @@ class Outcome:
     detail: str = ""  # last line of the exception
 
 
+_BLAS_LIMITED: dict[int, object] = {}
+
+
+def _blas_as_in_pytest() -> None:
+    """One BLAS thread per process, as tests/conftest.py sets for pytest: results can depend on it
+    (OpenBLAS rounds differently with one thread), and the counts must match what pytest sees."""
+    if os.getpid() in _BLAS_LIMITED:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        _BLAS_LIMITED[os.getpid()] = None
+        return
+    _BLAS_LIMITED[os.getpid()] = threadpool_limits(limits=1, user_api="blas")
+
+
 def run_case(case: Case) -> Outcome:
     """Run one generated test (its raw method: marks do not apply) and classify the result."""
     _private_onnx_home()
+    _blas_as_in_pytest()
     if case.name in SKIPS and case.mode in SKIPS[case.name][0]:
         return Outcome(case, "skipped", SKIPS[case.name][1], 0.0)
     instance = case.cls(case.name)
