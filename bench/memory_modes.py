@@ -19,14 +19,14 @@ from common import MIB, machine, markdown_table, median_ms, model_ids, run_isola
 MODES = ["per_tensor", "reduce", "reuse", "arena"]
 
 
-def one(model_id: str, repeat: int) -> dict:
+def one(model_id: str, repeat: int, threads=None) -> dict:
     import gpuinfer
     from tests.model_zoo import model_case
 
     source, feeds = model_case(model_id)
     out = {"model": model_id, "modes": {}}
     for mode in MODES:
-        sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode)
+        sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode, intra_op_threads=threads)
         first = time_runs(lambda: sess.run(None, feeds), 1)[0]
         first_report = sess.memory_report()
         rest = time_runs(lambda: sess.run(None, feeds), repeat)
@@ -50,15 +50,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*")
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--threads", type=int, help="BLAS threads (default: BLAS's own)")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one, args.repeat)))
+        print(json.dumps(one(args.one, args.repeat, args.threads)))
         return 0
     rows = []
     for model_id in model_ids(args.models):
-        res = run_isolated(Path(__file__), ["--one", model_id, "--repeat", str(args.repeat)])
+        res = run_isolated(Path(__file__), ["--one", model_id, "--repeat", str(args.repeat)]
+                           + (["--threads", str(args.threads)] if args.threads else []))
         if "error" in res:
             rows.append([model_id, "error: " + res["error"]] + [""] * 9)
             continue
