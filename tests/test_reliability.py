@@ -177,3 +177,33 @@ def test_fuzzed_models_only_raise_gpuinfer_errors(edits, truncate):
         sess.run(None, feeds)
     except gpuinfer.GpuinferError:
         pass
+
+
+@st.composite
+def _bad_feeds(draw):
+    """Feeds for conv_net that are wrong in one or more ways: names, ranks, dims, dtypes, values."""
+    name = draw(st.sampled_from(["x", "x", "x", "y", ""]))
+    rank = draw(st.integers(0, 5))
+    shape = tuple(draw(st.lists(st.integers(0, 6), min_size=rank, max_size=rank)))
+    dtype = draw(st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.bool_, np.uint8]))
+    fill = draw(st.sampled_from([0.0, 1.0, np.nan, np.inf, -1e30]))
+    feeds = {name: np.full(shape, fill).astype(dtype)}
+    if draw(st.booleans()):
+        feeds["extra"] = np.zeros(1, np.float32)
+    return feeds
+
+
+@pytest.fixture(scope="module")
+def fuzz_session():
+    return gpuinfer.InferenceSession(conv_net(), device="cpu", memory_mode="arena")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_bad_feeds())
+def test_fuzzed_feeds_only_raise_gpuinfer_errors(fuzz_session, feeds):
+    try:
+        out = fuzz_session.run(None, feeds)
+    except gpuinfer.GpuinferError:
+        return
+    # accepted feeds are well-formed ones: the output has the model's shape
+    assert out[0].shape[1:2] == (8,)
