@@ -36,7 +36,7 @@ def one(model_id: str, repeat: int, threads=None) -> dict:
         sampled_sess.run(None, feeds)
         sampled_sess.run(None, feeds)
         sampled = sampled_sess.memory_report().sampled_peak_bytes
-        sampled_sess._sampler.close()
+        sampled_sess.close()
         del sampled_sess
         out["modes"][mode] = {
             "peak": report.peak_bytes, "first_peak": first_report.peak_bytes, "sampled": sampled,

@@ -133,6 +133,8 @@ def test_eight_threads_share_one_session(mode):
 def test_shape_churn_stays_flat(mode):
     """Input shapes change every few runs: plans are reused, the cache is bounded, nothing grows."""
     shapes = [(1, 16, 16), (2, 12, 20), (1, 24, 8), (3, 8, 8)]
+    if tracemalloc.is_tracing():
+        tracemalloc.clear_traces()  # snapshots below then cover this test's allocations only
     sess = gpuinfer.InferenceSession(conv_net(), device="cpu", memory_mode=mode, plan_cache_size=2,
                                      sample_memory=True)
     held, traced = [], []

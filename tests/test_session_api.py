@@ -90,6 +90,8 @@ def test_report_fields():
 @pytest.mark.parametrize("mode", MODES)
 def test_two_hundred_runs_do_not_grow(mode):
     feeds = conv_net_feeds(1, 24, 24)
+    if tracemalloc.is_tracing():
+        tracemalloc.clear_traces()  # snapshots below then cover this test's allocations only
     sess = gpuinfer.InferenceSession(conv_net(), device="cpu", memory_mode=mode, sample_memory=True)
     held, traced = [], []
     for _ in range(200):
@@ -141,3 +143,22 @@ def test_intra_op_threads_caps_blas_during_run():
     np.testing.assert_array_equal(got, gpuinfer.InferenceSession(model, device="cpu").run(None, conv_net_feeds())[0])
     with pytest.raises(gpuinfer.GpuinferError, match="intra_op_threads"):
         gpuinfer.InferenceSession(model, intra_op_threads=0)
+
+
+def test_sampler_stops_tracemalloc_when_its_last_session_goes():
+    import gc
+
+    gc.collect()
+    if tracemalloc.is_tracing():
+        pytest.skip("tracemalloc is already on (started outside gpuinfer or by a live session)")
+    first = gpuinfer.InferenceSession(conv_net(), device="cpu", sample_memory=True)
+    second = gpuinfer.InferenceSession(conv_net(), device="cpu", sample_memory=True)
+    assert tracemalloc.is_tracing()
+    del first
+    gc.collect()
+    assert tracemalloc.is_tracing(), "a session still samples"
+    second.run(None, conv_net_feeds())
+    assert second.memory_report().sampled_peak_bytes > 0
+    del second
+    gc.collect()
+    assert not tracemalloc.is_tracing()

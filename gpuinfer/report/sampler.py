@@ -11,15 +11,22 @@ from typing import Optional
 
 
 class TracemallocSampler:
-    """Starts ``tracemalloc`` (if nobody has) when the session is ready and reads peaks per run."""
+    """Starts ``tracemalloc`` (if nobody has) when the session is ready and reads peaks per run.
+
+    Samplers count their users: tracemalloc slows every Python allocation, so the one started
+    here stops when the last sampling session closes (or is collected).
+    """
 
     name = "tracemalloc"
+    _users = 0
+    _started_by_us = False
 
     def __init__(self) -> None:
-        self._started_here = False
         if not tracemalloc.is_tracing():
             tracemalloc.start()
-            self._started_here = True
+            TracemallocSampler._started_by_us = True
+        TracemallocSampler._users += 1
+        self._open = True
         self.baseline = tracemalloc.get_traced_memory()[0]
 
     def begin_run(self) -> None:
@@ -31,6 +38,11 @@ class TracemallocSampler:
         return max(0, tracemalloc.get_traced_memory()[1] - self.baseline)
 
     def close(self) -> None:
-        if self._started_here and tracemalloc.is_tracing():
-            tracemalloc.stop()
-            self._started_here = False
+        if not self._open:
+            return
+        self._open = False
+        TracemallocSampler._users -= 1
+        if TracemallocSampler._users == 0 and TracemallocSampler._started_by_us:
+            TracemallocSampler._started_by_us = False
+            if tracemalloc.is_tracing():
+                tracemalloc.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 import time
 from collections import OrderedDict
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -97,6 +98,8 @@ class InferenceSession:
             self._sampler = NvmlSampler() if sample_memory else None
         elif sample_memory:
             self._sampler = TracemallocSampler()
+        if self._sampler is not None:
+            weakref.finalize(self, self._sampler.close)
         self._threads = _thread_limiter(intra_op_threads)
 
     # --- onnxruntime-shaped description -------------------------------------------------------
@@ -309,6 +312,11 @@ class InferenceSession:
         if self._executor.profile is None:
             raise GpuinferError("profiling is off: create the session with profile=True")
         return {k: (v[0], v[1]) for k, v in self._executor.profile.items()}
+
+    def close(self) -> None:
+        """Stop this session's sampler now (it also stops when the session is collected)."""
+        if self._sampler is not None:
+            self._sampler.close()
 
     @property
     def held_bytes(self) -> int:
