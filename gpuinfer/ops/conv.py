@@ -89,14 +89,19 @@ class ConvGeometry:
     scratch: list = field(default_factory=list)
 
 
-def conv_geometry(attrs, x_shape, w_shape, dtype) -> ConvGeometry:
+def _window_attrs(op_type: str, attrs, x_shape, w_shape):
+    """(spatial rank, kernel, strides, dilations, group) shared by Conv and ConvTranspose."""
     if len(x_shape) < 3 or len(w_shape) != len(x_shape):
-        raise NodeExecutionError(f"Conv: X and W must have the same rank >= 3, got {x_shape} and {w_shape}")
+        raise NodeExecutionError(f"{op_type}: X and W must have the same rank >= 3, got {x_shape} and {w_shape}")
     n_sp = len(x_shape) - 2
     kernel = list(attrs.get("kernel_shape") or w_shape[2:])
     strides = list(attrs.get("strides") or [1] * n_sp)
     dil = list(attrs.get("dilations") or [1] * n_sp)
-    group = int(attrs.get("group", 1))
+    return n_sp, kernel, strides, dil, int(attrs.get("group", 1))
+
+
+def conv_geometry(attrs, x_shape, w_shape, dtype) -> ConvGeometry:
+    n_sp, kernel, strides, dil, group = _window_attrs("Conv", attrs, x_shape, w_shape)
     n, c = x_shape[:2]
     m = w_shape[0]
     if c % group or m % group or w_shape[1] * group != c:
@@ -284,13 +289,7 @@ class ConvTransposeGeometry:
 
 
 def conv_transpose_geometry(attrs, x_shape, w_shape, dtype) -> ConvTransposeGeometry:
-    if len(x_shape) < 3 or len(w_shape) != len(x_shape):
-        raise NodeExecutionError(f"ConvTranspose: X and W must have the same rank >= 3, got {x_shape} and {w_shape}")
-    n_sp = len(x_shape) - 2
-    kernel = list(attrs.get("kernel_shape") or w_shape[2:])
-    strides = list(attrs.get("strides") or [1] * n_sp)
-    dil = list(attrs.get("dilations") or [1] * n_sp)
-    group = int(attrs.get("group", 1))
+    n_sp, kernel, strides, dil, group = _window_attrs("ConvTranspose", attrs, x_shape, w_shape)
     outpad = list(attrs.get("output_padding") or [0] * n_sp)
     n, c = x_shape[:2]
     if c != w_shape[0] or c % group:
