@@ -190,14 +190,34 @@ def _conv_into(ctx, x, w, g, out):
                 rows = min(g.tile, out_sp[0] - r0)
                 band = (rows,) + out_sp[1:]
                 cols_band = cols[:c * k * rows * row]  # contiguous prefix: reshapes stay views
-                cols_v = cols_band.reshape((c, k) + band)
                 shift = r0 * g.strides[0]
-                for ki, off in enumerate(offsets):
-                    sl = window_slices(off, g.dilations, g.strides, band, lead=1)
-                    sl = (sl[0], slice(sl[1].start + shift, sl[1].stop + shift, sl[1].step)) + sl[2:]
-                    cols_v[:, ki] = src[sl]
+                if k > WINDOW_GATHER_TAPS:  # long kernels (STFT-as-Conv): one strided copy, not k slices
+                    windows = _windows(xp, src, g, band, shift)
+                    cols_band.reshape(windows.shape)[...] = windows
+                else:
+                    cols_v = cols_band.reshape((c, k) + band)
+                    for ki, off in enumerate(offsets):
+                        sl = window_slices(off, g.dilations, g.strides, band, lead=1)
+                        sl = (sl[0], slice(sl[1].start + shift, sl[1].stop + shift, sl[1].step)) + sl[2:]
+                        cols_v[:, ki] = src[sl]
                 cols_g = cols_band.reshape(grp, (c // grp) * k, rows * row)
                 xp.matmul(wr, cols_g, out=out_n[:, :, r0:r0 + rows].reshape(grp, m // grp, rows * row))
+
+
+# Above this many kernel taps, im2col columns come from one strided view of the input instead of
+# one slice copy per tap (Python overhead per tap dominates when the output is short).
+WINDOW_GATHER_TAPS = 32
+
+
+def _windows(xp, src, g, band, shift):
+    """View of ``src`` (C, *spatial) as (C, *kernel, *band): element [c, k.., o..] is the input under
+    kernel tap k of output position o (rows offset by ``shift``).  No copy."""
+    strides = src.strides
+    shape = (src.shape[0], *g.kernel, *band)
+    view_strides = ((strides[0],) + tuple(s * d for s, d in zip(strides[1:], g.dilations))
+                    + tuple(s * st for s, st in zip(strides[1:], g.strides)))
+    start = src[(slice(None), slice(shift, None)) + (slice(None),) * (src.ndim - 2)]
+    return xp.lib.stride_tricks.as_strided(start, shape=shape, strides=view_strides)
 
 
 @op("Conv", since=1, scratch=_conv_scratch)

@@ -164,3 +164,15 @@ def test_conv_integer_and_qlinear_conv():
     inputs = [x, np.array(0.05, np.float32), np.array(3, np.uint8), w, ws, np.array(5, np.uint8),
               np.array(0.4, np.float32), np.array(100, np.uint8), rng.integers(-500, 500, 4).astype(np.int32)]
     check_against_onnxruntime("QLinearConv", inputs, opset=10, pads=[1, 1, 1, 1])
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 1, 640), (258, 1, 256), {"strides": [128]}),  # STFT as a Conv, as silero_vad does
+    ((2, 4, 30, 27), (6, 2, 7, 7), {"strides": [2, 3], "dilations": [2, 1], "pads": [3, 2, 1, 3], "group": 2}),
+    ((1, 3, 64, 64), (5, 3, 11, 11), {"strides": [4, 4]}),
+])
+def test_long_kernels_gather_windows_in_one_copy(x_shape, w_shape, attrs):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    check_against_onnxruntime("Conv", [x, w], rtol=1e-4, atol=1e-4, **attrs)
