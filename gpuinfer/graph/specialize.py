@@ -7,8 +7,6 @@ down are left out: the pools serve them on the dynamic (reduce) path at run time
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -18,7 +16,6 @@ from gpuinfer.graph.types import collect_value_types, is_static
 from gpuinfer.ops.context import OptionalValue, TensorSequence
 
 SMALL_CONSTANT_BYTES = 4096  # constants this small stay as data so shape arithmetic can use them
-
 
 def static_value_types(graph: Graph, input_shapes: dict[str, tuple],
                        input_dtypes: dict[str, np.dtype]) -> dict[str, tuple[tuple, np.dtype]]:
@@ -59,11 +56,9 @@ def static_value_types(graph: Graph, input_shapes: dict[str, tuple],
                 known[name] = (tuple(shape), dtype)
     return known
 
-
 def signature_of(feeds: dict, graph: Graph) -> tuple:
     """The hashable input-shape signature plans are cached under (sequences by their elements' shapes)."""
     return tuple((name, _feed_signature(feeds[name])) for name in graph.inputs)
-
 
 def _feed_signature(value) -> tuple:
     if isinstance(value, OptionalValue):
@@ -71,9 +66,3 @@ def _feed_signature(value) -> tuple:
     if isinstance(value, TensorSequence):
         return ("sequence",) + tuple(_feed_signature(v) for v in value)
     return (tuple(value.shape), str(value.dtype))
-
-
-def nbytes_of(shape: Optional[tuple], dtype: Optional[np.dtype]) -> Optional[int]:
-    if not is_static(shape) or dtype is None:
-        return None
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize

@@ -79,7 +79,6 @@ class RunPool:
         self.views = blocks.views_for(plan)
         self.dynamic: dict[str, int] = {}  # key -> bytes, held on the reduce path right now
         self.dynamic_bytes = 0  # total served on the reduce path in this run
-        self.unplanned_keys: list[str] = []  # planned tensors whose run-time shape differed
         self.seen: dict[str, tuple] = {}  # top-level key -> (shape, dtype) of every buffer handed out
         self.unforeseen = False  # a top-level tensor (not an output) took the reduce path
         self.inner_in_use = 0  # bytes of subgraph tensors alive now
@@ -102,7 +101,6 @@ class RunPool:
                 view = self.backend.view(self.blocks.block(place.block), place.offset, shape, dtype)
                 self.views[key] = view
                 return view
-            self.unplanned_keys.append(key)
         if "@" not in key:
             self.seen[key] = (shape, dtype)
             life = self.plan.lifetimes.get(key)
@@ -121,13 +119,6 @@ class RunPool:
             self.allocator.track(nbytes)
             return np.empty(shape, dtype=dtype)
         return self.backend.view(self.allocator.alloc(nbytes), 0, shape, dtype)
-
-    def adopt(self, key: str, array: Any) -> None:
-        """Count an array a kernel made itself (a kernel that ignored ``ctx.out``)."""
-        nbytes = int(array.nbytes)
-        self.dynamic_bytes += nbytes
-        self.dynamic[key] = nbytes
-        self.allocator.track(nbytes)
 
     def release(self, key: str) -> None:
         """The tensor is dead: a dynamic buffer goes back now; a planned view just stops being used."""
