@@ -17,6 +17,7 @@ from gpuinfer.ops.context import OptionalValue, TensorSequence
 
 SMALL_CONSTANT_BYTES = 4096  # constants this small stay as data so shape arithmetic can use them
 
+
 def static_value_types(graph: Graph, input_shapes: dict[str, tuple],
                        input_dtypes: dict[str, np.dtype]) -> dict[str, tuple[tuple, np.dtype]]:
     """name -> (static shape, dtype) for the inputs and every node output shape inference can fix.
