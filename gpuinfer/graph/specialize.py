@@ -57,9 +57,11 @@ def static_value_types(graph: Graph, input_shapes: dict[str, tuple],
                 known[name] = (tuple(shape), dtype)
     return known
 
+
 def signature_of(feeds: dict, graph: Graph) -> tuple:
     """The hashable input-shape signature plans are cached under (sequences by their elements' shapes)."""
     return tuple((name, _feed_signature(feeds[name])) for name in graph.inputs)
+
 
 def _feed_signature(value) -> tuple:
     if isinstance(value, OptionalValue):
