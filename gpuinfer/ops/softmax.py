@@ -42,7 +42,8 @@ def softmax(ctx, x):
         return out
     xv, ov, axis = _view(ctx, x, out)
     m = xp.max(xv, axis=axis, keepdims=True)
-    xp.subtract(xv, m, out=ov)
+    with np.errstate(invalid="ignore"):  # a fully masked row (all -inf) is NaN by the spec: no warning
+        xp.subtract(xv, m, out=ov)
     xp.exp(ov, out=ov)
     ov /= xp.sum(ov, axis=axis, keepdims=True)
     return out
