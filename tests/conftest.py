@@ -24,3 +24,12 @@ def pytest_configure(config):
     except ImportError:
         return
     config._gpuinfer_blas_limit = threadpool_limits(limits=1, user_api="blas")
+
+
+try:  # property tests explore the same examples on every run, so CI results do not flake
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("gpuinfer", derandomize=True, deadline=None)
+    _hypothesis_settings.load_profile("gpuinfer")
+except ImportError:
+    pass
