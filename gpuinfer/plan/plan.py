@@ -5,9 +5,10 @@ and a pool turns it into buffers.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
-from gpuinfer.plan.lifetimes import Lifetime
+from gpuinfer.plan.lifetimes import Lifetime, lower_bound
 
 ALIGNMENT = 256  # bytes; offsets in a block are multiples of this (GPU-friendly, SIMD-friendly)
 
@@ -48,3 +49,10 @@ class MemoryPlan:
     @property
     def planned_bytes(self) -> int:
         return sum(self.blocks)
+
+    @functools.cached_property
+    def need_bytes(self) -> int:
+        """What a run of this plan needs: its blocks plus the busiest step of what it leaves unplaced
+        (outputs outside the arena, unforeseen scratch).  Computed once; checked before every run."""
+        rest = [life for key, life in self.lifetimes.items() if key not in self.placements]
+        return self.planned_bytes + lower_bound(rest, self.steps)

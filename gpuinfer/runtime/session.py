@@ -30,7 +30,6 @@ from gpuinfer.graph.read import ModelSource
 from gpuinfer.graph.specialize import signature_of, static_value_types
 from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.plan import MODES, MemoryPlan, make_plan
-from gpuinfer.plan.lifetimes import lower_bound
 from gpuinfer.report.memory_report import MemoryReport, StepRecord
 from gpuinfer.report.sampler import TracemallocSampler
 from gpuinfer.runtime.actual_bound import run_lower_bound
@@ -247,7 +246,7 @@ class InferenceSession:
             limit, what = self._backend.total_memory(), f"the {self.device} memory of this machine"
         if limit is None:
             return
-        need = plan.planned_bytes + _unplaced_peak(plan)
+        need = plan.need_bytes
         if need > limit:
             fits = "arena" if plan.lower_bound_bytes <= limit else None
             advice = (f"memory_mode='arena' needs about {plan.lower_bound_bytes} bytes here and would fit"
@@ -356,9 +355,3 @@ def _thread_limiter(threads: Optional[int]):
 
 def _shape_list(shape: Optional[tuple]) -> list:
     return [] if shape is None else list(shape)
-
-
-def _unplaced_peak(plan: MemoryPlan) -> int:
-    """Most bytes alive at once among tensors the plan did not place (outputs, unplaced scratch)."""
-    rest = [l for k, l in plan.lifetimes.items() if k not in plan.placements]
-    return lower_bound(rest, plan.steps)
