@@ -23,8 +23,8 @@ def _work_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize < 4 else dtype
 
 
-def _chunk_scratch(*kinds):
-    """Scratch declaration for ``_chunked``: one chunk-sized buffer per kind (None = work dtype)."""
+def chunk_scratch(*kinds):
+    """Scratch declaration for ``chunked``: one chunk-sized buffer per kind (None = work dtype)."""
 
     def fn(attrs, shapes, dtypes):
         n = math.prod(shapes[0]) if shapes and shapes[0] is not None else 0
@@ -34,7 +34,7 @@ def _chunk_scratch(*kinds):
     return fn
 
 
-def _chunked(ctx, x, kinds, body):
+def chunked(ctx, x, kinds, body):
     """Run ``body(x_chunk, out_chunk, *tmps)`` over flat chunks; tmps are scratch of each kind."""
     out = ctx.out(0, x.shape, x.dtype)
     n = int(x.size)
@@ -88,6 +88,22 @@ for _name, _since, _fn, _doc in [
     _unary(_name, _since, _fn, _doc)
 
 
+def clamp(xp, x, lo, hi, out):
+    """out = min(max(x, lo), hi); a None bound is no bound.  One ``clip`` pass: for float32, numpy's
+    clip runs ~2.5x faster than ``maximum``/``minimum`` with a scalar, and NaN passes through both."""
+    if x.dtype.kind == "f":
+        lo = -np.inf if lo is None else lo
+        hi = np.inf if hi is None else hi
+        return xp.clip(x, lo, hi, out=out)
+    if lo is not None and hi is not None:
+        return xp.clip(x, lo, hi, out=out)
+    if lo is not None:
+        return xp.maximum(x, lo, out=out)
+    if hi is not None:
+        return xp.minimum(x, hi, out=out)
+    return xp.copyto(out, x) or out
+
+
 def _scalar(x, value):
     """An attribute value as a scalar of x's dtype (no float64 promotion)."""
     return _work_dtype(x.dtype).type(value)
@@ -96,7 +112,7 @@ def _scalar(x, value):
 @op("Relu", since=1, inplace=True)
 def relu(ctx, x):
     """max(x, 0), for float and signed integer types."""
-    return ctx.xp.maximum(x, 0, out=ctx.out(0, x.shape, x.dtype))
+    return clamp(ctx.xp, x, 0, None, ctx.out(0, x.shape, x.dtype))
 
 
 @op("Sigmoid", since=1, inplace=True)
@@ -122,7 +138,7 @@ def hard_sigmoid(ctx, x):
     return xp.clip(out, 0, 1, out=out)
 
 
-@op("HardSwish", since=14, inplace=True, scratch=_chunk_scratch(None))
+@op("HardSwish", since=14, inplace=True, scratch=chunk_scratch(None))
 def hard_swish(ctx, x):
     """x * max(0, min(1, x/6 + 1/2))."""
     xp = ctx.xp
@@ -133,51 +149,51 @@ def hard_swish(ctx, x):
         xp.clip(t, 0, 1, out=t)
         xp.multiply(xc, t, out=oc)
 
-    return _chunked(ctx, x, [None], body)
+    return chunked(ctx, x, [None], body)
 
 
-@op("LeakyRelu", since=1, inplace=True, scratch=_chunk_scratch(None))
+@op("LeakyRelu", since=1, inplace=True, scratch=chunk_scratch(None))
 def leaky_relu(ctx, x):
     """x for x >= 0 else alpha*x, as max(x,0) + alpha*min(x,0) (right for any alpha)."""
     xp = ctx.xp
     alpha = _scalar(x, ctx.attr("alpha", 0.01))
 
     def body(xc, oc, t):
-        xp.minimum(xc, 0, out=t)
+        clamp(xp, xc, None, 0, t)
         xp.multiply(t, alpha, out=t)
-        xp.maximum(xc, 0, out=oc)
+        clamp(xp, xc, 0, None, oc)
         xp.add(oc, t, out=oc)
 
-    return _chunked(ctx, x, [None], body)
+    return chunked(ctx, x, [None], body)
 
 
 def _elu_into(xp, xc, oc, t, alpha, gamma=None):
     """oc = [gamma*] (max(x,0) + alpha*expm1(min(x,0)))."""
-    xp.minimum(xc, 0, out=t)
+    clamp(xp, xc, None, 0, t)
     xp.expm1(t, out=t)
     xp.multiply(t, alpha, out=t)
-    xp.maximum(xc, 0, out=oc)
+    clamp(xp, xc, 0, None, oc)
     xp.add(oc, t, out=oc)
     if gamma is not None:
         xp.multiply(oc, gamma, out=oc)
 
 
-@op("Elu", since=1, inplace=True, scratch=_chunk_scratch(None))
+@op("Elu", since=1, inplace=True, scratch=chunk_scratch(None))
 def elu(ctx, x):
     """x for x >= 0 else alpha*(e^x - 1)."""
     alpha = _scalar(x, ctx.attr("alpha", 1.0))
-    return _chunked(ctx, x, [None], lambda xc, oc, t: _elu_into(ctx.xp, xc, oc, t, alpha))
+    return chunked(ctx, x, [None], lambda xc, oc, t: _elu_into(ctx.xp, xc, oc, t, alpha))
 
 
-@op("Selu", since=1, inplace=True, scratch=_chunk_scratch(None))
+@op("Selu", since=1, inplace=True, scratch=chunk_scratch(None))
 def selu(ctx, x):
     """gamma * (x for x > 0 else alpha*(e^x - 1))."""
     alpha = _scalar(x, ctx.attr("alpha", 1.67326319217681884765625))
     gamma = _scalar(x, ctx.attr("gamma", 1.05070102214813232421875))
-    return _chunked(ctx, x, [None], lambda xc, oc, t: _elu_into(ctx.xp, xc, oc, t, alpha, gamma))
+    return chunked(ctx, x, [None], lambda xc, oc, t: _elu_into(ctx.xp, xc, oc, t, alpha, gamma))
 
 
-@op("Celu", since=12, inplace=True, scratch=_chunk_scratch(None))
+@op("Celu", since=12, inplace=True, scratch=chunk_scratch(None))
 def celu(ctx, x):
     """max(0, x) + min(0, alpha*(e^(x/alpha) - 1))."""
     xp = ctx.xp
@@ -185,13 +201,13 @@ def celu(ctx, x):
 
     def body(xc, oc, t):
         xp.divide(xc, alpha, out=t)
-        xp.minimum(t, 0, out=t)
+        clamp(xp, t, None, 0, t)
         xp.expm1(t, out=t)
         xp.multiply(t, alpha, out=t)
-        xp.maximum(xc, 0, out=oc)
+        clamp(xp, xc, 0, None, oc)
         xp.add(oc, t, out=oc)
 
-    return _chunked(ctx, x, [None], body)
+    return chunked(ctx, x, [None], body)
 
 
 @op("Softplus", since=1, inplace=True)
@@ -201,7 +217,7 @@ def softplus(ctx, x):
         return ctx.xp.logaddexp(x, 0, out=ctx.out(0, x.shape, x.dtype))
 
 
-@op("Softsign", since=1, inplace=True, scratch=_chunk_scratch(None))
+@op("Softsign", since=1, inplace=True, scratch=chunk_scratch(None))
 def softsign(ctx, x):
     """x / (1 + |x|)."""
     xp = ctx.xp
@@ -211,10 +227,10 @@ def softsign(ctx, x):
         xp.add(t, 1, out=t)
         xp.divide(xc, t, out=oc)
 
-    return _chunked(ctx, x, [None], body)
+    return chunked(ctx, x, [None], body)
 
 
-@op("Mish", since=18, inplace=True, scratch=_chunk_scratch(None, None))
+@op("Mish", since=18, inplace=True, scratch=chunk_scratch(None, None))
 def mish(ctx, x):
     """x * tanh(softplus(x)), using tanh(log(1 + e)) = n / (n + 2) with n = e(e + 2), e = e^x
     (x capped at 20, where the factor is 1 in float32): only fast exp/mul/div passes."""
@@ -229,7 +245,7 @@ def mish(ctx, x):
         xp.divide(n, t, out=n)
         xp.multiply(xc, n, out=oc)
 
-    return _chunked(ctx, x, [None, None], body)
+    return chunked(ctx, x, [None, None], body)
 
 
 def _swish_into(xp, xc, oc, t, alpha):
@@ -240,14 +256,14 @@ def _swish_into(xp, xc, oc, t, alpha):
     xp.divide(xc, t, out=oc)
 
 
-@op("Swish", since=24, inplace=True, scratch=_chunk_scratch(None))
+@op("Swish", since=24, inplace=True, scratch=chunk_scratch(None))
 def swish(ctx, x):
     """x * sigmoid(alpha * x)."""
     alpha = _scalar(x, ctx.attr("alpha", 1.0))
-    return _chunked(ctx, x, [None], lambda xc, oc, t: _swish_into(ctx.xp, xc, oc, t, alpha))
+    return chunked(ctx, x, [None], lambda xc, oc, t: _swish_into(ctx.xp, xc, oc, t, alpha))
 
 
-@op("SwiGLU", since=28, inplace=True, scratch=_chunk_scratch(None))
+@op("SwiGLU", since=28, inplace=True, scratch=chunk_scratch(None))
 def swiglu(ctx, a, b):
     """Swish_alpha(a) * b for same-shaped gate a and value b (no broadcasting)."""
     xp = ctx.xp
@@ -266,7 +282,7 @@ def swiglu(ctx, a, b):
         xp.divide(ac, t, out=t)
         xp.multiply(t, bf[s:e], out=oc)
 
-    return _chunked(ctx, a, [None], body)
+    return chunked(ctx, a, [None], body)
 
 
 # erf(x) ~= x * P(x^2) / Q(x^2) on [-4, 4] (|erf(4)| rounds to 1 in float32); a least-squares
@@ -294,7 +310,7 @@ def _erf_inplace(xp, v, t1, t2):
     xp.clip(v, -1, 1, out=v)
 
 
-@op("Erf", since=9, inplace=True, scratch=_chunk_scratch(None, None, None))
+@op("Erf", since=9, inplace=True, scratch=chunk_scratch(None, None, None))
 def erf(ctx, x):
     """Gauss error function, rational approximation in the work dtype (no scipy)."""
     xp = ctx.xp
@@ -304,12 +320,12 @@ def erf(ctx, x):
         _erf_inplace(xp, t0, t1, t2)
         xp.copyto(oc, t0)
 
-    return _chunked(ctx, x, [None, None, None], body)
+    return chunked(ctx, x, [None, None, None], body)
 
 
 def _gelu_scratch(attrs, shapes, dtypes):
     kinds = (None,) if attrs.get("approximate", "none") == "tanh" else (None, None, None)
-    return _chunk_scratch(*kinds)(attrs, shapes, dtypes)
+    return chunk_scratch(*kinds)(attrs, shapes, dtypes)
 
 
 @op("Gelu", since=20, inplace=True, scratch=_gelu_scratch)
@@ -331,7 +347,7 @@ def gelu(ctx, x):
             xp.multiply(t, 0.5, out=t)
             xp.multiply(xc, t, out=oc)
 
-        return _chunked(ctx, x, [None], body)
+        return chunked(ctx, x, [None], body)
     if approximate != "none":
         raise NodeExecutionError(f"Gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
@@ -342,10 +358,10 @@ def gelu(ctx, x):
         xp.multiply(t0, 0.5, out=t0)
         xp.multiply(xc, t0, out=oc)
 
-    return _chunked(ctx, x, [None, None, None], body3)
+    return chunked(ctx, x, [None, None, None], body3)
 
 
-@op("ThresholdedRelu", since=10, inplace=True, scratch=_chunk_scratch(np.bool_))
+@op("ThresholdedRelu", since=10, inplace=True, scratch=chunk_scratch(np.bool_))
 def thresholded_relu(ctx, x):
     """x where x > alpha, else 0."""
     xp = ctx.xp
@@ -357,10 +373,10 @@ def thresholded_relu(ctx, x):
         xp.copyto(oc, xc)
         xp.copyto(oc, 0, where=b)
 
-    return _chunked(ctx, x, [np.bool_], body)
+    return chunked(ctx, x, [np.bool_], body)
 
 
-@op("Shrink", since=9, inplace=True, scratch=_chunk_scratch(None, np.bool_))
+@op("Shrink", since=9, inplace=True, scratch=chunk_scratch(None, np.bool_))
 def shrink(ctx, x):
     """x - bias where x > lambd, x + bias where x < -lambd, else 0."""
     xp = ctx.xp
@@ -378,7 +394,7 @@ def shrink(ctx, x):
         xp.add(xc, bias, out=t, where=b, casting="unsafe")
         xp.copyto(oc, t)
 
-    return _chunked(ctx, x, [None, np.bool_], body)
+    return chunked(ctx, x, [None, np.bool_], body)
 
 
 def _bound(ctx, x, value):
@@ -394,18 +410,7 @@ def _bound(ctx, x, value):
 
 
 def _clip_into(ctx, x, lo, hi):
-    xp = ctx.xp
-    out = ctx.out(0, x.shape, x.dtype)
-    src = x
-    if lo is not None:
-        xp.maximum(src, lo, out=out)
-        src = out
-    if hi is not None:
-        xp.minimum(src, hi, out=out)
-        src = out
-    if src is x:
-        xp.copyto(out, x)
-    return out
+    return clamp(ctx.xp, x, lo, hi, ctx.out(0, x.shape, x.dtype))
 
 
 @op("Clip", since=1, inplace=True)

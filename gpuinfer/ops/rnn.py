@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
+from gpuinfer.ops.elementwise import clamp
 from gpuinfer.ops.registry import op
 
 # ---------------------------------------------------------------- activation functions
@@ -33,7 +34,7 @@ def _tanh(xp, x, out, a, b):
 
 
 def _relu(xp, x, out, a, b):
-    xp.maximum(x, 0, out=out)
+    clamp(xp, x, 0, None, out)
 
 
 def _affine(xp, x, out, a, b):

@@ -13,6 +13,7 @@ from gpuinfer.graph.ir import Graph
 from gpuinfer.graph.passes.batchnorm import fold_batchnorm
 from gpuinfer.graph.passes.dead import remove_dead_nodes
 from gpuinfer.graph.passes.fusion import fuse_activations
+from gpuinfer.graph.passes.hardswish import fuse_hard_swish
 from gpuinfer.graph.passes.identity import remove_identities
 from gpuinfer.graph.passes.relink import relink
 
@@ -22,6 +23,7 @@ PASSES: dict[str, Pass] = {
     "remove_identities": remove_identities,
     "fold_batchnorm": fold_batchnorm,
     "fuse_activations": fuse_activations,
+    "fuse_hard_swish": fuse_hard_swish,
     "remove_dead_nodes": remove_dead_nodes,
 }
 
