@@ -55,11 +55,6 @@ SKIPS: dict[str, tuple[tuple[str, ...], str]] = {
     f"test_bernoulli{variant}_cpu": (MODES, _RANDOM)
     for variant in ("", "_double", "_seed", "_expanded", "_double_expanded", "_seed_expanded")
 }
-# Constant weights make all 1000 logits equal (~9.5e9); whether float32 rounds them equally depends
-# on how the BLAS build tiles its GEMM for the thread count, so pass or fail differs by machine:
-# a skip, not a strict xfail, keeps CI honest either way.
-SKIPS["test_squeezenet_cpu"] = (MODES, "degenerate constant-weight model: equal logits of ~9.5e9 round "
-                                       "to 2 values 3 ulp apart or not, depending on the BLAS tiling")
 
 
 # --- the xfail list ------------------------------------------------------------------------------

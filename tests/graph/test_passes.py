@@ -47,6 +47,8 @@ def test_each_pass_alone():
         "fold_batchnorm": ["Conv", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
         "fuse_activations": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
         "remove_dead_nodes": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "MaxPool"],
+        "share_duplicate_filters": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid",
+                                    "MaxPool"],
         "fuse_hard_swish": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
     }
     for name in PASSES:

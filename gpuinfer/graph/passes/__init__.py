@@ -12,6 +12,7 @@ from gpuinfer.errors import GpuinferError
 from gpuinfer.graph.ir import Graph
 from gpuinfer.graph.passes.batchnorm import fold_batchnorm
 from gpuinfer.graph.passes.dead import remove_dead_nodes
+from gpuinfer.graph.passes.duplicate_filters import share_duplicate_filters
 from gpuinfer.graph.passes.fusion import fuse_activations
 from gpuinfer.graph.passes.hardswish import fuse_hard_swish
 from gpuinfer.graph.passes.identity import remove_identities
@@ -24,6 +25,7 @@ PASSES: dict[str, Pass] = {
     "fold_batchnorm": fold_batchnorm,
     "fuse_activations": fuse_activations,
     "fuse_hard_swish": fuse_hard_swish,
+    "share_duplicate_filters": share_duplicate_filters,
     "remove_dead_nodes": remove_dead_nodes,
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpuinfer.graph.ir import Graph, Node
-from gpuinfer.graph.passes.relink import consumers_of
+from gpuinfer.graph.passes.relink import consumers_of, fresh_name
 
 
 def fold_batchnorm(graph: Graph) -> int:
@@ -47,7 +47,7 @@ def _fold(graph: Graph, conv: Node, bn: Node) -> None:
     bias = graph.constants[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0.0
     new_w = (w.astype(np.float64) * a.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
     new_b = ((bias - mean) * a + beta).astype(w.dtype)
-    w_name, b_name = _fresh(graph, f"{conv.name}/bn_folded_W"), _fresh(graph, f"{conv.name}/bn_folded_B")
+    w_name, b_name = fresh_name(graph, f"{conv.name}/bn_folded_W"), fresh_name(graph, f"{conv.name}/bn_folded_B")
     graph.constants[w_name] = new_w
     graph.constants[b_name] = new_b
     conv.inputs = [conv.inputs[0], w_name, b_name]
@@ -60,10 +60,3 @@ def _fold(graph: Graph, conv: Node, bn: Node) -> None:
     proto.output.extend(conv.outputs)
     conv.proto = proto
 
-
-def _fresh(graph: Graph, base: str) -> str:
-    name, i = base, 0
-    while name in graph.constants or name in graph.values:
-        i += 1
-        name = f"{base}_{i}"
-    return name

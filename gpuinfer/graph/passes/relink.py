@@ -30,3 +30,12 @@ def rename_input(graph: Graph, old: str, new: str) -> None:
                 if name == old:
                     proto.input[i] = new
             node.proto = proto
+
+
+def fresh_name(graph: Graph, base: str) -> str:
+    """``base``, or ``base_N``: a name no constant or value of ``graph`` has yet."""
+    name, i = base, 0
+    while name in graph.constants or name in graph.values:
+        i += 1
+        name = f"{base}_{i}"
+    return name
