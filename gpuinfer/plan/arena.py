@@ -74,7 +74,7 @@ def _group_spans(lifetimes, groups: Groups):
     return spans, rel
 
 
-SEARCH_SWAPS = 300  # bounded, seeded: the same graph always gets the same plan
+SEARCH_SWAPS = 1000  # bounded, seeded: the same graph always gets the same plan
 
 
 def _improve(ordered, total: int, offsets: dict):

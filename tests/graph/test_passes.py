@@ -49,6 +49,7 @@ def test_each_pass_alone():
         "remove_dead_nodes": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "MaxPool"],
         "share_duplicate_filters": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid",
                                     "MaxPool"],
+        "fuse_residual_adds": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
         "fuse_hard_swish": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
     }
     for name in PASSES:

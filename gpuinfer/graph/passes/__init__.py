@@ -16,6 +16,7 @@ from gpuinfer.graph.passes.duplicate_filters import share_duplicate_filters
 from gpuinfer.graph.passes.fusion import fuse_activations
 from gpuinfer.graph.passes.hardswish import fuse_hard_swish
 from gpuinfer.graph.passes.identity import remove_identities
+from gpuinfer.graph.passes.residual import fuse_residual_adds
 from gpuinfer.graph.passes.relink import relink
 
 Pass = Callable[[Graph], int]  # returns how many nodes it changed
@@ -23,9 +24,10 @@ Pass = Callable[[Graph], int]  # returns how many nodes it changed
 PASSES: dict[str, Pass] = {
     "remove_identities": remove_identities,
     "fold_batchnorm": fold_batchnorm,
+    "share_duplicate_filters": share_duplicate_filters,
+    "fuse_residual_adds": fuse_residual_adds,
     "fuse_activations": fuse_activations,
     "fuse_hard_swish": fuse_hard_swish,
-    "share_duplicate_filters": share_duplicate_filters,
     "remove_dead_nodes": remove_dead_nodes,
 }
 

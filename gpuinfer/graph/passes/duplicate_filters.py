@@ -37,7 +37,7 @@ def share_duplicate_filters(graph: Graph) -> int:
 
 def _distinct_filters(graph: Graph, node: Node) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """(first channel of each distinct filter, channel -> distinct index) when filters repeat."""
-    if node.op_type.split("+")[0] != "Conv" or node.domain or node.attrs.get("group", 1) != 1:
+    if node.op_type != "Conv" or node.domain or node.attrs.get("group", 1) != 1:
         return None
     w = graph.constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
     bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
@@ -73,7 +73,7 @@ def _split(graph: Graph, node: Node, keep: np.ndarray, channel_of: np.ndarray) -
     conv_proto = type(node.proto)()
     conv_proto.CopyFrom(node.proto)
     del conv_proto.input[:]
-    conv_proto.input.extend(inputs[:len(node.proto.input)])  # a fused node's proto is its Conv's
+    conv_proto.input.extend(inputs)
     del conv_proto.output[:]
     conv_proto.output.append(small)
     conv = Node(node.step, node.name, node.op_type, node.domain, node.opset, inputs, [small],

@@ -27,7 +27,7 @@ def fuse_activations(graph: Graph) -> int:
         if act.op_type not in ACTIVATIONS or act.domain or act.spec is None or not act.spec.inplace:
             continue
         first = producer.get(act.inputs[0])
-        if (first is None or first.op_type not in PRODUCERS or first.domain or id(first) in replaced
+        if (first is None or first.op_type.split("+")[0] not in PRODUCERS or first.domain or id(first) in replaced
                 or len(readers.get(first.outputs[0], [])) != 1 or first.outputs[0] in graph.outputs
                 or any(name and name not in graph.constants for name in act.inputs[1:])):
             continue
@@ -39,26 +39,32 @@ def fuse_activations(graph: Graph) -> int:
 
 def _fused(first: Node, act: Node) -> Node:
     spec = OpSpec("", f"{first.op_type}+{act.op_type}", 1, _chain(first, act), False, first.spec.scratch)
+    return Node(first.step, f"{first.name}+{act.name}", spec.op_type, "", first.opset,
+                first.inputs + act.inputs[1:], act.outputs[:1], first.attrs, spec, fused_proto(first, act.outputs[0]))
+
+
+def fused_proto(first: Node, output: str):
+    """The producer's NodeProto writing ``output``: shape inference sees the producer, whose output
+    shape and type the fused step keeps."""
     proto = type(first.proto)()
     proto.CopyFrom(first.proto)
     del proto.output[:]
-    proto.output.extend(act.outputs[:1])
-    return Node(first.step, f"{first.name}+{act.name}", spec.op_type, "", first.opset,
-                first.inputs + act.inputs[1:], act.outputs[:1], first.attrs, spec, proto)
+    proto.output.append(output)
+    return proto
 
 
 def _chain(first: Node, act: Node):
     n_first = len(first.inputs)
 
     def kernel(ctx: OpContext, *args: Any):
-        y = first.spec.kernel(_Part(ctx, first), *args[:n_first])
-        return act.spec.kernel(_Part(ctx, act, y), y, *args[n_first:])
+        y = first.spec.kernel(PartContext(ctx, first), *args[:n_first])
+        return act.spec.kernel(PartContext(ctx, act, y), y, *args[n_first:])
 
     kernel.__doc__ = f"{first.op_type} then {act.op_type} in place on its output"
     return kernel
 
 
-class _Part(OpContext):
+class PartContext(OpContext):
     """The context one half of a fused node sees: its own attributes, the node's buffers."""
 
     def __init__(self, ctx: OpContext, node: Node, out0: Any = None):
