@@ -6,7 +6,7 @@ import gpuinfer.ops  # noqa: F401  (registers the kernels)
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.conv import conv_geometry, conv_transpose_geometry
 from gpuinfer.ops.registry import lookup
-from tests.node_helpers import check_against_onnxruntime, run_kernel
+from tests.node_helpers import check_against_onnxruntime, requested_scratch, run_kernel
 
 rng = np.random.default_rng(0)
 TOL = dict(rtol=1e-4, atol=1e-5)
@@ -77,6 +77,118 @@ def test_conv_paths_chosen():
     assert conv_geometry({}, (1, 4, 5, 5), (8, 4, 1, 1), np.float32).path == "pointwise"
     assert conv_geometry({"group": 4}, (1, 4, 5, 5), (4, 1, 3, 3), np.float32).path == "depthwise"
     assert conv_geometry({}, (1, 4, 5, 5), (8, 4, 3, 3), np.float32).path == "im2col"
+
+
+# ------------------------------------------------------------------------ depthwise layouts
+
+def test_depthwise_layout_heuristic():
+    """Channels-last for many channels, flat rows for few channels at stride 1, window views otherwise."""
+    def layout(x_shape, k, strides=(1, 1), **attrs):
+        c = x_shape[1]
+        n_sp = len(x_shape) - 2
+        attrs = dict(group=c, pads=[k // 2] * 2 * n_sp, strides=list(strides)[:n_sp], **attrs)
+        return conv_geometry(attrs, x_shape, (c, 1) + (k,) * n_sp, np.float32).layout
+
+    assert layout((1, 240, 12, 80), 5) == "nhwc"
+    assert layout((1, 480, 6, 80), 5, (2, 1)) == "nhwc"
+    assert layout((1, 88, 3, 96), 5) == "nhwc"
+    assert layout((1, 116, 28, 28), 3, (2, 2)) == "nhwc"
+    assert layout((1, 60, 28, 28), 3, (2, 2)) == "nhwc"  # strided: no "flat" to fall back on
+    assert layout((1, 60, 28, 28), 3) == "flat"  # stride 1: too few channels for channels-last
+    assert layout((1, 32, 24, 160), 3) == "flat"
+    assert layout((1, 128, 12, 160), 3) == "strided"  # rows longer than the channels; "flat" gains nothing
+    assert layout((1, 64, 24, 160), 3, (2, 1)) == "strided"
+    assert layout((1, 128, 12, 160), 3, (1, 2)) == "strided"
+    assert layout((1, 4, 9), 3) == "strided"  # 1-D
+
+
+DW_ATTRS = [
+    dict(pads=[1, 1, 1, 1]),
+    dict(pads=[0, 2, 1, 0], dilations=[2, 1]),
+    dict(auto_pad="SAME_UPPER"),  # onnxruntime refuses SAME with dilations
+    dict(auto_pad="SAME_LOWER"),
+    dict(pads=[2, 0, 0, 1], dilations=[1, 2]),
+    dict(auto_pad="VALID"),
+    {},  # unpadded
+]
+DW_STRIDES = [[2, 1], [1, 2], [3, 2]]
+
+
+def _force_layout(monkeypatch, layout):
+    import gpuinfer.ops.conv as conv_module
+
+    monkeypatch.setattr(conv_module, "_depthwise_layout", lambda c, pshape, strides: layout)
+
+
+def _check_depthwise(x_shape, kernel, attrs, layout):
+    c = x_shape[1]
+    inputs = [r(*x_shape), r(c, 1, *kernel), r(c)]
+    attrs = dict(group=c, **attrs)
+    assert conv_geometry(attrs, x_shape, inputs[1].shape, np.float32).layout == layout
+    check_against_onnxruntime("Conv", inputs, opset=11, **TOL, **attrs)
+    predicted, requested = requested_scratch("Conv", inputs[:2], 11, **attrs)
+    assert requested == predicted
+
+
+@pytest.mark.parametrize("layout", ["flat", "nhwc", "strided"])
+@pytest.mark.parametrize("attrs", DW_ATTRS)
+@pytest.mark.parametrize("kernel", [(3, 3), (2, 3)])
+def test_depthwise_layouts_stride1(monkeypatch, layout, attrs, kernel):
+    """Every layout, forced, on every padding and dilation, batch of 2: onnxruntime's values, declared scratch."""
+    _force_layout(monkeypatch, layout)
+    _check_depthwise((2, 5, 7, 9), kernel, attrs, layout)
+
+
+@pytest.mark.parametrize("layout", ["flat", "nhwc", "strided"])
+def test_depthwise_layouts_one_tap(monkeypatch, layout):
+    """A padded 1x1 depthwise conv: the first tap is also the last."""
+    _force_layout(monkeypatch, layout)
+    _check_depthwise((2, 5, 4, 6), (1, 1), dict(pads=[1, 0, 0, 2]), layout)
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "strided"])
+@pytest.mark.parametrize("attrs", DW_ATTRS[:4])
+@pytest.mark.parametrize("strides", DW_STRIDES)
+def test_depthwise_layouts_strided(monkeypatch, layout, attrs, strides):
+    _force_layout(monkeypatch, layout)
+    _check_depthwise((2, 5, 8, 9), (3, 3), dict(strides=strides, **attrs), layout)
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs,layout", [
+    ((2, 96, 5, 11), (3, 3), dict(pads=[1, 1, 1, 1]), "nhwc"),
+    ((2, 96, 5, 11), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1]), "nhwc"),
+    ((2, 12, 6, 7), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), "nhwc"),
+    ((2, 12, 5, 30), (3, 3), dict(auto_pad="SAME_UPPER"), "flat"),
+    ((2, 12, 5, 30), (3, 3), dict(pads=[1, 1, 1, 1], strides=[1, 2]), "strided"),
+    ((2, 96, 3, 130), (3, 3), dict(pads=[1, 1, 1, 1]), "strided"),
+])
+def test_depthwise_heuristic_sides(x_shape, kernel, attrs, layout):
+    """The layout the heuristic picks on both sides of its thresholds, unforced."""
+    _check_depthwise(x_shape, kernel, attrs, layout)
+
+
+def test_depthwise_layouts_agree_bitwise(monkeypatch):
+    """All layouts add the same products in the same order: identical float32 results."""
+    x, w = r(2, 6, 7, 10), r(6, 1, 3, 3)
+    attrs = dict(group=6, pads=[1, 2, 0, 1], dilations=[1, 2])
+    results = []
+    for layout in ["strided", "flat", "nhwc"]:
+        _force_layout(monkeypatch, layout)
+        results.append(run_kernel("Conv", [x, w], opset=11, **attrs)[0])
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_depthwise_flat_in_row_tiles(monkeypatch):
+    """Small tile budget: several row tiles per image, the last one partial."""
+    import gpuinfer.ops.conv as conv_module
+
+    _force_layout(monkeypatch, "flat")
+    monkeypatch.setattr(conv_module, "DEPTHWISE_TILE_BYTES", 2 * 4 * 12 * 4)  # 2 rows of 4 channels x 12
+    g = conv_module.conv_geometry(dict(group=4, pads=[1, 1, 1, 1]), (2, 4, 7, 10), (4, 1, 3, 3), np.float32)
+    assert g.tile == 2
+    _check_depthwise((2, 4, 7, 10), (3, 3), dict(pads=[1, 1, 1, 1]), "flat")
+    _check_depthwise((2, 4, 7, 10), (3, 2), dict(pads=[0, 1, 2, 0], dilations=[2, 1]), "flat")
 
 
 def test_conv_bad_channels():
