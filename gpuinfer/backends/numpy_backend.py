@@ -1,6 +1,7 @@
 """The CPU backend: numpy arrays, buffers from ``np.empty`` (which ``tracemalloc`` sees)."""
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import Any, Optional
 
@@ -9,13 +10,18 @@ import numpy as np
 BASE_ALIGNMENT = 64  # cache line; numpy's own allocations only promise 16
 
 
+def _address(block: np.ndarray) -> int:
+    """Address of a fresh array's first byte (a third of the cost of ``block.ctypes.data``)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(block))
+
+
 class NumpyBackend:
     name = "cpu"
     xp = np
 
     def raw(self, nbytes: int) -> np.ndarray:
         block = np.empty(nbytes + BASE_ALIGNMENT, dtype=np.uint8)
-        start = (-block.ctypes.data) % BASE_ALIGNMENT
+        start = (-_address(block)) % BASE_ALIGNMENT
         return block[start:start + nbytes]
 
     def view(self, raw: np.ndarray, offset: int, shape: tuple, dtype: Any) -> np.ndarray:

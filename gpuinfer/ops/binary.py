@@ -6,6 +6,8 @@ write straight into the output buffer, which is safe when that buffer is one of 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
@@ -13,12 +15,24 @@ from gpuinfer.ops.registry import op
 
 
 def _out_shape(op_type, *arrays):
-    """The broadcast shape of the inputs as Python ints, or a NodeExecutionError."""
+    """The broadcast shape of the inputs as Python ints, or a NodeExecutionError.
+
+    Called on every binary op of every run, so equal shapes (the common case) skip numpy, and
+    other combinations are looked up in a cache keyed by the input shapes.
+    """
+    first = arrays[0].shape
+    if len(arrays) == 2 and arrays[1].shape == first:
+        return first
     try:
-        return tuple(int(d) for d in np.broadcast_shapes(*(a.shape for a in arrays)))
+        return _broadcast(tuple(a.shape for a in arrays))
     except ValueError:
         shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
         raise NodeExecutionError(f"{op_type}: inputs do not broadcast: {shapes}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _broadcast(shapes):
+    return tuple(int(d) for d in np.broadcast_shapes(*shapes))
 
 
 def _legacy_rhs(ctx, a, b):

@@ -20,7 +20,10 @@ def _ints(ctx, t):
         return None
     if isinstance(t, (list, tuple)):
         return [int(v) for v in t]
-    return [int(v) for v in ctx.host(t).reshape(-1).tolist()]
+    values = ctx.host(t).reshape(-1)
+    if values.dtype.kind in "iu":  # tolist() already gives Python ints (the usual int64 shapes)
+        return values.tolist()
+    return [int(v) for v in values.tolist()]
 
 
 def _tensor_attr(value):
@@ -44,7 +47,7 @@ def _axis(op_type, axis, rank, allow_end=False):
 
 def _copy_out(ctx, src, shape=None, dtype=None):
     """Copy ``src`` (any view or broadcast) into a fresh output 0 of ``shape``."""
-    shape = tuple(int(d) for d in (src.shape if shape is None else shape))
+    shape = src.shape if shape is None else tuple(map(int, shape))
     out = ctx.out(0, shape, src.dtype if dtype is None else dtype)
     ctx.xp.copyto(out, src.reshape(shape) if src.shape != shape else src)
     return out

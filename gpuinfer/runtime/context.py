@@ -19,38 +19,38 @@ class RunContext(OpContext):
         self.scope = scope  # "" at the top level; a prefix inside subgraphs
         self._run_subgraph = run_subgraph
         self.node: Node
+        self.keys: tuple = ()  # pool key of each output, None where omitted
         self.handed: dict[int, Any] = {}
         self.temporaries: list[str] = []
 
-    def bind(self, node: Node) -> None:
-        self.node = node
-        self.attrs = node.attrs
-        self.opset = node.opset
-        self.op_type = node.op_type
-        self.node_name = node.name
-        self.n_outputs = len(node.outputs)
+    def bind(self, step: Any) -> None:
+        """Point at ``step``'s node; its attributes come precomputed (``executor.Step.fields``)."""
+        self.__dict__.update(step.fields)
         self.handed = {}
-        self.temporaries = []
+        if self.temporaries:
+            self.temporaries = []
 
     def wants(self, i: int) -> bool:
-        return i < len(self.node.outputs) and bool(self.node.outputs[i])
+        return i < len(self.keys) and self.keys[i] is not None
 
     def key_of(self, i: int) -> str:
-        if self.wants(i):
-            return self.scope + self.node.outputs[i]
+        key = self.keys[i] if i < len(self.keys) else None
+        if key is not None:
+            return key
         key = f"{self.scope}{self.node.step}#unused{i}"
         self.temporaries.append(key)
         return key
 
     def out(self, i: int, shape: Sequence[int], dtype: Any) -> Any:
-        buf = self.pool.buffer(self.key_of(i), tuple(shape), dtype)
+        key = self.keys[i] if i < len(self.keys) else None
+        buf = self.pool.buffer(self.key_of(i) if key is None else key, shape, dtype)
         self.handed[i] = buf
         return buf
 
     def scratch(self, shape: Sequence[int], dtype: Any) -> Any:
         key = self.scope + scratch_key(self.node.step, len(self.temporaries))
         self.temporaries.append(key)
-        return self.pool.buffer(key, tuple(shape), dtype)
+        return self.pool.buffer(key, shape, dtype)
 
     def run_graph(self, graph: Any, inputs: Sequence[Any]) -> list:
         return self._run_subgraph(graph, inputs)

@@ -2,13 +2,15 @@
 
 Errors from a kernel are re-raised as ``NodeExecutionError`` naming the node, its op and the
 shapes and dtypes of its inputs.
+
+Small models spend most of a run in this loop, not in kernels, so everything that is the same
+on every run (input names, output keys, what to free after each step) is worked out once per
+(graph, scope) into ``Step`` records, and the loop only reads them.
 """
 from __future__ import annotations
 
 import time
 from typing import Any, Callable, Optional, Sequence
-
-import numpy as np
 
 from gpuinfer.backends.base import Backend
 from gpuinfer.errors import GpuinferError, NodeExecutionError
@@ -30,6 +32,28 @@ def subgraphs_of(graph: Graph):
                     yield from subgraphs_of(sub)
 
 
+class Step:
+    """What the loop needs of one node in one scope, computed once instead of on every run.
+
+    ``fields`` are the per-node attributes a ``RunContext`` shows kernels (set in one call);
+    ``keys`` the pool keys of the outputs (None where an output is omitted); ``named`` the
+    (index, name) pairs of the outputs that exist; ``frees`` (name, pool key) of the values
+    whose last reader is this step.
+    """
+
+    __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields")
+
+    def __init__(self, node: Node, scope: str, frees: list[str]):
+        self.node = node
+        self.kernel = node.spec.kernel
+        self.inputs = tuple(node.inputs)  # "" (omitted) reads as None: env[""] is None
+        self.named = tuple((i, name) for i, name in enumerate(node.outputs) if name)
+        self.frees = tuple((name, scope + name) for name in frees)
+        keys = tuple(scope + name if name else None for name in node.outputs)
+        self.fields = dict(node=node, attrs=node.attrs, opset=node.opset, op_type=node.op_type,
+                           node_name=node.name, n_outputs=len(node.outputs), keys=keys)
+
+
 class Executor:
     """Runs a loaded graph on a backend; holds the device copies of its constants."""
 
@@ -42,6 +66,7 @@ class Executor:
             self.constants[id(g)] = {k: backend.to_device(v) for k, v in g.constants.items()}
             self.frees[id(g)] = self._free_lists(g)
         self.profile: Optional[dict[str, list]] = None  # op type -> [calls, seconds] when profiling
+        self._steps: dict[tuple[int, str], list[Step]] = {}  # (id(graph), scope) -> its steps
 
     @staticmethod
     def _free_lists(graph: Graph) -> list[list[str]]:
@@ -54,6 +79,15 @@ class Executor:
             frees[last].append(value.name)
         return frees
 
+    def steps_of(self, graph: Graph, scope: str) -> list[Step]:
+        """The ``Step`` records of ``graph`` run under ``scope``, made on first use and kept."""
+        steps = self._steps.get((id(graph), scope))
+        if steps is None:
+            frees = self.frees[id(graph)]
+            steps = [Step(node, scope, frees[node.step]) for node in graph.nodes]
+            self._steps[(id(graph), scope)] = steps
+        return steps
+
     def run(self, feeds: dict[str, Any], pool: RunPool, hold: frozenset = frozenset(),
             observer: Optional[StepObserver] = None) -> dict[str, Any]:
         """Run the top-level graph; returns the environment left (outputs and held values)."""
@@ -61,42 +95,44 @@ class Executor:
 
     def _run(self, graph: Graph, feeds: dict[str, Any], pool: RunPool, outer: Optional[Callable],
              scope: str, hold: frozenset, observer: Optional[StepObserver]) -> dict[str, Any]:
-        env: dict[str, Any] = dict(feeds)
-        consts = self.constants[id(graph)]
+        # Constants first, feeds over them: one dict lookup finds either, as the old chain did.
+        env: dict[str, Any] = dict(self.constants[id(graph)])
+        env.update(feeds)
+        env[""] = None  # an omitted optional input
 
         def get(name: str) -> Any:
             if name in env:
                 return env[name]
-            if name in consts:
-                return consts[name]
             if outer is not None:
                 return outer(name)
             raise NodeExecutionError(f"value {name!r} is not available (freed too early or never made)")
 
         def run_subgraph(sub: Graph, inputs: Sequence[Any]) -> list:
+            sub_scope = f"{scope}@{id(sub)}/"
             sub_feeds = {name: x for name, x in zip(sub.inputs, inputs) if x is not None}
-            sub_env = self._run(sub, sub_feeds, pool, get, f"{scope}@{id(sub)}/", frozenset(), None)
-            sub_consts = self.constants[id(sub)]
-            results = [sub_env[name] if name in sub_env else sub_consts[name] if name in sub_consts
-                       else get(name) for name in sub.outputs]
+            sub_env = self._run(sub, sub_feeds, pool, get, sub_scope, frozenset(), None)
+            results = [sub_env[name] if name in sub_env else get(name) for name in sub.outputs]
             for name in sub.outputs:
-                pool.hand_over(f"{scope}@{id(sub)}/{name}")
+                pool.hand_over(sub_scope + name)
             return results
 
         ctx = RunContext(pool, self.backend.xp, scope, run_subgraph)
         allocator = pool.allocator
-        frees = self.frees[id(graph)]
         profile = self.profile
         top = scope == ""  # steps, timelines and subgraph peaks are counted at the top level only
-        for node in graph.nodes:
-            args = [get(name) if name else None for name in node.inputs]
-            ctx.bind(node)
+        for step in self.steps_of(graph, scope):
+            node = step.node
+            try:
+                args = [env[name] for name in step.inputs]
+            except KeyError:  # read from an enclosing scope (or missing: get raises)
+                args = [get(name) for name in step.inputs]
+            ctx.bind(step)
             if top:
                 allocator.start_step()
                 pool.inner_peak = pool.inner_in_use
             started = time.perf_counter() if profile is not None else 0.0
             try:
-                result = node.spec.kernel(ctx, *args)
+                result = step.kernel(ctx, *args)
             except NodeExecutionError as exc:
                 raise NodeExecutionError(f"{node.describe()}: {exc}") from exc
             except GpuinferError:
@@ -104,27 +140,39 @@ class Executor:
             except Exception as exc:
                 raise NodeExecutionError(f"{node.describe()} failed on inputs {_describe(args)}: "
                                          f"{type(exc).__name__}: {exc}") from exc
-            results = result if type(result) in (tuple, list) else (result,)
-            for i, name in enumerate(node.outputs):
-                if name:
-                    env[name] = self._settle(ctx, node, i, results[i] if i < len(results) else None)
-            for key in ctx.temporaries:
-                pool.release(key)
+            self._store(ctx, step, result, env)
+            if ctx.temporaries:
+                for key in ctx.temporaries:
+                    pool.release(key)
             if profile is not None:
-                self.backend.synchronize()
-                entry = profile.setdefault(node.op_type, [0, 0.0])
-                entry[0] += 1
-                entry[1] += time.perf_counter() - started
+                self._record(profile, node, started)
             if top:
                 if pool.inner_peak:
                     pool.inner_peaks[node.step] = pool.inner_peak
                 if observer is not None:
                     observer(node, allocator.step_peak)
-            for name in frees[node.step]:
+            for name, key in step.frees:
                 if name not in hold:
                     env.pop(name, None)
-                    pool.release(scope + name)
+                    pool.release(key)
         return env
+
+    def _store(self, ctx: RunContext, step: Step, result: Any, env: dict) -> None:
+        """Put the step's outputs in ``env``; a kernel's own handed buffer goes in as it is."""
+        results = result if type(result) in (tuple, list) else (result,)
+        handed = ctx.handed
+        for i, name in step.named:
+            value = results[i] if i < len(results) else None
+            if value is None or handed.get(i) is not value:
+                value = self._settle(ctx, step.node, i, value)
+            env[name] = value
+
+    def _record(self, profile: dict, node: Node, started: float) -> None:
+        """Add one call of ``node`` to the per-op-type profile (waits for the device first)."""
+        self.backend.synchronize()
+        entry = profile.setdefault(node.op_type, [0, 0.0])
+        entry[0] += 1
+        entry[1] += time.perf_counter() - started
 
     def _settle(self, ctx: RunContext, node: Node, i: int, result: Any) -> Any:
         """The output array, in the buffer the pool placed it in (copied there if a kernel made its own)."""

@@ -7,6 +7,7 @@ the allocator hook when produced and back when released: the reduce path.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import numpy as np
@@ -85,15 +86,24 @@ class RunPool:
         self.inner_peak = 0  # most of them alive at once during the current top-level step
         self.inner_peaks: dict[int, int] = {}  # top-level step -> its subgraphs' peak bytes
 
-    def buffer(self, key: str, shape: tuple, dtype: Any) -> Any:
-        """The buffer for tensor ``key``: its planned view when the plan foresaw this size."""
-        shape = tuple(int(d) for d in shape)
-        dtype = np.dtype(dtype)
+    def buffer(self, key: str, shape: Any, dtype: Any) -> Any:
+        """The buffer for tensor ``key``: its planned view when the plan foresaw this size.
+
+        The hit path (the view this key got last run, same shape and dtype) is the common one in
+        the planned modes and skips every conversion; a miss falls through to ``_place``.
+        """
         cached = self.views.get(key)
-        if cached is not None and cached.shape == shape and cached.dtype == dtype:
-            self.seen[key] = (shape, dtype)
-            return cached
-        nbytes = nbytes_of(shape, dtype)
+        if cached is not None:
+            if type(shape) is not tuple:
+                shape = tuple(shape)
+            if cached.shape == shape and cached.dtype == dtype:
+                self.seen[key] = (cached.shape, cached.dtype)
+                return cached
+        return self._place(key, tuple(map(int, shape)), np.dtype(dtype))
+
+    def _place(self, key: str, shape: tuple, dtype: np.dtype) -> Any:
+        """A planned view made now (and cached), or a buffer from the dynamic path."""
+        nbytes = math.prod(shape) * dtype.itemsize
         place = self.plan.placements.get(key)
         if place is not None and dtype.kind not in "OUS":
             if self.plan.lifetimes[key].nbytes == nbytes:
@@ -105,6 +115,16 @@ class RunPool:
             self.seen[key] = (shape, dtype)
             life = self.plan.lifetimes.get(key)
             self.unforeseen |= life is None or life.kind != "output"
+            return self._dynamic(key, shape, dtype, nbytes)
+        return self._inner(key, shape, dtype, nbytes)
+
+    def _inner(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
+        """A subgraph's own tensor (If/Loop/Scan body): dynamic, and counted in the inner peak."""
+        if key in self.dynamic:  # the body's previous iteration made it: gone before the new one
+            self.release(key)
+        self.inner_in_use += nbytes
+        if self.inner_in_use > self.inner_peak:
+            self.inner_peak = self.inner_in_use
         return self._dynamic(key, shape, dtype, nbytes)
 
     def _dynamic(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
@@ -112,9 +132,6 @@ class RunPool:
             self.release(key)
         self.dynamic_bytes += nbytes
         self.dynamic[key] = nbytes
-        if "@" in key:  # a subgraph's own tensor (If/Loop/Scan body)
-            self.inner_in_use += nbytes
-            self.inner_peak = max(self.inner_peak, self.inner_in_use)
         if dtype.kind in "OUS":  # no typed view of raw bytes exists for these
             self.allocator.track(nbytes)
             return np.empty(shape, dtype=dtype)
