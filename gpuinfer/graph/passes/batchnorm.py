@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from gpuinfer.graph.ir import Graph, Node
-from gpuinfer.graph.passes.relink import consumers_of, fresh_name
+from gpuinfer.graph.passes.relink import consumers_of, fresh_name, producers_of
 
 
 def fold_batchnorm(graph: Graph) -> int:
     readers = consumers_of(graph)
-    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    producer = producers_of(graph)
     drop: set[int] = set()
     folded = 0
     for bn in graph.nodes:

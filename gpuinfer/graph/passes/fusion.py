@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpuinfer.graph.ir import Graph, Node
-from gpuinfer.graph.passes.relink import consumers_of
+from gpuinfer.graph.passes.relink import consumers_of, producers_of
 from gpuinfer.ops.context import OpContext
 from gpuinfer.ops.registry import OpSpec
 
@@ -20,7 +20,7 @@ ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish
 
 def fuse_activations(graph: Graph) -> int:
     readers = consumers_of(graph)
-    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    producer = producers_of(graph)
     replaced: dict[int, Node] = {}
     drop: set[int] = set()
     for act in graph.nodes:

@@ -1,6 +1,8 @@
 """After a pass edits the node list: renumber steps and re-derive producers and consumers."""
 from __future__ import annotations
 
+from typing import Any
+
 from gpuinfer.graph.ir import Graph, link
 
 
@@ -17,6 +19,11 @@ def consumers_of(graph: Graph) -> dict[str, list]:
         for name in set(node.inputs) | set(node.outer_reads):
             readers.setdefault(name, []).append(node)
     return readers
+
+
+def producers_of(graph: Graph) -> dict[str, Any]:
+    """value name -> the node writing it."""
+    return {name: node for node in graph.nodes for name in node.outputs if name}
 
 
 def rename_input(graph: Graph, old: str, new: str) -> None:

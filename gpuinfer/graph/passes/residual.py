@@ -12,14 +12,14 @@ from typing import Any, Optional
 
 from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.graph.passes.fusion import PRODUCERS, PartContext, fused_proto
-from gpuinfer.graph.passes.relink import consumers_of
+from gpuinfer.graph.passes.relink import consumers_of, producers_of
 from gpuinfer.ops.context import OpContext
 from gpuinfer.ops.registry import OpSpec
 
 
 def fuse_residual_adds(graph: Graph) -> int:
     readers = consumers_of(graph)
-    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    producer = producers_of(graph)
     replaced: dict[int, Node] = {}
     drop: set[int] = set()
     for add in graph.nodes:
