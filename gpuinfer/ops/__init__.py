@@ -8,6 +8,7 @@ from gpuinfer.ops import (  # noqa: F401  (imported for their @op registrations)
     cast,
     control,
     conv,
+    deform_conv,
     elementwise,
     indexing,
     matmul,
@@ -25,6 +26,7 @@ from gpuinfer.ops import (  # noqa: F401  (imported for their @op registrations)
     signal,
     softmax,
     strings,
+    training,
 )
 from gpuinfer.ops.registry import lookup, op, registered_ops
 

@@ -78,6 +78,60 @@ def loop(ctx, max_trip, cond, *initial):
     return _emit(ctx, carried + stacked)
 
 
+@op("Scan", since=8)
+def scan_8(ctx, sequence_lens, *inputs):
+    """Scan-8: batch axis 0, sequence axis 1, per-batch lengths; states and outputs batched."""
+    xp = ctx.xp
+    body = ctx.attr("body")
+    n_scan_in = int(ctx.attr("num_scan_inputs"))
+    n_state = len(inputs) - n_scan_in
+    if n_scan_in < 1 or n_state < 0:
+        raise NodeExecutionError(f"Scan: num_scan_inputs={n_scan_in} does not fit {len(inputs)} state/scan inputs")
+    scan_inputs = inputs[n_state:]
+    if any(x.ndim < 2 for x in scan_inputs):
+        raise NodeExecutionError(f"Scan: scan inputs need (batch, sequence, ...) axes, got shapes "
+                                 f"{[tuple(x.shape) for x in scan_inputs]}")
+    batch, max_len = scan_inputs[0].shape[0], scan_inputs[0].shape[1]
+    if (any(x.shape[:2] != (batch, max_len) for x in scan_inputs)
+            or any(s.shape[:1] != (batch,) for s in inputs[:n_state])):
+        raise NodeExecutionError("Scan: every state and scan input must share the batch size, and every scan input "
+                                 f"the sequence length; got {[tuple(x.shape) for x in inputs]}")
+    lengths = [max_len] * batch
+    if sequence_lens is not None:
+        lengths = [int(v) for v in ctx.host(sequence_lens).reshape(-1)]
+        if len(lengths) != batch or any(v < 0 or v > max_len for v in lengths):
+            raise NodeExecutionError(f"Scan: sequence_lens must hold {batch} values in [0, {max_len}], got {lengths}")
+    dirs = ctx.attr("directions", [0] * n_scan_in)
+    n_scan_out = len(body.outputs) - n_state
+    final_states: list[list[Any]] = []
+    outputs: list[list[list[Any]]] = []  # per batch, per scan output, per step
+    for b in range(batch):
+        states = [s[b] for s in inputs[:n_state]]
+        steps: list[list[Any]] = [[] for _ in range(n_scan_out)]
+        n = lengths[b]
+        for t in range(n):
+            slices = [x[b, n - 1 - t] if d else x[b, t] for x, d in zip(scan_inputs, dirs)]
+            results = ctx.run_graph(body, [*states, *slices])
+            states = [_own(xp, r) for r in results[:n_state]]
+            for store, value in zip(steps, results[n_state:]):
+                store.append(xp.array(value, copy=True))
+        final_states.append(states)
+        outputs.append(steps)
+    stacked_states = [xp.stack([fs[i] for fs in final_states]) if batch else inputs[i] for i in range(n_state)]
+    stacked_outs = []
+    for j in range(n_scan_out):
+        sample = next((steps[j][0] for steps in outputs if steps[j]), None)
+        if sample is None:
+            stacked_outs.append(xp.zeros((batch, max_len), dtype=np.float32))
+            continue
+        full = xp.zeros((batch, max_len, *sample.shape), dtype=sample.dtype)  # steps past a length stay zero
+        for b, steps in enumerate(outputs):
+            if steps[j]:
+                full[b, :len(steps[j])] = xp.stack(steps[j])
+        stacked_outs.append(full)
+    return _emit(ctx, stacked_states + stacked_outs)
+
+
 @op("Scan", since=9)
 def scan(ctx, *inputs):
     """Slice scan inputs along their axes, run the body per slice, carry state, stack outputs."""
