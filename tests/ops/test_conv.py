@@ -1,4 +1,4 @@
-"""Conv and ConvTranspose against onnxruntime: every path (pointwise, depthwise, im2col) and attribute."""
+"""Conv and ConvTranspose against onnxruntime: every path (pointwise, depthwise, kn2row, im2col) and attribute."""
 import numpy as np
 import pytest
 
@@ -115,9 +115,9 @@ DW_STRIDES = [[2, 1], [1, 2], [3, 2]]
 
 
 def _force_layout(monkeypatch, layout):
-    import gpuinfer.ops.conv as conv_module
+    import gpuinfer.ops.conv_depthwise as dw_module
 
-    monkeypatch.setattr(conv_module, "_depthwise_layout", lambda c, pshape, strides: layout)
+    monkeypatch.setattr(dw_module, "depthwise_layout", lambda c, pshape, strides: layout)
 
 
 def _check_depthwise(x_shape, kernel, attrs, layout):
@@ -181,11 +181,11 @@ def test_depthwise_layouts_agree_bitwise(monkeypatch):
 
 def test_depthwise_flat_in_row_tiles(monkeypatch):
     """Small tile budget: several row tiles per image, the last one partial."""
-    import gpuinfer.ops.conv as conv_module
+    import gpuinfer.ops.conv_depthwise as dw_module
 
     _force_layout(monkeypatch, "flat")
-    monkeypatch.setattr(conv_module, "DEPTHWISE_TILE_BYTES", 2 * 4 * 12 * 4)  # 2 rows of 4 channels x 12
-    g = conv_module.conv_geometry(dict(group=4, pads=[1, 1, 1, 1]), (2, 4, 7, 10), (4, 1, 3, 3), np.float32)
+    monkeypatch.setattr(dw_module, "DEPTHWISE_TILE_BYTES", 2 * 4 * 12 * 4)  # 2 rows of 4 channels x 12
+    g = conv_geometry(dict(group=4, pads=[1, 1, 1, 1]), (2, 4, 7, 10), (4, 1, 3, 3), np.float32)
     assert g.tile == 2
     _check_depthwise((2, 4, 7, 10), (3, 3), dict(pads=[1, 1, 1, 1]), "flat")
     _check_depthwise((2, 4, 7, 10), (3, 2), dict(pads=[0, 1, 2, 0], dilations=[2, 1]), "flat")
@@ -288,3 +288,101 @@ def test_long_kernels_gather_windows_in_one_copy(x_shape, w_shape, attrs):
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
     check_against_onnxruntime("Conv", [x, w], rtol=1e-4, atol=1e-4, **attrs)
+
+
+# ------------------------------------------------------------------------------------- kn2row
+
+def _force_kn2row(monkeypatch, on=True):
+    import gpuinfer.ops.conv as conv_module
+    from gpuinfer.ops.conv_kn2row import kn2row_fits
+
+    monkeypatch.setattr(conv_module, "use_kn2row", kn2row_fits if on else (lambda x, w, g: False))
+
+
+def _check_kn2row(x_shape, w_shape, attrs, bias=True, tol=TOL):
+    inputs = [r(*x_shape), r(*w_shape)] + ([r(w_shape[0])] if bias else [])
+    assert conv_geometry(attrs, x_shape, w_shape, np.float32).path == "kn2row"
+    (got,) = check_against_onnxruntime("Conv", inputs, opset=11, **tol, **attrs)
+    predicted, requested = requested_scratch("Conv", inputs, 11, **attrs)
+    assert requested == predicted
+    return inputs, got
+
+
+KN2ROW_CASES = [
+    ((2, 6, 9, 11), (3, 6, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((2, 6, 9, 11), (3, 6, 3, 3), {}),  # unpadded
+    ((1, 6, 9, 11), (3, 6, 3, 3), dict(pads=[2, 0, 0, 1])),  # asymmetric
+    ((1, 6, 9, 11), (3, 6, 3, 3), dict(pads=[2, 2, 2, 2], dilations=[2, 2])),
+    ((1, 6, 9, 11), (3, 6, 3, 2), dict(pads=[0, 3, 1, 0], dilations=[3, 2])),
+    ((1, 6, 8, 10), (3, 6, 3, 3), dict(auto_pad="SAME_UPPER")),
+    ((1, 6, 8, 10), (3, 6, 4, 4), dict(auto_pad="SAME_UPPER")),  # even kernel: uneven pads
+    ((1, 6, 8, 10), (3, 6, 4, 4), dict(auto_pad="SAME_LOWER")),
+    ((1, 6, 8, 10), (3, 6, 3, 3), dict(auto_pad="VALID")),
+    ((2, 6, 9, 11), (3, 6, 1, 3), dict(pads=[0, 1, 0, 1])),
+    ((2, 6, 9, 11), (3, 6, 3, 1), dict(pads=[1, 0, 1, 0])),
+    ((1, 8, 12, 10), (2, 8, 5, 5), dict(pads=[2, 2, 2, 2])),
+    ((1, 6, 5, 6), (3, 6, 3, 3), dict(pads=[4, 3, 3, 5])),  # pads beyond the kernel's reach: bias-only rows/cols
+    ((1, 6, 5, 6), (3, 6, 1, 1), dict(pads=[1, 0, 2, 1])),  # padded 1x1
+    ((2, 8, 7, 9), (4, 4, 3, 3), dict(group=2, pads=[1, 1, 1, 1])),  # per group
+    ((1, 4, 1, 9), (2, 4, 1, 3), dict(pads=[0, 1, 0, 1])),  # one row
+    ((1, 4, 3, 3), (2, 4, 3, 3), {}),  # one output position
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", KN2ROW_CASES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_kn2row(monkeypatch, x_shape, w_shape, attrs, bias):
+    """kn2row, forced, against onnxruntime on every padding, dilation and kernel shape, with its declared scratch."""
+    _force_kn2row(monkeypatch)
+    _check_kn2row(x_shape, w_shape, attrs, bias)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", KN2ROW_CASES[:4] + KN2ROW_CASES[12:13])
+def test_kn2row_in_row_bands(monkeypatch, x_shape, w_shape, attrs):
+    """A small band budget: several GEMM bands per image, the last one partial."""
+    import gpuinfer.ops.conv_kn2row as kn_module
+
+    _force_kn2row(monkeypatch)
+    m, k = w_shape[0] // attrs.get("group", 1), w_shape[2] * w_shape[3]
+    monkeypatch.setattr(kn_module, "KN2ROW_BAND_BYTES", 2 * k * m * x_shape[3] * 4)  # 2 input rows
+    assert conv_geometry(attrs, x_shape, w_shape, np.float32).tile == 2 and x_shape[2] % 2
+    _check_kn2row(x_shape, w_shape, attrs)
+
+
+def test_kn2row_matches_im2col(monkeypatch):
+    """Same values as the im2col path up to summation order."""
+    x, w, b = r(2, 16, 13, 15), r(6, 16, 3, 3), r(6)
+    attrs = dict(pads=[1, 2, 0, 1], dilations=[1, 2])
+    results = []
+    for on in (True, False):
+        _force_kn2row(monkeypatch, on)
+        assert conv_geometry(attrs, x.shape, w.shape, np.float32).path == ("kn2row" if on else "im2col")
+        results.append(run_kernel("Conv", [x, w, b], opset=11, **attrs)[0])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-5)
+
+
+def test_kn2row_rule():
+    """kn2row runs stride-1 2-D convs with at most half as many output as input channels and at least
+    16 input channels (per group)."""
+    def path(x_shape, w_shape, **attrs):
+        return conv_geometry(dict(pads=[1, 1, 1, 1], **attrs), x_shape, w_shape, np.float32).path
+
+    assert path((1, 96, 20, 20), (24, 96, 3, 3)) == "kn2row"
+    assert path((1, 128, 7, 7), (64, 128, 3, 3)) == "kn2row"
+    assert path((1, 64, 9, 9), (33, 64, 3, 3)) == "im2col"  # more than half
+    assert path((1, 64, 9, 9), (64, 64, 3, 3)) == "im2col"
+    assert path((1, 64, 9, 9), (16, 64, 3, 3), strides=[2, 2]) == "im2col"
+    assert path((1, 64, 9, 9), (16, 64, 3, 3), strides=[1, 2]) == "im2col"
+    assert path((1, 64, 9, 9), (16, 16, 3, 3), group=4) == "kn2row"
+    assert path((1, 64, 9, 9), (36, 16, 3, 3), group=4) == "im2col"  # 9 outputs from 16 channels per group
+    assert path((1, 64, 9, 9), (32, 4, 3, 3), group=16) == "im2col"  # too few channels per group
+    assert path((1, 8, 9, 9), (4, 8, 3, 3)) == "im2col"
+    assert conv_geometry(dict(pads=[1, 1]), (1, 64, 9), (16, 64, 3), np.float32).path == "im2col"  # 1-D
+    assert conv_geometry({}, (1, 64, 9, 9), (16, 64, 1, 1), np.float32).path == "pointwise"
+
+
+def test_kn2row_by_the_rule():
+    """Unforced, on the benchmark models' kind of layer (densenet121's 128 -> 32, 3x3)."""
+    wide = dict(rtol=1e-4, atol=2e-4)  # sums of 1152 products of size ~30: float32 rounding ~1e-5
+    _check_kn2row((2, 128, 14, 14), (32, 128, 3, 3), dict(pads=[1, 1, 1, 1]), tol=wide)
+    _check_kn2row((1, 32, 10, 10), (16, 32, 3, 3), dict(pads=[2, 2, 2, 2], dilations=[2, 2]), bias=False)
