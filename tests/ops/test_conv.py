@@ -386,3 +386,18 @@ def test_kn2row_by_the_rule():
     wide = dict(rtol=1e-4, atol=2e-4)  # sums of 1152 products of size ~30: float32 rounding ~1e-5
     _check_kn2row((2, 128, 14, 14), (32, 128, 3, 3), dict(pads=[1, 1, 1, 1]), tol=wide)
     _check_kn2row((1, 32, 10, 10), (16, 32, 3, 3), dict(pads=[2, 2, 2, 2], dilations=[2, 2]), bias=False)
+
+
+def test_cached_geometry_follows_shapes_and_attributes():
+    """The per-node geometry cache answers per (attributes, shapes, dtype), never across them."""
+    from gpuinfer.ops.conv import cached_conv_geometry, conv_geometry
+
+    attrs = {"pads": [1, 1, 1, 1]}
+    other = {"pads": [0, 0, 0, 0]}
+    for x_shape in [(1, 4, 8, 8), (2, 4, 5, 9), (1, 4, 8, 8)]:
+        for a in (attrs, other):
+            got = cached_conv_geometry(a, x_shape, (6, 4, 3, 3), np.float32)
+            want = conv_geometry(a, x_shape, (6, 4, 3, 3), np.float32)
+            assert (got.out_shape, got.path, got.scratch) == (want.out_shape, want.path, want.scratch)
+    assert cached_conv_geometry(attrs, (1, 4, 8, 8), (6, 4, 3, 3), np.float32) is \
+        cached_conv_geometry(attrs, (1, 4, 8, 8), (6, 4, 3, 3), np.float32)
