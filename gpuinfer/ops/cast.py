@@ -3,7 +3,8 @@
 
 Numeric casts are C-style (float -> int truncates, nonzero -> True).  Strings live on the host as
 object arrays; numbers print as onnxruntime prints them (8 significant digits, INF/-INF/NaN).
-Casts to float8 saturate to the finite range unless ``saturate=0``; FLOAT8E8M0 is not supported.
+Casts to float8 saturate to the finite range unless ``saturate=0``; FLOAT8E8M0 (a power of two, no
+mantissa) goes through onnx's own converter with the node's ``round_mode``.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import functools
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 from onnx import helper
 
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.registry import op
 
-_UNSUPPORTED = {"FLOAT8E8M0"}  # needs a rounding mode of its own
+_ROUND_MODES = ("up", "down", "nearest")
 _SATURATING = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
 
 
@@ -31,7 +33,7 @@ def onnx_to_np_dtype(to) -> np.dtype:
     else:
         code = int(to)
         name = onnx.TensorProto.DataType.Name(code) if code in onnx.TensorProto.DataType.values() else str(to)
-    if code is None or code == onnx.TensorProto.UNDEFINED or name.upper() in _UNSUPPORTED:
+    if code is None or code == onnx.TensorProto.UNDEFINED:
         raise NodeExecutionError(f"Cast: unsupported target type {name}")
     try:
         return np.dtype(helper.tensor_dtype_to_np_dtype(code))
@@ -47,8 +49,11 @@ def _is_low_precision(dtype: np.dtype) -> bool:
 def _low_precision_cast(ctx, x, dtype: np.dtype, saturate: bool):
     """Host conversion to or from an ml_dtypes type; float8 saturates to its finite range if asked."""
     host = ctx.host(x)
-    if dtype.name.startswith("float8_e8m0"):
-        raise NodeExecutionError("Cast: FLOAT8E8M0 is not supported")
+    if dtype.name.startswith("float8_e8m0") and host.dtype.kind == "f":
+        round_mode = ctx.attr("round_mode", "up")
+        if round_mode not in _ROUND_MODES:
+            raise NodeExecutionError(f"Cast: round_mode must be one of {_ROUND_MODES}, got {round_mode!r}")
+        return onnx.numpy_helper.to_float8e8m0(host.astype(np.float32), saturate, round_mode)
     if saturate and dtype.name in _SATURATING and host.dtype.kind == "f":
         import ml_dtypes
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 from gpuinfer.ops.conv_window import kernel_offsets, pad_into, window_slices, zero_margins
 
 # A depthwise "flat" accumulator or product buffer (channels x output rows x padded width) holds at
-# most this much: whole images in the benchmark models.  Splitting an image into row tiles that fit
-# L2 was measured slower (1.3-2x), so tiles only bound the scratch of very large images.
+# most this much, and the two together never more than one output image: "flat" must not cost more
+# scratch than the "strided" path's one output-sized buffer (speed work must not raise the peak).
 DEPTHWISE_TILE_BYTES = 4 << 20
+
+# "flat" pays for its row tiles where the window views' inner loops are short: padded rows up to
+# this long (measured: 1.4x faster on 28-wide maps, but slower than "strided" on 160-wide rows once
+# its tiles are bounded as above).
+FLAT_MAX_WIDTH = 64
 
 # Channels from which a depthwise conv never runs "flat": from here channels-last is faster when a
 # padded row is not much longer than the channels, and "flat" gains nothing over "strided" (measured
@@ -21,7 +26,7 @@ def depthwise_layout(c, pshape, strides):
     "nhwc": channels last, the inner loop runs over channels (any stride or dilation); wins when the
     channels are about as many as a padded row is long.  "flat": channels first with the image rows
     laid end to end at padded width, so a tap is one contiguous run per channel (stride 1 only); wins
-    for few channels, but needs one more output-sized scratch buffer.  "strided": the window views, for
+    for few channels on short rows.  "strided": the window views, for
     the rest and for other ranks.
     """
     if len(pshape) != 4:
@@ -29,7 +34,7 @@ def depthwise_layout(c, pshape, strides):
     wide = 5 * c >= 4 * pshape[3]
     if c >= NHWC_MIN_CHANNELS:
         return "nhwc" if wide else "strided"
-    if all(s == 1 for s in strides):
+    if all(s == 1 for s in strides) and pshape[3] <= FLAT_MAX_WIDTH:
         return "flat"
     return "nhwc" if wide else "strided"
 
@@ -46,7 +51,8 @@ def depthwise_plan(g, pshape, padded, dt):
         hp, wp = pshape[2:]
         g.padded_shape = (c, hp * wp + (g.kernel[1] - 1) * g.dilations[1])
         row = c * wp * dt.itemsize
-        g.tile = max(1, min(out_sp[0], DEPTHWISE_TILE_BYTES // max(row, 1)))
+        one_output = c * out_sp[0] * out_sp[1] * dt.itemsize
+        g.tile = max(1, min(out_sp[0], DEPTHWISE_TILE_BYTES // max(row, 1), one_output // (2 * row)))
         g.scratch += [(g.padded_shape, dt)] + [((c, g.tile * wp), dt)] * 2
     else:
         if padded:

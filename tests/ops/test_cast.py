@@ -109,9 +109,23 @@ def test_low_precision_casts_match_reference(to, saturate):
     np.testing.assert_array_equal(back, want.astype(np.float32))
 
 
-def test_float8e8m0_is_rejected_clearly():
-    with pytest.raises(Exception, match="FLOAT8E8M0"):
-        run_kernel("Cast", [sample(np.float32)], opset=24, to=T.FLOAT8E8M0)
+@pytest.mark.parametrize("round_mode,expected", [
+    ("up", [1.0, 4.0, 4.0, 0.5, 2.0 ** -3, 2.0 ** 127]),
+    ("down", [1.0, 2.0, 2.0, 0.25, 2.0 ** -4, 2.0 ** 127]),
+    ("nearest", [1.0, 4.0, 2.0, 0.25, 2.0 ** -3, 2.0 ** 127]),
+])
+def test_float8e8m0_rounds_to_powers_of_two(round_mode, expected):
+    """E8M0 holds only 2^e: 3 lies between 2 and 4, 2.9 nearer 2, 0.3 between 1/4 and 1/2, 0.1 between
+    1/16 and 1/8; 3e38 is above the largest power, 2^127 (1.7e38), and saturates to it."""
+    x = np.array([1.0, 3.0, 2.9, 0.3, 0.1, 3e38], dtype=np.float32)
+    got = run_kernel("Cast", [x], opset=24, to=T.FLOAT8E8M0, round_mode=round_mode)[0]
+    assert got.dtype.name.startswith("float8_e8m0")
+    np.testing.assert_array_equal(got.astype(np.float32), np.array(expected, np.float32))
+
+
+def test_float8e8m0_bad_round_mode_named():
+    with pytest.raises(Exception, match="round_mode"):
+        run_kernel("Cast", [sample(np.float32)], opset=24, to=T.FLOAT8E8M0, round_mode="sideways")
 
 
 @pytest.mark.parametrize("src,to", [(np.float32, T.INT32), (np.int32, T.FLOAT), (np.float64, T.INT64),

@@ -82,7 +82,8 @@ def test_conv_paths_chosen():
 # ------------------------------------------------------------------------ depthwise layouts
 
 def test_depthwise_layout_heuristic():
-    """Channels-last for many channels, flat rows for few channels at stride 1, window views otherwise."""
+    """Channels-last for many channels, flat rows for few channels on short rows at stride 1, window
+    views otherwise."""
     def layout(x_shape, k, strides=(1, 1), **attrs):
         c = x_shape[1]
         n_sp = len(x_shape) - 2
@@ -95,7 +96,7 @@ def test_depthwise_layout_heuristic():
     assert layout((1, 116, 28, 28), 3, (2, 2)) == "nhwc"
     assert layout((1, 60, 28, 28), 3, (2, 2)) == "nhwc"  # strided: no "flat" to fall back on
     assert layout((1, 60, 28, 28), 3) == "flat"  # stride 1: too few channels for channels-last
-    assert layout((1, 32, 24, 160), 3) == "flat"
+    assert layout((1, 32, 24, 160), 3) == "strided"  # long rows: bounded "flat" tiles gain nothing
     assert layout((1, 128, 12, 160), 3) == "strided"  # rows longer than the channels; "flat" gains nothing
     assert layout((1, 64, 24, 160), 3, (2, 1)) == "strided"
     assert layout((1, 128, 12, 160), 3, (1, 2)) == "strided"
@@ -177,6 +178,16 @@ def test_depthwise_layouts_agree_bitwise(monkeypatch):
         results.append(run_kernel("Conv", [x, w], opset=11, **attrs)[0])
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_depthwise_flat_scratch_within_one_output():
+    """"flat" never asks for more than the "strided" path would: its two row tiles fit one output."""
+    for x_shape in [(1, 60, 28, 28), (1, 16, 30, 30), (2, 40, 7, 7)]:
+        c = x_shape[1]
+        g = conv_geometry(dict(group=c, pads=[1, 1, 1, 1]), x_shape, (c, 1, 3, 3), np.float32)
+        assert g.layout == "flat"
+        tiles = sum(np.prod(shape) for shape, _ in g.scratch[1:])
+        assert tiles <= c * x_shape[2] * x_shape[3], x_shape
 
 
 def test_depthwise_flat_in_row_tiles(monkeypatch):
