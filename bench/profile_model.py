@@ -1,6 +1,7 @@
 """Per-op-type time of one model (``InferenceSession(profile=True)``), to see where a run goes.
 
     python bench/profile_model.py shared/ch_PP-OCRv4_rec_infer.onnx [--mode arena] [--runs 10] [--threads 1] [--write]
+        [--section profile-silero]
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--section", default="profile",
+                        help="the RESULTS.md section to write (one per profiled model)")
     args = parser.parse_args(argv)
 
     import gpuinfer
@@ -40,7 +43,9 @@ def main(argv=None) -> int:
     if args.write:
         command = f"python bench/profile_model.py {args.model} --mode {args.mode} --runs {args.runs}" + (
             f" --threads {args.threads}" if args.threads else "")
-        write_section("profile", f"## Where the time goes: {args.model} ({args.mode})\n\nCommand: `{command}` "
+        if args.section != "profile":
+            command += f" --section {args.section}"
+        write_section(args.section, f"## Where the time goes: {args.model} ({args.mode})\n\nCommand: `{command}` "
                       f"({len(sess.graph.nodes)} nodes after graph passes; {total / args.runs * 1000:.1f} ms "
                       f"per run in kernels)\n\nMachine: {machine()}\n\n{text}\n")
     return 0
