@@ -66,6 +66,7 @@ class Executor:
             self.constants[id(g)] = {k: backend.to_device(v) for k, v in g.constants.items()}
             self.frees[id(g)] = self._free_lists(g)
         self.profile: Optional[dict[str, list]] = None  # op type -> [calls, seconds] when profiling
+        self._nested_seconds = 0.0  # profiled time so far, for charging control flow its own share
         self._steps: dict[tuple[int, str], list[Step]] = {}  # (id(graph), scope) -> its steps
 
     @staticmethod
@@ -130,7 +131,8 @@ class Executor:
             if top:
                 allocator.start_step()
                 pool.inner_peak = pool.inner_in_use
-            started = time.perf_counter() if profile is not None else 0.0
+            if profile is not None:
+                started, nested_before = time.perf_counter(), self._nested_seconds
             try:
                 result = step.kernel(ctx, *args)
             except NodeExecutionError as exc:
@@ -145,7 +147,7 @@ class Executor:
                 for key in ctx.temporaries:
                     pool.release(key)
             if profile is not None:
-                self._record(profile, node, started)
+                self._record(profile, node, started, nested_before)
             if top:
                 if pool.inner_peak:
                     pool.inner_peaks[node.step] = pool.inner_peak
@@ -167,12 +169,18 @@ class Executor:
                 value = self._settle(ctx, step.node, i, value)
             env[name] = value
 
-    def _record(self, profile: dict, node: Node, started: float) -> None:
-        """Add one call of ``node`` to the per-op-type profile (waits for the device first)."""
+    def _record(self, profile: dict, node: Node, started: float, nested_before: float) -> None:
+        """Add one call of ``node`` to the per-op-type profile (waits for the device first).
+
+        Time is exclusive: an If, Loop or Scan is charged for its own work only, its body's nodes
+        under their own op types, so the table's rows add up to the run."""
         self.backend.synchronize()
+        elapsed = time.perf_counter() - started
+        inside = self._nested_seconds - nested_before  # recorded by nodes run within this one
+        self._nested_seconds = nested_before + elapsed
         entry = profile.setdefault(node.op_type, [0, 0.0])
         entry[0] += 1
-        entry[1] += time.perf_counter() - started
+        entry[1] += elapsed - inside
 
     def _settle(self, ctx: RunContext, node: Node, i: int, result: Any) -> Any:
         """The output array, in the buffer the pool placed it in (copied there if a kernel made its own)."""
