@@ -49,7 +49,11 @@ def test_modes_agree_and_keep_their_promises(model_id):
         verify_plan(plan, check_alignment=(mode == "arena"))
         reports[mode] = report = sess.memory_report()
         sampled = report.sampled_peak_bytes
-        assert abs(sampled - report.peak_bytes) <= 0.05 * report.peak_bytes + MIB, (
+        # tracemalloc also sees the session's Python bookkeeping made since its baseline (the plan's
+        # records, the run loop's per-node steps, the timeline): about 2.5 KB per node (DenseNet-121,
+        # 609 nodes: 1.5 MB); tensors beyond the pool's count would show as more than that.
+        bookkeeping = 4096 * len(sess.graph.nodes)
+        assert abs(sampled - report.peak_bytes) <= 0.05 * report.peak_bytes + MIB + bookkeeping, (
             f"{model_id} {mode}: tracemalloc saw {sampled} bytes, the pool counted {report.peak_bytes}")
         if mode == "per_tensor":
             placed = sum(l.nbytes for l in plan.lifetimes.values() if l.kind != "output")
