@@ -27,6 +27,7 @@ from gpuinfer.ops import (  # noqa: F401  (imported for their @op registrations)
     softmax,
     strings,
     training,
+    trees,
 )
 from gpuinfer.ops.registry import lookup, op, registered_ops
 
