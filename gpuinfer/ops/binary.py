@@ -11,6 +11,7 @@ import functools
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
+from gpuinfer.ops.elementwise import clamp
 from gpuinfer.ops.registry import op
 
 
@@ -219,9 +220,9 @@ def prelu(ctx, x, slope):
     shape = _out_shape("PRelu", x, slope)
     out = ctx.out(0, shape, x.dtype)
     t = ctx.scratch(shape, x.dtype)
-    xp.minimum(x, 0, out=t)
+    clamp(xp, x, None, 0, t)
     xp.multiply(t, slope, out=t, casting="unsafe")
-    xp.maximum(x, 0, out=out)
+    clamp(xp, x, 0, None, out)
     return xp.add(out, t, out=out)
 
 

@@ -101,7 +101,8 @@ def clamp(xp, x, lo, hi, out):
         return xp.maximum(x, lo, out=out)
     if hi is not None:
         return xp.minimum(x, hi, out=out)
-    return xp.copyto(out, x) or out
+    xp.copyto(out, x)
+    return out
 
 
 def _scalar(x, value):
@@ -276,10 +277,7 @@ def swiglu(ctx, a, b):
     def body(ac, oc, t):
         s, e = pos[0], pos[0] + ac.size
         pos[0] = e
-        xp.multiply(ac, -alpha, out=t)
-        xp.exp(t, out=t)
-        xp.add(t, 1, out=t)
-        xp.divide(ac, t, out=t)
+        _swish_into(xp, ac, t, t, alpha)
         xp.multiply(t, bf[s:e], out=oc)
 
     return chunked(ctx, a, [None], body)

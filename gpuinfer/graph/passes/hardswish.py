@@ -26,17 +26,19 @@ def fuse_hard_swish(graph: Graph) -> int:
     fused: dict[int, Node] = {}  # id(Add node) -> the fused node taking its place
     drop: set[int] = set()
     for add in graph.nodes:
-        chain = _match(graph, add, readers)
-        if chain is None or any(id(n) in drop for n in chain):
+        found = _match(graph, add, readers)
+        if found is None or any(id(n) in drop for n in found[1]):
             continue
-        fused[id(add)] = _fused_node(graph, chain)
+        x, chain = found
+        fused[id(add)] = _fused_node(graph, x, chain)
         drop.update(id(n) for n in chain[1:])
     graph.nodes = [fused.get(id(n), n) for n in graph.nodes if id(n) not in drop]
     return len(fused)
 
 
-def _match(graph: Graph, add: Node, readers: dict) -> Optional[list[Node]]:
-    """[Add, Clip, Mul, Div] when ``add`` starts a hard-swish chain whose middle values nobody else reads."""
+def _match(graph: Graph, add: Node, readers: dict) -> Optional[tuple[str, list[Node]]]:
+    """(x, [Add, Clip, Mul, Div]) when ``add`` starts a hard-swish chain of ``x`` whose middle values
+    nobody else reads."""
     if add.op_type != "Add" or add.domain or len(add.inputs) != 2:
         return None
     x = _other_than_constant(graph, add, 3.0)
@@ -51,7 +53,7 @@ def _match(graph: Graph, add: Node, readers: dict) -> Optional[list[Node]]:
     div = _sole_reader(graph, mul, readers, "Div")
     if div is None or div.inputs[0] != mul.outputs[0] or _constant_value(graph, div.inputs[1], x) != 6.0:
         return None
-    return [add, clip, mul, div]
+    return x, [add, clip, mul, div]
 
 
 def _sole_reader(graph: Graph, node: Node, readers: dict, op_type: str) -> Optional[Node]:
@@ -89,9 +91,8 @@ def _clip_bounds(graph: Graph, clip: Node):
     return tuple(_constant_value(graph, name, clip.inputs[0]) for name in clip.inputs[1:])
 
 
-def _fused_node(graph: Graph, chain: list[Node]) -> Node:
+def _fused_node(graph: Graph, x: str, chain: list[Node]) -> Node:
     add, _, _, div = chain
-    x = _other_than_constant(graph, add, 3.0)
     dtype = graph.constants[div.inputs[1]].dtype
     spec = OpSpec("", FUSED_TYPE, 1, _kernel(dtype), True, chunk_scratch(None))
     # Shape inference of specialised graphs sees an Identity: same shape and type as x.

@@ -45,7 +45,8 @@ def _fusable(graph: Graph, first: Optional[Node], residual: str, readers: dict, 
     made_by = producer.get(residual)
     if made_by is not None and made_by.step > first.step:
         return False  # r is not there yet when the producer runs
-    return _static_shape(graph, out) is not None and _static_shape(graph, out) == _static_shape(graph, residual)
+    shape = _static_shape(graph, out)
+    return shape is not None and shape == _static_shape(graph, residual)
 
 
 def _static_shape(graph: Graph, name: str) -> Optional[tuple]:
