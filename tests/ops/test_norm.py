@@ -76,7 +76,8 @@ def test_rms_norm():
     check_against_onnxruntime("RMSNormalization", [X, r(4, 5)], axis=2, opset=23, **TOL)
 
 
-@pytest.mark.parametrize("size,alpha,beta,bias", [(3, 1e-4, 0.75, 1.0), (5, 0.01, 0.5, 2.0), (1, 0.1, 0.6, 1.5)])
+@pytest.mark.parametrize("size,alpha,beta,bias", [(3, 1e-4, 0.75, 1.0), (5, 0.01, 0.5, 2.0), (1, 0.1, 0.6, 1.5),
+                                                    (5, 3.0, 0.75, 0.5), (3, 2.0, 1.0, 1.0), (3, 1.5, 0.5, 0.3)])
 def test_lrn(size, alpha, beta, bias):
     check_against_onnxruntime("LRN", [r(2, 6, 4, 5)], size=size, alpha=alpha, beta=beta, bias=bias, rtol=1e-5)
 
