@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from gpuinfer.plan.lifetimes import Lifetime
-from gpuinfer.plan.plan import Placement, align
+from gpuinfer.plan.plan import ALIGNMENT, Placement, align
 from gpuinfer.plan.sharing import Groups, Sharing
 
 # (size, first, last, key) -> sort key
@@ -34,7 +34,7 @@ def plan_arena(lifetimes: list[Lifetime], sharing: Sharing):
             spans, rel = _group_spans(lifetimes, groups)
             for order in ORDERS.values():
                 ordered = sorted(spans, key=order)
-                offsets, total = _place(ordered)
+                offsets, total = place_spans(ordered)
                 if best is None or total < best[0]:
                     best = (total, offsets, rel, kept_inplace, kept_concat, ordered)
     total, offsets, rel, inplace, concat, ordered = best
@@ -89,7 +89,7 @@ def _improve(ordered, total: int, offsets: dict):
     for _ in range(SEARCH_SWAPS):
         i, j = rng.randrange(len(current)), rng.randrange(len(current))
         current[i], current[j] = current[j], current[i]
-        cand_offsets, cand_total = _place(current)
+        cand_offsets, cand_total = place_spans(current)
         if cand_total <= total:
             total, offsets = cand_total, cand_offsets
             if total <= target:
@@ -112,22 +112,23 @@ def _busiest_step(spans) -> int:
     return peak
 
 
-def _place(spans):
+def place_spans(spans, alignment: int = ALIGNMENT):
+    """Greedy placement of (size, first, last, key) spans in the order given: (offsets by key, block size)."""
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
     offsets: dict[str, int] = {}
     for size, first, last, key in spans:
-        offset = _lowest_free_offset(placed, size, first, last)
+        offset = _lowest_free_offset(placed, size, first, last, alignment)
         offsets[key] = offset
         placed.append((offset, size, first, last))
-    return offsets, max((align(o + s) for o, s, _, _ in placed), default=0)
+    return offsets, max((align(o + s, alignment) for o, s, _, _ in placed), default=0)
 
 
-def _lowest_free_offset(placed, size: int, first: int, last: int) -> int:
+def _lowest_free_offset(placed, size: int, first: int, last: int, alignment: int) -> int:
     """Lowest aligned offset where ``size`` bytes fit between tensors alive during [first, last]."""
     neighbours = sorted((o, s) for o, s, f, l in placed if f <= last and first <= l)
     offset = 0
     for o, s in neighbours:
         if offset + size <= o:
             break
-        offset = max(offset, align(o + s))
+        offset = max(offset, align(o + s, alignment))
     return offset

@@ -45,6 +45,8 @@ class MemoryPlan:
     value_types: dict = field(default_factory=dict)  # value -> (shape, dtype) the plan was made for
     from_run: bool = False  # made from the shapes a first run observed, not from inference alone
     concat: dict = field(default_factory=dict)  # input -> (concat output, offset): lives inside it
+    # control-flow step -> the TracePlan of its subgraph tensors, filled in by runs (plan/trace.py)
+    traces: dict = field(default_factory=dict)
 
     @property
     def planned_bytes(self) -> int:

@@ -41,7 +41,7 @@ class Step:
     whose last reader is this step.
     """
 
-    __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields")
+    __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields", "nested")
 
     def __init__(self, node: Node, scope: str, frees: list[str]):
         self.node = node
@@ -52,6 +52,8 @@ class Step:
         keys = tuple(scope + name if name else None for name in node.outputs)
         self.fields = dict(node=node, attrs=node.attrs, opset=node.opset, op_type=node.op_type,
                            node_name=node.name, n_outputs=len(node.outputs), keys=keys)
+        self.nested = any(isinstance(sub, Graph) for value in node.attrs.values()
+                          for sub in (value if isinstance(value, list) else [value]))
 
 
 class Executor:
@@ -131,6 +133,8 @@ class Executor:
             if top:
                 allocator.start_step()
                 pool.inner_peak = pool.inner_in_use
+                if step.nested:
+                    pool.begin_nested(node.step)
             if profile is not None:
                 started, nested_before = time.perf_counter(), self._nested_seconds
             try:
@@ -146,9 +150,13 @@ class Executor:
             if ctx.temporaries:
                 for key in ctx.temporaries:
                     pool.release(key)
+            if pool.handed:
+                pool.settle_handed()
             if profile is not None:
                 self._record(profile, node, started, nested_before)
             if top:
+                if step.nested:
+                    pool.end_nested()
                 if pool.inner_peak:
                     pool.inner_peaks[node.step] = pool.inner_peak
                 if observer is not None:

@@ -160,7 +160,8 @@ class InferenceSession:
     def _run_locked(self, feeds: dict, hold: frozenset):
         plan, blocks = self._plan_for(feeds)
         self._check_limit(plan)
-        pool = RunPool(self._allocator, plan, blocks)
+        # reduce allocates every tensor on first need, subgraph ones included: no trace plans there
+        pool = RunPool(self._allocator, plan, blocks, None if self.memory_mode == "reduce" else plan.traces)
         steps: list[tuple] = []  # (node, live bytes); turned into a timeline only when asked for
 
         if self._sampler:
