@@ -46,8 +46,8 @@ class ConvGeometry:
     out_shape: tuple
     path: str  # "pointwise", "depthwise", "kn2row" or "im2col"
     padded_shape: tuple = None  # scratch for the zero-padded input, or None
-    tile: int = 0  # im2col, kn2row, depthwise "flat": output rows (first spatial axis) per band
-    layout: str = ""  # depthwise: "strided", "flat" or "nhwc" (see conv_depthwise.depthwise_layout)
+    tile: int = 0  # im2col, kn2row, depthwise "nhwc": output pixels per einsum run
+    layout: str = ""  # depthwise: "strided" or "nhwc" (see conv_depthwise.depthwise_layout)
     scratch: list = field(default_factory=list)
 
 

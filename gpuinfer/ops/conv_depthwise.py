@@ -1,59 +1,69 @@
-"""Depthwise convolution (one filter per channel): a tap-by-tap multiply-add, in whichever of three
-memory layouts keeps numpy's inner loops long and contiguous for the shape."""
+"""Depthwise convolution (one filter per channel), in whichever of two memory layouts keeps numpy's
+inner loops long: channels-last with one einsum over all taps, or a tap-by-tap multiply-add on
+window views."""
 from __future__ import annotations
+
+import functools
+import math
 
 from gpuinfer.ops.conv_window import kernel_offsets, pad_into, window_slices, zero_margins
 
-# A depthwise "flat" accumulator or product buffer (channels x output rows x padded width) holds at
-# most this much, and the two together never more than one output image: "flat" must not cost more
-# scratch than the "strided" path's one output-sized buffer (speed work must not raise the peak).
-DEPTHWISE_TILE_BYTES = 4 << 20
+# A padded image above this many elements with at most this many taps runs "strided": the transposes
+# into and out of channels-last (~1-3 ns an element on big maps with few channels) then cost more
+# than the einsum saves (measured: PP-OCRv4 det's 96x80x80 and 48x160x160 3x3 maps; 192x40x40 5x5
+# and 112x56x56 3x3 still gain 20-40% from "nhwc").
+NHWC_MAX_ELEMENTS = 1 << 19
+NHWC_MAX_BIG_TAPS = 9
+# ... and so do padded rows this long from a third of that (the window views' inner loops are then
+# long enough: PP-OCRv4 rec's 64x24x160 and 128x12x160 3x3 maps measured 3-7% slower in "nhwc").
+NHWC_LONG_ROW = 128
+NHWC_MAX_LONG_ROW_ELEMENTS = 3 << 16
 
-# "flat" pays for its row tiles where the window views' inner loops are short: padded rows up to
-# this long (measured: 1.4x faster on 28-wide maps, but slower than "strided" on 160-wide rows once
-# its tiles are bounded as above).
-FLAT_MAX_WIDTH = 64
-
-# Channels from which a depthwise conv never runs "flat": from here channels-last is faster when a
-# padded row is not much longer than the channels, and "flat" gains nothing over "strided" (measured
-# on the benchmark models' shapes, as is the 4/5 ratio in depthwise_layout) for its extra scratch.
-NHWC_MIN_CHANNELS = 88
+# Elements in one inner run of the "nhwc" einsum (see nhwc_run_pixels).
+NHWC_RUN = 2048
 
 
-def depthwise_layout(c, pshape, strides):
-    """Which memory layout a 2-D depthwise conv runs in, so numpy's inner loops are long and contiguous.
+def depthwise_layout(c, pshape, strides, taps):
+    """Which memory layout a depthwise conv runs in.
 
-    "nhwc": channels last, the inner loop runs over channels (any stride or dilation); wins when the
-    channels are about as many as a padded row is long.  "flat": channels first with the image rows
-    laid end to end at padded width, so a tap is one contiguous run per channel (stride 1 only); wins
-    for few channels on short rows.  "strided": the window views, for
-    the rest and for other ranks.
+    "nhwc": 2-D, channels last, any stride or dilation: one einsum sums every tap's product in a
+    single pass over each output element, its inner loop a run of pixels' channels (the weights
+    expanded to match), against two passes per tap with the inner loop one channel's row (or the
+    channels alone) on window views.  Costs two transposes, so big maps with small kernels stay
+    "strided": window views of the padded input, any rank.
     """
     if len(pshape) != 4:
         return "strided"
-    wide = 5 * c >= 4 * pshape[3]
-    if c >= NHWC_MIN_CHANNELS:
-        return "nhwc" if wide else "strided"
-    if all(s == 1 for s in strides) and pshape[3] <= FLAT_MAX_WIDTH:
-        return "flat"
-    return "nhwc" if wide else "strided"
+    size = math.prod(pshape[1:])
+    if taps <= NHWC_MAX_BIG_TAPS and (size > NHWC_MAX_ELEMENTS or (
+            pshape[3] >= NHWC_LONG_ROW and size > NHWC_MAX_LONG_ROW_ELEMENTS)):
+        return "strided"
+    return "nhwc"
+
+
+def nhwc_run_pixels(c, out_sp, stride, taps):
+    """Output pixels per inner run of the "nhwc" einsum: their channels lie end to end (at stride 1),
+    so the run is that many times longer than the channels alone, up to NHWC_RUN elements (longer
+    runs were measured slower: the expanded weights leave the cache), a divisor of the output width
+    if one is near (no tail run), and the weights expanded to it, one run per tap, never more than
+    one output."""
+    if stride != 1:
+        return 1
+    ho, wo = out_sp
+    most = max(1, min(wo, NHWC_RUN // c, ho * wo // taps))
+    return next((b for b in range(most, (most + 1) // 2 - 1, -1) if wo % b == 0), most)
 
 
 def depthwise_plan(g, pshape, padded, dt):
     """Set the layout and scratch buffers (in request order) of a depthwise conv on geometry ``g``."""
-    n, c = pshape[:2]
+    c = pshape[1]
     out_sp = g.out_shape[2:]
-    g.layout = depthwise_layout(c, pshape, g.strides)
-    if g.layout == "nhwc":  # padded channels-last image, one tap's products; the output holds the sum
+    taps = math.prod(g.kernel)
+    g.layout = depthwise_layout(c, pshape, g.strides, taps)
+    if g.layout == "nhwc":  # padded channels-last image, the expanded weights
         g.padded_shape = (*pshape[2:], c)
-        g.scratch += [(g.padded_shape, dt), ((*out_sp, c), dt)]
-    elif g.layout == "flat":  # padded image rows end to end (plus the last tap's overhang), two tiles
-        hp, wp = pshape[2:]
-        g.padded_shape = (c, hp * wp + (g.kernel[1] - 1) * g.dilations[1])
-        row = c * wp * dt.itemsize
-        one_output = c * out_sp[0] * out_sp[1] * dt.itemsize
-        g.tile = max(1, min(out_sp[0], DEPTHWISE_TILE_BYTES // max(row, 1), one_output // (2 * row)))
-        g.scratch += [(g.padded_shape, dt)] + [((c, g.tile * wp), dt)] * 2
+        g.tile = nhwc_run_pixels(c, out_sp, g.strides[1], taps)
+        g.scratch += [(g.padded_shape, dt), ((*g.kernel, g.tile * c), dt)]
     else:
         if padded:
             g.padded_shape = pshape
@@ -65,8 +75,6 @@ def depthwise_conv(ctx, x, w, g, out):
     """The depthwise convolution of ``x`` by ``w`` (no bias) into ``out``, in the layout ``g`` chose."""
     if g.layout == "nhwc":
         _depthwise_nhwc(ctx, x, w, g, out)
-    elif g.layout == "flat":
-        _depthwise_flat(ctx, x, w, g, out)
     else:
         _depthwise_strided(ctx, x, w, g, out)
 
@@ -94,60 +102,73 @@ def _depthwise_strided(ctx, x, w, g, out):
 
 
 def _depthwise_nhwc(ctx, x, w, g, out):
-    """Depthwise conv channels-last: per tap, one multiply of a (rows, cols, C) window by the tap's
-    (C,) weights, added up in ``out[n]``'s own memory (read as (rows, cols, C)); the last tap's sum
-    lands in the product buffer, which is transposed back into ``out[n]``."""
+    """Depthwise conv channels-last: the whole kernel is one multiply-add per output element (an
+    einsum summing over the taps) on window views whose inner run is ``g.tile`` pixels' channels, read
+    against the taps' weights expanded to that run.  Per band of output rows only the kernel rows
+    that reach real input are summed (on short maps most of a tall kernel reads padding).  The sum
+    is built channels-last in ``out[n]``'s own memory, then moved through the padded buffer (free by
+    then, never smaller than an output image) and transposed back: no output-sized scratch."""
     xp = ctx.xp
     c = x.shape[1]
-    out_sp = g.out_shape[2:]
-    pad = ctx.scratch(g.padded_shape, x.dtype)
-    prod = ctx.scratch((*out_sp, c), x.dtype)
-    wt = xp.ascontiguousarray(w.reshape(c, -1).T)  # (taps, C)
-    offsets = kernel_offsets(g.kernel)
-    last = len(offsets) - 1
-    zero_margins(pad, g.begin, x.shape[2:], 0)  # once: each image only overwrites the inside
-    inside = tuple(slice(b, b + s) for b, s in zip(g.begin, x.shape[2:]))
-    for ni in range(x.shape[0]):
-        pad[inside] = x[ni].transpose(1, 2, 0)
-        acc = out[ni].reshape(prod.shape)
-        for ki, off in enumerate(offsets):
-            view = pad[window_slices(off, g.dilations, g.strides, out_sp, lead=0)]
-            if ki == 0:
-                xp.multiply(view, wt[ki], out=prod if ki == last else acc)
-            else:
-                xp.multiply(view, wt[ki], out=prod)
-                xp.add(acc, prod, out=prod if ki == last else acc)
-        out[ni] = prod.transpose(2, 0, 1)
-
-
-def _depthwise_flat(ctx, x, w, g, out):
-    """Depthwise conv (stride 1) channels-first with image rows laid end to end at padded width: tap
-    (i, j) of a tile of output rows is then one contiguous run per channel starting i*Wp + j further
-    on.  The columns past the output width are computed and dropped when the tile is copied out."""
-    xp = ctx.xp
-    c = x.shape[1]
-    hp, wp = (i + b + e for i, b, e in zip(x.shape[2:], g.begin, g.end))
     ho, wo = g.out_shape[2:]
+    kh, kw = g.kernel
+    b = g.tile
     pad = ctx.scratch(g.padded_shape, x.dtype)
-    acc = ctx.scratch((c, g.tile * wp), x.dtype)
-    prod = ctx.scratch((c, g.tile * wp), x.dtype)
-    img = pad[:, :hp * wp].reshape(c, hp, wp)
-    coef = w.reshape(c, -1, 1)  # (C, taps, 1)
-    offsets = [i * g.dilations[0] * wp + j * g.dilations[1] for i, j in kernel_offsets(g.kernel)]
-    pad[:, hp * wp:] = 0  # the overhang only feeds dropped columns; zeros keep them finite
-    zero_margins(img, g.begin, x.shape[2:], 1)  # once: each image only overwrites the inside
-    inside = (slice(None),) + tuple(slice(b, b + s) for b, s in zip(g.begin, x.shape[2:]))
+    coef = ctx.scratch((kh, kw, b * c), x.dtype)
+    coef.reshape(kh, kw, b, c)[...] = w.reshape(c, kh, kw).transpose(1, 2, 0)[:, :, None, :]
+    inside = tuple(slice(b0, b0 + s) for b0, s in zip(g.begin, x.shape[2:]))
+    row, col, item = pad.strides
+    blocks, tail = divmod(wo, b)
+    as_strided = xp.lib.stride_tricks.as_strided
     for ni in range(x.shape[0]):
-        img[inside] = x[ni]
-        for r0 in range(0, ho, g.tile):
-            rows = min(g.tile, ho - r0)
-            span = rows * wp
-            a, t = acc[:, :span], prod[:, :span]
-            for ki, off in enumerate(offsets):
-                view = pad[:, r0 * wp + off:r0 * wp + off + span]
-                if ki == 0:
-                    xp.multiply(view, coef[:, ki], out=a)
-                else:
-                    xp.multiply(view, coef[:, ki], out=t)
-                    xp.add(a, t, out=a)
-            out[ni, :, r0:r0 + rows] = a.reshape(c, rows, wp)[:, :, :wo]
+        zero_margins(pad, g.begin, x.shape[2:], 0)  # per image: the previous one's sum overwrote them
+        pad[inside] = x[ni].transpose(1, 2, 0)
+        acc = out[ni].reshape(ho, wo * c)
+        for r0, r1, i0, i1 in _row_bands(ho, x.shape[2], g.strides[0], g.dilations[0], kh, g.begin[0]):
+            if i0 == i1:  # these output rows only see padding
+                acc[r0:r1] = 0
+                continue
+            start = pad[r0 * g.strides[0] + i0 * g.dilations[0]]
+            dims = (i1 - i0, kw, r1 - r0)
+            steps = (g.dilations[0] * row, g.dilations[1] * col, g.strides[0] * row)
+            for c0, n_px, width in ((0, blocks, b), (blocks * b, 1, tail)):
+                if n_px == 0 or width == 0:
+                    continue
+                view = as_strided(start[c0 * g.strides[1]:], dims + (n_px, width * c),
+                                  steps + (width * g.strides[1] * col, item))
+                dst = acc[r0:r1, c0 * c:(c0 + n_px * width) * c].reshape(r1 - r0, n_px, width * c)
+                _sum_taps(xp, view, coef[i0:i1, :, :width * c], dst)
+        moved = pad.reshape(-1)[:acc.size].reshape(ho, wo, c)
+        moved[...] = acc.reshape(ho, wo, c)
+        out[ni] = moved.transpose(2, 0, 1)
+
+
+# Backends whose einsum writes into ``out=`` (CuPy's returns a new array, copied into place: one
+# band-sized temporary the planner does not see).
+EINSUM_OUT_BACKENDS = {"numpy"}
+
+
+def _sum_taps(xp, view, coef, dst):
+    """``dst[h, m, q] = sum over taps (i, j) of view[i, j, h, m, q] * coef[i, j, q]``: einsum's
+    fused multiply-add reads each window once (twice as fast as a multiply then an add per tap), in
+    tap order like the "strided" layout."""
+    if xp.__name__ in EINSUM_OUT_BACKENDS:
+        xp.einsum("ijhmq,ijq->hmq", view, coef, out=dst)
+    else:
+        dst[...] = xp.einsum("ijhmq,ijq->hmq", view, coef)
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_bands(ho, h, stride, dil, k, begin):
+    """Output rows grouped into runs whose windows reach real input rows through the same kernel rows
+    [i0, i1): (r0, r1, i0, i1) per run; kernel rows outside read only zeros and are left out."""
+    bands = []
+    for r in range(ho):
+        top = r * stride - begin  # input row under kernel row 0
+        i0 = min(k, max(0, -(-(-top) // dil)))
+        i1 = max(i0, min(k, -(-(h - top) // dil)))
+        if bands and bands[-1][1] == r and bands[-1][2:] == (i0, i1):
+            bands[-1] = (bands[-1][0], r + 1, i0, i1)
+        else:
+            bands.append((r, r + 1, i0, i1))
+    return tuple(bands)

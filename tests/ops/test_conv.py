@@ -82,25 +82,25 @@ def test_conv_paths_chosen():
 # ------------------------------------------------------------------------ depthwise layouts
 
 def test_depthwise_layout_heuristic():
-    """Channels-last for many channels, flat rows for few channels on short rows at stride 1, window
-    views otherwise."""
+    """Channels-last (one einsum) for 2-D maps, window views for other ranks and for big maps with
+    small kernels (the transposes cost more than the einsum saves)."""
     def layout(x_shape, k, strides=(1, 1), **attrs):
         c = x_shape[1]
         n_sp = len(x_shape) - 2
         attrs = dict(group=c, pads=[k // 2] * 2 * n_sp, strides=list(strides)[:n_sp], **attrs)
         return conv_geometry(attrs, x_shape, (c, 1) + (k,) * n_sp, np.float32).layout
 
-    assert layout((1, 240, 12, 80), 5) == "nhwc"
+    assert layout((1, 200, 2, 96), 5) == "nhwc"
     assert layout((1, 480, 6, 80), 5, (2, 1)) == "nhwc"
-    assert layout((1, 88, 3, 96), 5) == "nhwc"
-    assert layout((1, 116, 28, 28), 3, (2, 2)) == "nhwc"
-    assert layout((1, 60, 28, 28), 3, (2, 2)) == "nhwc"  # strided: no "flat" to fall back on
-    assert layout((1, 60, 28, 28), 3) == "flat"  # stride 1: too few channels for channels-last
-    assert layout((1, 32, 24, 160), 3) == "strided"  # long rows: bounded "flat" tiles gain nothing
-    assert layout((1, 128, 12, 160), 3) == "strided"  # rows longer than the channels; "flat" gains nothing
-    assert layout((1, 64, 24, 160), 3, (2, 1)) == "strided"
-    assert layout((1, 128, 12, 160), 3, (1, 2)) == "strided"
+    assert layout((1, 8, 24, 96), 3, (2, 1)) == "nhwc"
+    assert layout((1, 112, 56, 56), 3, (2, 2)) == "nhwc"
+    assert layout((1, 192, 40, 40), 5) == "nhwc"
+    assert layout((1, 96, 80, 80), 3) == "strided"  # big map, 3x3
+    assert layout((1, 96, 80, 80), 5) == "nhwc"  # big map, but 25 taps
+    assert layout((1, 128, 12, 160), 3) == "strided"  # long rows, 3x3
+    assert layout((1, 32, 24, 160), 3) == "nhwc"  # long rows, small map
     assert layout((1, 4, 9), 3) == "strided"  # 1-D
+    assert layout((1, 4, 5, 5, 5), 3) == "strided"  # 3-D
 
 
 DW_ATTRS = [
@@ -113,12 +113,13 @@ DW_ATTRS = [
     {},  # unpadded
 ]
 DW_STRIDES = [[2, 1], [1, 2], [3, 2]]
+DW_LAYOUTS = ["nhwc", "strided"]
 
 
 def _force_layout(monkeypatch, layout):
     import gpuinfer.ops.conv_depthwise as dw_module
 
-    monkeypatch.setattr(dw_module, "depthwise_layout", lambda c, pshape, strides: layout)
+    monkeypatch.setattr(dw_module, "depthwise_layout", lambda *args: layout)
 
 
 def _check_depthwise(x_shape, kernel, attrs, layout):
@@ -131,7 +132,7 @@ def _check_depthwise(x_shape, kernel, attrs, layout):
     assert requested == predicted
 
 
-@pytest.mark.parametrize("layout", ["flat", "nhwc", "strided"])
+@pytest.mark.parametrize("layout", DW_LAYOUTS)
 @pytest.mark.parametrize("attrs", DW_ATTRS)
 @pytest.mark.parametrize("kernel", [(3, 3), (2, 3)])
 def test_depthwise_layouts_stride1(monkeypatch, layout, attrs, kernel):
@@ -140,14 +141,14 @@ def test_depthwise_layouts_stride1(monkeypatch, layout, attrs, kernel):
     _check_depthwise((2, 5, 7, 9), kernel, attrs, layout)
 
 
-@pytest.mark.parametrize("layout", ["flat", "nhwc", "strided"])
+@pytest.mark.parametrize("layout", DW_LAYOUTS)
 def test_depthwise_layouts_one_tap(monkeypatch, layout):
     """A padded 1x1 depthwise conv: the first tap is also the last."""
     _force_layout(monkeypatch, layout)
     _check_depthwise((2, 5, 4, 6), (1, 1), dict(pads=[1, 0, 0, 2]), layout)
 
 
-@pytest.mark.parametrize("layout", ["nhwc", "strided"])
+@pytest.mark.parametrize("layout", DW_LAYOUTS)
 @pytest.mark.parametrize("attrs", DW_ATTRS[:4])
 @pytest.mark.parametrize("strides", DW_STRIDES)
 def test_depthwise_layouts_strided(monkeypatch, layout, attrs, strides):
@@ -159,9 +160,8 @@ def test_depthwise_layouts_strided(monkeypatch, layout, attrs, strides):
     ((2, 96, 5, 11), (3, 3), dict(pads=[1, 1, 1, 1]), "nhwc"),
     ((2, 96, 5, 11), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1]), "nhwc"),
     ((2, 12, 6, 7), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), "nhwc"),
-    ((2, 12, 5, 30), (3, 3), dict(auto_pad="SAME_UPPER"), "flat"),
-    ((2, 12, 5, 30), (3, 3), dict(pads=[1, 1, 1, 1], strides=[1, 2]), "strided"),
-    ((2, 96, 3, 130), (3, 3), dict(pads=[1, 1, 1, 1]), "strided"),
+    ((1, 8, 260, 260), (3, 3), dict(pads=[1, 1, 1, 1]), "strided"),
+    ((1, 8, 260, 260), (4, 4), dict(pads=[1, 2, 2, 1]), "nhwc"),
 ])
 def test_depthwise_heuristic_sides(x_shape, kernel, attrs, layout):
     """The layout the heuristic picks on both sides of its thresholds, unforced."""
@@ -169,37 +169,86 @@ def test_depthwise_heuristic_sides(x_shape, kernel, attrs, layout):
 
 
 def test_depthwise_layouts_agree_bitwise(monkeypatch):
-    """All layouts add the same products in the same order: identical float32 results."""
+    """Both layouts add the same products in the same order (kernel rows left out add only zeros):
+    identical float32 results."""
     x, w = r(2, 6, 7, 10), r(6, 1, 3, 3)
     attrs = dict(group=6, pads=[1, 2, 0, 1], dilations=[1, 2])
     results = []
-    for layout in ["strided", "flat", "nhwc"]:
+    for layout in DW_LAYOUTS:
         _force_layout(monkeypatch, layout)
         results.append(run_kernel("Conv", [x, w], opset=11, **attrs)[0])
     np.testing.assert_array_equal(results[0], results[1])
-    np.testing.assert_array_equal(results[0], results[2])
 
 
-def test_depthwise_flat_scratch_within_one_output():
-    """"flat" never asks for more than the "strided" path would: its two row tiles fit one output."""
-    for x_shape in [(1, 60, 28, 28), (1, 16, 30, 30), (2, 40, 7, 7)]:
-        c = x_shape[1]
-        g = conv_geometry(dict(group=c, pads=[1, 1, 1, 1]), x_shape, (c, 1, 3, 3), np.float32)
-        assert g.layout == "flat"
-        tiles = sum(np.prod(shape) for shape, _ in g.scratch[1:])
-        assert tiles <= c * x_shape[2] * x_shape[3], x_shape
+@pytest.mark.parametrize("x_shape,kernel,attrs", [
+    ((2, 6, 2, 13), (5, 5), dict(pads=[2, 2, 2, 2])),  # PP-OCR cls tail: kernel rows 0, 4 read only padding
+    ((1, 7, 1, 9), (5, 3), dict(pads=[2, 1, 2, 1])),  # one row: only the middle kernel row is summed
+    ((2, 5, 3, 8), (5, 3), dict(pads=[4, 1, 0, 1])),  # asymmetric: top rows see only padding through 2 rows
+    ((1, 4, 2, 6), (3, 3), dict(pads=[3, 0, 3, 0])),  # output rows that see no input at all: zeros
+    ((2, 6, 3, 10), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1])),  # PP-OCR cls strided tail
+    ((1, 5, 4, 9), (3, 3), dict(pads=[3, 1, 3, 1], dilations=[2, 1])),  # dilated rows past the edges
+])
+def test_depthwise_nhwc_crops_padding_rows(x_shape, kernel, attrs):
+    """Tiny maps under tall kernels: per band of output rows only the kernel rows that reach the input
+    are summed; onnxruntime's values and bitwise the same as summing every tap."""
+    from gpuinfer.ops.conv_depthwise import _row_bands
+
+    c = x_shape[1]
+    attrs = dict(group=c, **attrs)
+    g = conv_geometry(attrs, x_shape, (c, 1, *kernel), np.float32)
+    assert g.layout == "nhwc"
+    bands = _row_bands(g.out_shape[2], x_shape[2], g.strides[0], g.dilations[0], kernel[0], g.begin[0])
+    assert sum((r1 - r0) * (i1 - i0) for r0, r1, i0, i1 in bands) < g.out_shape[2] * kernel[0]  # some cropped
+    _check_depthwise(x_shape, kernel, {k: v for k, v in attrs.items() if k != "group"}, "nhwc")
 
 
-def test_depthwise_flat_in_row_tiles(monkeypatch):
-    """Small tile budget: several row tiles per image, the last one partial."""
+def test_depthwise_row_bands():
+    """Kernel rows [i0, i1) whose input rows exist, per run of output rows (2 rows under a 5-row
+    kernel padded by 2: rows 1..2 for output row 0, 0..1 for output row 1 (as input rows)."""
+    from gpuinfer.ops.conv_depthwise import _row_bands
+
+    assert _row_bands(2, 2, 1, 1, 5, 2) == ((0, 1, 2, 4), (1, 2, 1, 3))
+    assert _row_bands(5, 5, 1, 1, 3, 1) == ((0, 1, 1, 3), (1, 4, 0, 3), (4, 5, 0, 2))
+    assert _row_bands(3, 2, 1, 1, 3, 3) == ((0, 1, 3, 3), (1, 2, 2, 3), (2, 3, 1, 3))
+    assert _row_bands(3, 6, 2, 2, 3, 2) == ((0, 1, 1, 3), (1, 2, 0, 3), (2, 3, 0, 2))  # stride, dilation
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs", [
+    ((2, 24, 3, 29), (5, 5), dict(pads=[2, 2, 2, 2])),  # 29 wide: runs of 1-pixel blocks plus none
+    ((1, 300, 3, 11), (3, 3), dict(pads=[1, 1, 1, 1])),  # many channels: one pixel per run
+    ((2, 16, 4, 37), (3, 3), dict(pads=[1, 1, 1, 1])),  # prime width: blocks plus a tail run
+    ((2, 16, 4, 37), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),  # strided columns: one pixel per run
+])
+def test_depthwise_nhwc_runs(x_shape, kernel, attrs):
+    """The einsum's runs of expanded weights: several pixels per run, a tail run when the width does
+    not divide, one pixel per run at column stride > 1; the expanded weights never exceed one output."""
+    c = x_shape[1]
+    g = conv_geometry(dict(group=c, **attrs), x_shape, (c, 1, *kernel), np.float32)
+    assert g.layout == "nhwc"
+    ho, wo = g.out_shape[2:]
+    assert g.scratch[1][0] == (*kernel, g.tile * c)
+    assert g.tile * c * kernel[0] * kernel[1] <= ho * wo * c
+    if g.strides[1] > 1:
+        assert g.tile == 1
+    _check_depthwise(x_shape, kernel, attrs, "nhwc")
+
+
+def test_depthwise_nhwc_tail_run():
+    from gpuinfer.ops.conv_depthwise import nhwc_run_pixels
+
+    assert nhwc_run_pixels(16, (4, 37), 1, 9) == 16  # 37 has no divisor near 16: 2 runs plus a 5-pixel tail
+    assert nhwc_run_pixels(200, (2, 96), 1, 25) == 6  # capped by one output (7), then a divisor of 96
+    assert nhwc_run_pixels(16, (4, 37), 2, 9) == 1
+
+
+def test_depthwise_nhwc_tap_loop_fallback(monkeypatch):
+    """Backends whose einsum cannot write into a buffer (CuPy) copy its result into place: same values."""
     import gpuinfer.ops.conv_depthwise as dw_module
 
-    _force_layout(monkeypatch, "flat")
-    monkeypatch.setattr(dw_module, "DEPTHWISE_TILE_BYTES", 2 * 4 * 12 * 4)  # 2 rows of 4 channels x 12
-    g = conv_geometry(dict(group=4, pads=[1, 1, 1, 1]), (2, 4, 7, 10), (4, 1, 3, 3), np.float32)
-    assert g.tile == 2
-    _check_depthwise((2, 4, 7, 10), (3, 3), dict(pads=[1, 1, 1, 1]), "flat")
-    _check_depthwise((2, 4, 7, 10), (3, 2), dict(pads=[0, 1, 2, 0], dilations=[2, 1]), "flat")
+    monkeypatch.setattr(dw_module, "EINSUM_OUT_BACKENDS", set())
+    _check_depthwise((2, 6, 3, 10), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1]), "nhwc")
+    _check_depthwise((2, 16, 4, 37), (3, 3), dict(pads=[1, 1, 1, 1]), "nhwc")
+    _check_depthwise((2, 5, 8, 9), (3, 3), dict(pads=[0, 2, 1, 0], dilations=[2, 1], strides=[1, 2]), "nhwc")
 
 
 def test_conv_bad_channels():
