@@ -18,8 +18,7 @@ import numpy as np
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.conv_depthwise import depthwise_conv, depthwise_plan
 from gpuinfer.ops.conv_kn2row import kn2row_conv, kn2row_fits, kn2row_plan
-from gpuinfer.ops.conv_window import (  # noqa: F401  (window helpers re-exported for the pools)
-    kernel_offsets, pad_into, window_attrs, window_pads, window_slices)
+from gpuinfer.ops.conv_window import kernel_offsets, pad_into, window_attrs, window_pads, window_slices
 from gpuinfer.ops.registry import op
 
 # im2col columns are built for a band of output rows at a time: a band this size stays in cache
@@ -205,8 +204,7 @@ def conv(ctx, x, w, b=None):
     """N-d grouped, strided, dilated, padded convolution (cross-correlation) with optional bias."""
     g = cached_conv_geometry(ctx.attrs, x.shape, w.shape, x.dtype)
     out = ctx.out(0, g.out_shape, x.dtype)
-    with np.errstate(all="ignore"):  # NaN/Inf inputs propagate as IEEE says, without a warning per GEMM
-        conv_into(ctx, x, w, g, out, b)
+    conv_into(ctx, x, w, g, out, b)
     return out
 
 

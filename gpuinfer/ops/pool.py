@@ -1,23 +1,27 @@
 """Pooling: Max/Average/Lp pools over sliding windows, and their global forms.
 
-A window reduction is a loop over kernel offsets; each offset is a strided view of the (padded)
-input with the output's shape, folded into the output buffer with one vectorised ufunc call.
+The windows are folded by ``pool_fold`` without a padded copy of the input, by the path ``_plan``
+picks from the shapes: few output positions -> one reduction per window; 2-D windows -> separable
+(rows, then columns); otherwise one pass per kernel tap.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
-from gpuinfer.ops.conv import kernel_offsets, window_pads, window_slices
+from gpuinfer.ops import pool_fold
+from gpuinfer.ops.conv_window import window_pads
 from gpuinfer.ops.registry import op
 
 
 @dataclass
 class PoolGeometry:
-    """Pads, output shape and the padded-input scratch of one pooling call."""
+    """Per spatial axis: kernel, stride, dilation, begin/end pads; and the output shape."""
 
     kernel: list
     strides: list
@@ -25,11 +29,9 @@ class PoolGeometry:
     begin: list
     end: list
     out_shape: tuple
-    padded_shape: tuple = None
-    scratch: list = field(default_factory=list)
 
 
-def pool_geometry(attrs, x_shape, dtype, always_copy=False) -> PoolGeometry:
+def pool_geometry(attrs, x_shape) -> PoolGeometry:
     if len(x_shape) < 3:
         raise NodeExecutionError(f"pooling needs an input of rank >= 3, got shape {x_shape}")
     n_sp = len(x_shape) - 2
@@ -40,22 +42,60 @@ def pool_geometry(attrs, x_shape, dtype, always_copy=False) -> PoolGeometry:
     dil = list(attrs.get("dilations") or [1] * n_sp)
     begin, end, out_sp = window_pads(attrs.get("auto_pad"), attrs.get("pads"), x_shape[2:], kernel, strides, dil,
                                      int(attrs.get("ceil_mode", 0)))
-    g = PoolGeometry(kernel, strides, dil, begin, end, tuple(x_shape[:2]) + tuple(out_sp))
-    # the padded extent must also hold windows that ceil_mode lets run past the end padding
-    need = [max(i + b + e, (o - 1) * s + (k - 1) * d + 1 if o > 0 else 0)
-            for i, b, e, o, s, k, d in zip(x_shape[2:], begin, end, out_sp, strides, kernel, dil)]
-    if always_copy or any(begin) or need != list(x_shape[2:]):
-        g.padded_shape = tuple(x_shape[:2]) + tuple(need)
-        g.scratch.append((g.padded_shape, np.dtype(dtype)))
-    return g
+    return PoolGeometry(kernel, strides, dil, begin, end, tuple(x_shape[:2]) + tuple(out_sp))
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(key, x_shape):
+    """(geometry, per-axis fold specs, "windows" | "separable" | "taps", scratch shapes) of a pool call."""
+    g = pool_geometry(dict(key), x_shape)
+    out_sp, in_sp = g.out_shape[2:], x_shape[2:]
+    axes = tuple(zip(in_sp, out_sp, g.kernel, g.strides, g.dilations, g.begin))
+    if math.prod(out_sp) * 4 <= math.prod(g.kernel):
+        return g, axes, "windows", []
+    if len(g.kernel) != 2 or min(g.kernel) < 2:
+        return g, axes, "taps", []
+    # a tile of scratch only where windows reach into padding: there a padded copy of x used to be
+    # made, so a tile no larger than the output (and that copy) leaves the step's memory as it was
+    rows, ho, w = x_shape[0] * x_shape[1], out_sp[0], in_sp[1]
+    reach = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, g.strides, g.kernel, g.dilations)]
+    if not any(g.begin) and all(r <= i for r, i in zip(reach, in_sp)):
+        return g, axes, "separable", []
+    padded = rows * math.prod(max(i + b + e, r) for i, b, e, r in zip(in_sp, g.begin, g.end, reach))
+    budget = min(pool_fold.TILE_ELEMS, rows * math.prod(out_sp), padded)
+    return g, axes, "separable", [(max(1, min(rows, budget // (ho * w))), ho, w)]
+
+
+_WINDOW_ATTRS = ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides")
+
+
+def _key(attrs):
+    return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                 for k in _WINDOW_ATTRS if (v := attrs.get(k)) is not None)
+
+
+def _pool_into(ctx, ufunc, reduce, x, fill, use_scratch=True):
+    """The pooled output of ``x``, folded by the path ``_plan`` picks; returns (out, geometry)."""
+    g, axes, kind, scratch = _plan(_key(ctx.attrs), tuple(x.shape))
+    out = ctx.out(0, g.out_shape, x.dtype)
+    tmp = ctx.scratch(scratch[0], x.dtype) if scratch and use_scratch else None
+    if out.size == 0:
+        return out, g
+    if kind == "windows":
+        pool_fold.fold_windows(ctx.xp, reduce, x, out, axes, fill)
+    elif kind == "separable":
+        pool_fold.fold_separable(ctx.xp, ufunc, x, out, axes, fill, tmp)
+    else:
+        pool_fold.fold_taps(ctx.xp, ufunc, x, out, axes, fill)
+    return out, g
 
 
 def _pool_scratch(attrs, shapes, dtypes):
-    return pool_geometry(attrs, shapes[0], dtypes[0]).scratch
+    return [(s, np.dtype(dtypes[0])) for s in _plan(_key(attrs), tuple(shapes[0]))[3]]
 
 
 def _lp_scratch(attrs, shapes, dtypes):
-    return pool_geometry(attrs, shapes[0], dtypes[0], always_copy=True).scratch
+    return [(tuple(shapes[0]), np.dtype(dtypes[0]))]
 
 
 def _lowest(dtype):
@@ -63,79 +103,58 @@ def _lowest(dtype):
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
 
-def _padded(ctx, g, x, fill):
-    """``x`` itself, or a scratch copy surrounded by ``fill`` when the windows reach outside it."""
-    if g.padded_shape is None:
-        return x
-    buf = ctx.scratch(g.padded_shape, x.dtype)
-    buf.fill(fill)
-    buf[(slice(None),) * 2 + tuple(slice(b, b + s) for b, s in zip(g.begin, x.shape[2:]))] = x
-    return buf
-
-
-def _fold(xp, ufunc, src, g, out):
-    """out = ufunc-reduction over every kernel offset of the windows of ``src``."""
-    for ki, off in enumerate(kernel_offsets(g.kernel)):
-        view = src[window_slices(off, g.dilations, g.strides, g.out_shape[2:])]
-        if ki == 0:
-            xp.copyto(out, view)
-        else:
-            ufunc(out, view, out=out)
-
-
-def _tap_counts(g, in_sp, include_pad):
-    """Per spatial axis, how many taps of each output window count toward the average."""
-    counts = []
-    for i, b, e, o, s, k, d in zip(in_sp, g.begin, g.end, g.out_shape[2:], g.strides, g.kernel, g.dilations):
+@functools.lru_cache(maxsize=512)
+def _divisor(key, x_shape, include_pad, dtype):
+    """AveragePool's divisor: how many taps of each window count (padding only with
+    count_include_pad, ceil-mode overhang never), as one number when it is the same everywhere."""
+    g = pool_geometry(dict(key), x_shape)
+    counts = np.ones((), np.int64)
+    for i, b, e, o, s, k, d in zip(x_shape[2:], g.begin, g.end, g.out_shape[2:], g.strides, g.kernel, g.dilations):
         pos = np.arange(o)[:, None] * s - b + np.arange(k)[None, :] * d
-        hi = i + e if include_pad else i
-        lo = -b if include_pad else 0
-        counts.append(((pos >= lo) & (pos < hi)).sum(axis=1))
-    return counts
+        lo, hi = (-b, i + e) if include_pad else (0, i)
+        counts = np.multiply.outer(counts, ((pos >= lo) & (pos < hi)).sum(axis=1))
+    if counts.size and (counts == counts.flat[0]).all():
+        return dtype.type(counts.flat[0])
+    return counts.astype(dtype)
 
 
-def _max_indices(ctx, x, src, g, out):
+def _max_indices(ctx, x, out, g):
     """Flat argmax index (first maximum wins) of every max-pool window; storage_order 1 is column-major."""
     xp = ctx.xp
     ind = ctx.out(1, g.out_shape, np.int64)
     n, c = x.shape[:2]
     in_sp = x.shape[2:]
-    col_major = int(ctx.attr("storage_order", 0)) == 1
     nsp = len(in_sp)
+    col_major = int(ctx.attr("storage_order", 0)) == 1
     strides_flat = [0] * nsp
     acc = 1
-    order = range(nsp) if col_major else reversed(range(nsp))
-    for a in order:
+    for a in (range(nsp) if col_major else reversed(range(nsp))):
         strides_flat[a] = acc
         acc *= in_sp[a]
     base = xp.asarray((np.arange(n * c, dtype=np.int64) * math.prod(in_sp)).reshape((n, c) + (1,) * nsp))
-    # walk the offsets backwards so that the first offset holding the maximum writes last
-    for ki, off in reversed(list(enumerate(kernel_offsets(g.kernel)))):
-        view = src[window_slices(off, g.dilations, g.strides, g.out_shape[2:])]
+    axes = zip(in_sp, g.out_shape[2:], g.kernel, g.strides, g.dilations, g.begin)
+    ind.fill(0)
+    # walk the taps backwards so that the first tap holding the maximum writes last
+    for box in reversed(list(itertools.product(*[pool_fold.tap_ranges(*a) for a in axes]))):
+        if any(r1 <= r0 for r0, r1, _, _ in box):
+            continue
+        o = (slice(None),) * 2 + tuple(slice(r0, r1) for r0, r1, _, _ in box)
+        i = (slice(None),) * 2 + tuple(slice(i0, i0 + (r1 - r0 - 1) * s + 1, s) for r0, r1, i0, s in box)
         flat = base
-        for a in range(nsp):
-            pos = np.arange(g.out_shape[2 + a]) * g.strides[a] - g.begin[a] + off[a] * g.dilations[a]
+        for a, (r0, r1, i0, s) in enumerate(box):
             shape = [1] * (nsp + 2)
             shape[2 + a] = -1
-            flat = flat + xp.asarray((np.clip(pos, 0, in_sp[a] - 1) * strides_flat[a]).reshape(shape))
-        if ki == len(kernel_offsets(g.kernel)) - 1:
-            xp.copyto(ind, xp.broadcast_to(flat, ind.shape))
-        else:
-            xp.copyto(ind, xp.broadcast_to(flat, ind.shape), where=(view == out))
+            flat = flat + xp.asarray(((i0 + np.arange(r1 - r0) * s) * strides_flat[a]).reshape(shape))
+        xp.copyto(ind[o], xp.broadcast_to(flat, ind[o].shape), where=(x[i] == out[o]))
     return ind
 
 
 @op("MaxPool", since=1, scratch=_pool_scratch)
 def max_pool(ctx, x):
     """Window maximum (padding never wins), with optional flat argmax Indices."""
-    xp = ctx.xp
-    g = pool_geometry(ctx.attrs, x.shape, x.dtype)
-    out = ctx.out(0, g.out_shape, x.dtype)
-    src = _padded(ctx, g, x, _lowest(x.dtype))
-    if out.size:
-        _fold(xp, xp.maximum, src, g, out)
+    out, g = _pool_into(ctx, ctx.xp.maximum, ctx.xp.max, x, _lowest(x.dtype))
     if ctx.wants(1):
-        return out, _max_indices(ctx, x, src, g, out)
+        return out, _max_indices(ctx, x, out, g)
     return out
 
 
@@ -143,12 +162,11 @@ def max_pool(ctx, x):
 def average_pool(ctx, x):
     """Window mean; the divisor counts padding only with count_include_pad=1 (never ceil-mode overhang)."""
     xp = ctx.xp
-    g = pool_geometry(ctx.attrs, x.shape, x.dtype)
-    out = ctx.out(0, g.out_shape, x.dtype)
-    src = _padded(ctx, g, x, 0)
-    if out.size == 0:
-        return out
-    _fold(xp, xp.add, src, g, out)
+    out, _ = _pool_into(ctx, xp.add, xp.sum, x, 0)
+    if out.size:
+        div = _divisor(_key(ctx.attrs), tuple(x.shape), int(ctx.attr("count_include_pad", 0)), x.dtype)
+        out /= div if div.ndim == 0 else xp.asarray(div)
+    return out
     for a, cnt in enumerate(_tap_counts(g, x.shape[2:], int(ctx.attr("count_include_pad", 0)))):
         shape = [1] * x.ndim
         shape[2 + a] = -1
@@ -178,13 +196,11 @@ def lp_pool(ctx, x):
     xp = ctx.xp
     p = ctx.attr("p", 2)
     p = float(p) if ctx.opset < 2 else int(p)
-    g = pool_geometry(ctx.attrs, x.shape, x.dtype, always_copy=True)
-    out = ctx.out(0, g.out_shape, x.dtype)
-    src = _padded(ctx, g, x, 0)
-    if out.size == 0:
-        return out
+    src = ctx.scratch(x.shape, x.dtype)
+    xp.copyto(src, x)
     _lp_pow(xp, src, p)
-    _fold(xp, xp.add, src, g, out)
+    # the |x|^p copy takes the place of the old padded copy: no tile scratch on top of it
+    out, _ = _pool_into(ctx, xp.add, xp.sum, src, 0, use_scratch=False)
     _lp_root(xp, out, p)
     return out
 
