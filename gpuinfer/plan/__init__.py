@@ -50,13 +50,15 @@ def inplace_pairs(graph: Graph, lifetimes: dict[str, Lifetime]) -> list[tuple[st
 
 
 def make_plan(graph: Graph, types: dict, mode: str, keep: frozenset = frozenset(),
-              seen_scratch: Optional[dict] = None) -> MemoryPlan:
+              seen_scratch: Optional[dict] = None, traces: Optional[dict] = None) -> MemoryPlan:
     """Plan ``graph`` for one signature under ``mode``.
 
     ``types``: value -> (static shape, dtype) known ahead (or seen in a run); ``seen_scratch``:
-    step -> scratch a run really asked for (see ``graph_lifetimes``).
+    step -> scratch a run really asked for (see ``graph_lifetimes``); ``traces``: step -> the
+    ``TracePlan`` of its subgraph tensors (or None: not traced), whose blocks the plan places.
     """
-    records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch)
+    blocks_of = {step: t.block_bytes for step, t in (traces or {}).items() if t is not None}
+    records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch, blocks_of)
     lifetimes = {l.key: l for l in records}
     # The arena holds outputs too (copied out once the run is over), so a run never needs the
     # whole block plus the outputs beside it; the other modes give outputs their own buffers.
@@ -64,7 +66,8 @@ def make_plan(graph: Graph, types: dict, mode: str, keep: frozenset = frozenset(
     sharing = Sharing(inplace_pairs(graph, lifetimes), concat_aliases(graph, lifetimes)) if mode == "arena" else Sharing()
     blocks, placements, inplace, concat = MODES[mode](placeable, sharing)
     return MemoryPlan(mode, len(graph.nodes), lifetimes, placements, blocks, inplace, dynamic,
-                      lower_bound(records, len(graph.nodes)), dict(types), seen_scratch is not None, concat)
+                      lower_bound(records, len(graph.nodes)), dict(types), seen_scratch is not None, concat,
+                      dict(traces or {}))
 
 
 __all__ = ["ALIGNMENT", "Lifetime", "MODES", "MemoryPlan", "Placement", "PlanVerificationError",

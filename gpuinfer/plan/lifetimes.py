@@ -34,13 +34,20 @@ def scratch_key(step: int, index: int) -> str:
     return f"{step}#scratch{index}"
 
 
+def trace_block_key(step: int) -> str:
+    """The key of a control-flow step's block for its subgraph tensors (plan/trace.py)."""
+    return f"{step}#trace"
+
+
 def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = frozenset(),
-                    seen_scratch: Optional[dict[int, list]] = None) -> tuple[list[Lifetime], list[str]]:
+                    seen_scratch: Optional[dict[int, list]] = None,
+                    trace_blocks: Optional[dict[int, int]] = None) -> tuple[list[Lifetime], list[str]]:
     """Lifetimes of every node output with a known shape, plus op scratch; and the names left dynamic.
 
     ``types`` maps value names to (static shape, dtype) for this signature.  ``seen_scratch``
     (step -> [(shape, dtype), ...]) holds the scratch a run really asked for; where given it wins
-    over what the op's scratch function predicts.
+    over what the op's scratch function predicts.  ``trace_blocks`` (step -> bytes) are the blocks
+    control-flow steps hold their subgraph tensors in, as earlier runs traced them.
     """
     end = max(len(graph.nodes) - 1, 0)
     records: list[Lifetime] = []
@@ -63,6 +70,9 @@ def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = fro
             records.extend(_scratch_records(node.step, seen_scratch.get(node.step, ())))
         else:
             records.extend(_scratch_records(node.step, _predicted_scratch(graph, node, types)))
+        if trace_blocks and node.step in trace_blocks:
+            records.append(Lifetime(trace_block_key(node.step), node.step, node.step, trace_blocks[node.step],
+                                    "scratch", (trace_blocks[node.step],), "uint8"))
     return records, dynamic
 
 

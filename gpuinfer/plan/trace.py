@@ -3,10 +3,10 @@
 A body's tensors are not in the top-level plan (which branch runs, and how often a loop turns, is
 only known while running), so the first run serves them one allocation at a time and records the
 order of its allocations and frees.  That trace becomes a small arena of its own: one block for the
-control-flow step, each allocation an offset where nothing alive at the same time lies.  Later runs
-that make the same allocations in the same order (the same branch, the same trip count, the same
-shapes) take one block per step instead of one allocation per tensor; a run that strays from the
-trace falls back to single allocations for the rest of the step and the next run records afresh.
+control-flow step, each allocation an offset where nothing alive at the same time lies.  The next
+plan places that block as the step's scratch (inside the arena, in ``arena`` mode), and runs that
+make the same allocations in the same order (the same branch, the same trip count, the same
+shapes) use it instead of one allocation per tensor; see ``runtime/nested.py``.
 """
 from __future__ import annotations
 

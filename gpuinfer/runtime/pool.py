@@ -13,8 +13,9 @@ from typing import Any, Optional
 import numpy as np
 
 from gpuinfer.plan.plan import MemoryPlan
-from gpuinfer.plan.trace import TracePlan, plan_trace
+from gpuinfer.plan.trace import TracePlan
 from gpuinfer.runtime.allocator import CountingAllocator
+from gpuinfer.runtime.nested import NestedTensors
 
 
 def nbytes_of(shape: tuple, dtype: Any) -> int:
@@ -87,16 +88,8 @@ class RunPool:
         self.inner_in_use = 0  # bytes of subgraph tensors alive now
         self.inner_peak = 0  # most of them alive at once during the current top-level step
         self.inner_peaks: dict[int, int] = {}  # top-level step -> its subgraphs' peak bytes
-        # Subgraph tensors planned from an earlier run's trace (plan/trace.py); None: never (reduce).
-        self.traces = traces
-        self._step = -1  # the control-flow step now running
-        self._recording: Optional[list] = None  # its allocation events, when it has no plan yet
-        self._following: Optional[TracePlan] = None  # its plan, while this run keeps to it
-        self._next = 0  # index of the next allocation the plan expects
-        self._block: Any = None  # the step's block, allocated at its first planned tensor
-        self._in_block: dict[str, int] = {}  # key -> bytes of the live tensors placed in the block
-        self._handing = False
-        self.handed: list[str] = []  # body results handed over during the current step (recording)
+        # Subgraph tensors placed by an earlier run's trace (runtime/nested.py); None: never (reduce)
+        self.nested = NestedTensors(self, traces) if traces is not None else None
 
     def buffer(self, key: str, shape: Any, dtype: Any) -> Any:
         """The buffer for tensor ``key``: its planned view when the plan foresaw this size.
@@ -131,53 +124,27 @@ class RunPool:
         return self._inner(key, shape, dtype, nbytes)
 
     def begin_nested(self, step: int) -> None:
-        """A top-level step with subgraphs starts: follow its trace plan, or record one."""
-        if self.traces is None:
-            return
-        self._step = step
-        self._following = self.traces.get(step)
-        self._next = 0
-        self._recording = [] if self._following is None else None
+        """A top-level step with subgraphs starts (see ``NestedTensors``)."""
+        if self.nested is not None:
+            self.nested.begin(step)
 
     def end_nested(self) -> None:
-        """The step is over: plan what was recorded, give its block back."""
-        if self.traces is None:
-            return
-        if self._recording is not None:
-            plan = plan_trace(self._recording)
-            if plan is not None:
-                self.traces[self._step] = plan
-        self.handed.clear()
-        if self._block is not None:
-            self.allocator.free(self._following.block_bytes)
-            for nbytes in self._in_block.values():
-                self.inner_in_use -= nbytes
-        self._block = self._following = self._recording = None
-        self._in_block.clear()
+        if self.nested is not None:
+            self.inner_in_use -= self.nested.end()
 
     def _inner(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
-        """A subgraph's own tensor (If/Loop/Scan body): at its offset in the step's block when the
-        run keeps to the step's trace plan, else dynamic; counted in the inner peak either way."""
-        if key in self.dynamic or key in self._in_block:  # a previous loop turn made it: gone now
-            self.release(key)
+        """A subgraph's own tensor (If/Loop/Scan body): in its step's traced block when the run
+        keeps to the trace, else dynamic; counted in the inner peak either way."""
+        nested = self.nested
+        if key in self.dynamic or (nested is not None and key in nested.in_block):
+            self.release(key)  # a previous loop turn made it: gone now
         self.inner_in_use += nbytes
         if self.inner_in_use > self.inner_peak:
             self.inner_peak = self.inner_in_use
-        plan = self._following
-        if plan is not None and dtype.kind not in "OUS":
-            i = self._next
-            if i < len(plan.keys) and plan.keys[i] == key and plan.sizes[i] == nbytes:
-                self._next = i + 1
-                if self._block is None:
-                    self._block = self.allocator.alloc(plan.block_bytes)
-                self._in_block[key] = nbytes
-                return self.backend.view(self._block, plan.offsets[i], shape, dtype)
-            # Strayed: single allocations for the rest of the step (nothing more goes into the
-            # block, whose tensors no longer die as the trace said), and a new trace next run.
-            self.traces.pop(self._step, None)
-            self._next = len(plan.keys)
-        elif self._recording is not None and dtype.kind not in "OUS":
-            self._recording.append((key, nbytes))
+        if nested is not None:
+            view = nested.take(key, shape, dtype, nbytes)
+            if view is not None:
+                return view
         return self._dynamic(key, shape, dtype, nbytes)
 
     def _dynamic(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
@@ -197,22 +164,19 @@ class RunPool:
             self.allocator.free(nbytes)
             if "@" in key:
                 self.inner_in_use -= nbytes
-                if self._recording is not None and not self._handing:
-                    self._recording.append((key, None))
-        elif self._in_block and key in self._in_block:
-            self.inner_in_use -= self._in_block.pop(key)
+                if self.nested is not None:
+                    self.nested.freed(key)
+        elif self.nested is not None and key in self.nested.in_block:
+            self.inner_in_use -= self.nested.in_block.pop(key)
 
     def hand_over(self, key: str) -> None:
         """Ownership of an output passes to the caller: it no longer counts as the pool's.  A body's
-        result handed to its If/Loop/Scan is still read there: the trace frees it once that node's
-        step is over (``settle_handed``)."""
-        self._handing = True
+        result handed to its If/Loop/Scan is still read there, until that node's step is over."""
+        nested = self.nested
+        if nested is None or "@" not in key:
+            self.release(key)
+            return
+        nested.handing = True
         self.release(key)
-        self._handing = False
-        if self._recording is not None and "@" in key:
-            self.handed.append(key)
-
-    def settle_handed(self) -> None:
-        """The step that read the handed-over body results is over: record them as freed."""
-        self._recording.extend((key, None) for key in self.handed)
-        self.handed.clear()
+        nested.handing = False
+        nested.handed_over(key)

@@ -178,7 +178,8 @@ class InferenceSession:
         owned = {name for name in returned if name in pool.dynamic}  # fresh arrays, not plan views
         for name in returned:
             pool.hand_over(name)
-        if pool.unforeseen and not plan.from_run and self.memory_mode != "reduce":
+        traced = pool.nested is not None and pool.nested.changed  # a body's block to place (or drop)
+        if (pool.unforeseen and not plan.from_run or traced) and self.memory_mode != "reduce":
             self._replan_from_run(feeds, plan, pool)
         counter = self._device_hook or self._allocator  # on CUDA the hook sees every device allocation
         fields = dict(
@@ -211,7 +212,8 @@ class InferenceSession:
         """Plan again with the shapes this run revealed, so later runs of this signature place them.
 
         Shape inference cannot see through every data-dependent shape computation; a first run
-        can.  Tensors whose size still changes from run to run keep taking the reduce path.
+        can.  Tensors whose size still changes from run to run keep taking the reduce path.  The
+        blocks of traced control-flow steps (runtime/nested.py) are placed as their steps' scratch.
         """
         types = dict(plan.value_types)
         scratch: dict[int, list] = {}
@@ -226,7 +228,7 @@ class InferenceSession:
         signature = signature_of(feeds, self._graph)
         self._drop(*self._plans.pop(signature))
         self._plans[signature] = self._blocks_for(
-            make_plan(self._graph, types, self.memory_mode, self._keep, seen_scratch))
+            make_plan(self._graph, types, self.memory_mode, self._keep, seen_scratch, plan.traces))
 
     def _drop(self, plan: MemoryPlan, blocks: BlockSet) -> None:
         """A plan leaves the cache: its own blocks go back; shared arena blocks stay."""

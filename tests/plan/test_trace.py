@@ -111,6 +111,33 @@ def test_later_runs_take_one_block_per_step_and_stay_correct(mode):
     assert planned.peak_bytes <= recorded.peak_bytes + 64 * recorded.allocations
 
 
+def test_arena_places_the_traced_block_in_its_one_block():
+    """Once traced and replanned, a run of the control-flow model allocates nothing in arena mode:
+    the bodies' tensors are views into the step's block, which lives inside the arena."""
+    model = _control_flow_model()
+    sess = gpuinfer.InferenceSession(model, device="cpu", memory_mode="arena")
+    feeds = _feeds(True, 3)
+    for _ in range(3):
+        sess.run(None, feeds)
+    report = sess.memory_report()
+    plan = next(iter(sess._plans.values()))[0]
+    traced = {step: t for step, t in plan.traces.items() if t is not None}
+    assert set(traced) == {0, 1}  # the If and the Loop
+    assert all(f"{step}#trace" in plan.placements for step in traced)
+    assert report.allocations == 0
+    assert report.peak_bytes == report.planned_bytes
+
+
+def test_a_step_that_strays_is_left_untraced():
+    model = _control_flow_model()
+    sess = gpuinfer.InferenceSession(model, device="cpu", memory_mode="arena")
+    for n in (3, 3, 4, 5, 3):
+        sess.run(None, _feeds(True, n))
+    plan = next(iter(sess._plans.values()))[0]
+    assert plan.traces[1] is None and plan.traces[0] is not None  # the Loop strayed, the If did not
+    assert "1#trace" not in plan.placements
+
+
 @pytest.mark.parametrize("sequence", [[(True, 3), (False, 3), (True, 3), (True, 3)],
                                       [(True, 3), (True, 3), (True, 5), (True, 1), (True, 5), (True, 0)],
                                       [(False, 2), (False, 2), (True, 2), (False, 4), (False, 2)]])
