@@ -169,7 +169,8 @@ def _try_fold(node: Node, constants: dict[str, np.ndarray], types: dict) -> Opti
     ctx = StandaloneContext(attrs=node.attrs, opset=node.opset, n_outputs=len(node.outputs),
                             op_type=node.op_type, node_name=node.name, max_bytes=MAX_FOLDED_BYTES)
     try:
-        result = node.spec.kernel(ctx, *args)
+        with np.errstate(all="ignore"):  # as during a run (executor.run): IEEE results, no warnings
+            result = node.spec.kernel(ctx, *args)
     except GpuinferError as exc:
         raise InvalidModelError(f"{node.describe()} fails on its constant inputs: {exc}") from None
     except Exception as exc:

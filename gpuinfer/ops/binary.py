@@ -58,8 +58,7 @@ def _binary(name, since, ufunc, doc, *, legacy=False, to_bool=False):
         if legacy:
             b = _legacy_rhs(ctx, a, b)
         out = ctx.out(0, _out_shape(name, a, b), np.bool_ if to_bool else a.dtype)
-        with np.errstate(all="ignore"):
-            return getattr(ctx.xp, ufunc)(a, b, out=out)
+        return getattr(ctx.xp, ufunc)(a, b, out=out)  # IEEE warnings are off for the whole run
 
     kernel.__name__ = kernel.__qualname__ = name.lower()
     kernel.__doc__ = doc

@@ -41,10 +41,9 @@ def chunked(ctx, x, kinds, body):
     c = min(n, _CHUNK)
     tmps = [ctx.scratch((c,), _work_dtype(x.dtype) if k is None else np.dtype(k)) for k in kinds]
     xf, of = x.reshape(-1), out.reshape(-1)
-    with np.errstate(all="ignore"):
-        for s in range(0, n, max(c, 1)):
-            e = min(s + c, n)
-            body(xf[s:e], of[s:e], *(t[: e - s] for t in tmps))
+    for s in range(0, n, max(c, 1)):
+        e = min(s + c, n)
+        body(xf[s:e], of[s:e], *(t[: e - s] for t in tmps))
     return out
 
 
@@ -52,8 +51,7 @@ def _unary(name, since, ufunc_name, doc):
     """Register a one-ufunc op: out = xp.<ufunc>(x)."""
 
     def kernel(ctx, x):
-        with np.errstate(all="ignore"):
-            return getattr(ctx.xp, ufunc_name)(x, out=ctx.out(0, x.shape, x.dtype))
+        return getattr(ctx.xp, ufunc_name)(x, out=ctx.out(0, x.shape, x.dtype))
 
     kernel.__name__ = kernel.__qualname__ = name.lower()
     kernel.__doc__ = doc
@@ -122,11 +120,10 @@ def sigmoid(ctx, x):
     full relative precision (unlike the tanh form, which numpy also runs 2x slower than exp)."""
     xp = ctx.xp
     out = ctx.out(0, x.shape, x.dtype)
-    with np.errstate(all="ignore"):
-        xp.negative(x, out=out)
-        xp.exp(out, out=out)
-        xp.add(out, 1, out=out)
-        return xp.divide(1, out, out=out)  # the same IEEE quotient; numpy runs it ~2x faster than reciprocal
+    xp.negative(x, out=out)
+    xp.exp(out, out=out)
+    xp.add(out, 1, out=out)
+    return xp.divide(1, out, out=out)  # the same IEEE quotient; numpy runs it ~2x faster than reciprocal
 
 
 @op("HardSigmoid", since=1, inplace=True)
