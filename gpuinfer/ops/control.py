@@ -16,29 +16,69 @@ from gpuinfer.ops.registry import op
 
 def _emit(ctx, values: Sequence[Any]) -> tuple:
     """Copy body results into this node's output buffers."""
-    xp = ctx.xp
-    outs = []
-    for i, value in enumerate(values):
-        if isinstance(value, (TensorSequence, OptionalValue)):
-            outs.append(value)
-            continue
-        value = xp.asarray(value)
-        if not ctx.wants(i):
-            outs.append(value)
-            continue
-        buf = ctx.out(i, value.shape, value.dtype)
-        xp.copyto(buf, value)
-        outs.append(buf)
-    return tuple(outs)
+    return tuple(_emit_one(ctx, i, value) for i, value in enumerate(values))
+
+
+def _emit_one(ctx, i: int, value: Any) -> Any:
+    """Output ``i``: ``value`` copied into its buffer (sequences, optionals and unused outputs as they are)."""
+    if isinstance(value, (TensorSequence, OptionalValue)):
+        return value
+    value = ctx.xp.asarray(value)
+    if not ctx.wants(i):
+        return value
+    buf = ctx.out(i, value.shape, value.dtype)
+    ctx.xp.copyto(buf, value)
+    return buf
 
 
 def _own(xp, value: Any) -> Any:
-    """A copy the loop owns of a body result (sequences and optionals copied as containers)."""
+    """A copy the loop owns of a body result that lives outside the pool (sequences, optionals)."""
     if isinstance(value, TensorSequence):
         return TensorSequence(value)
-    if isinstance(value, OptionalValue):
+    return value
+
+
+class _Carried:
+    """Loop/Scan state from one body run to the next.  The body's tensors die with its run, so each
+    state is copied out, into two scratch buffers per slot that take turns (the body may hand back
+    the buffer it was given): counted by the pool, and two per slot whatever the trip count."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.slots: dict[int, list] = {}  # slot -> [buffer, buffer, which one is next]
+
+    def own(self, slot: int, value: Any) -> Any:
+        if isinstance(value, (TensorSequence, OptionalValue)):
+            return _own(self.ctx.xp, value)
+        value = self.ctx.xp.asarray(value)
+        entry = self.slots.get(slot)
+        if entry is None or entry[0].shape != value.shape or entry[0].dtype != value.dtype:
+            entry = [self.ctx.scratch(value.shape, value.dtype), self.ctx.scratch(value.shape, value.dtype), 0]
+            self.slots[slot] = entry
+        buf = entry[entry[2]]
+        entry[2] ^= 1
+        self.ctx.xp.copyto(buf, value)
+        return buf
+
+
+def _kept(ctx, value: Any) -> Any:
+    """A pool-counted copy of one iteration's scan output, kept until the outputs are stacked."""
+    if isinstance(value, (TensorSequence, OptionalValue)):
         return value
-    return xp.array(value, copy=True)
+    value = ctx.xp.asarray(value)
+    buf = ctx.scratch(value.shape, value.dtype)
+    ctx.xp.copyto(buf, value)
+    return buf
+
+
+def _stacked_into(ctx, i: int, values: list) -> Any:
+    """Output ``i``: ``values`` stacked along a new first axis."""
+    if not values:
+        return ctx.xp.zeros((0,), dtype=np.float32)
+    out = ctx.out(i, (len(values), *values[0].shape), values[0].dtype)
+    for t, v in enumerate(values):
+        out[t] = v
+    return out
 
 
 @op("If", since=1)
@@ -60,22 +100,21 @@ def loop(ctx, max_trip, cond, *initial):
     keep_going = True if cond is None else bool(ctx.host(cond).reshape(-1)[0])
     carried = list(initial)
     n_carried = len(carried)
-    scans: list[list[Any]] = []
+    n_scan = len(body.outputs) - 1 - n_carried
+    scans: list[list[Any]] = [[] for _ in range(n_scan)]
+    state = _Carried(ctx)
     i = 0
     while keep_going and (trips is None or i < trips):
         results = ctx.run_graph(body, [xp.asarray(np.array(i, dtype=np.int64)), xp.asarray(np.array(keep_going)),
                                        *carried])
         keep_going = bool(ctx.host(results[0]).reshape(-1)[0])
-        carried = [_own(xp, r) for r in results[1:1 + n_carried]]
-        step_scans = results[1 + n_carried:]
-        if not scans:
-            scans = [[] for _ in step_scans]
-        for store, value in zip(scans, step_scans):
-            store.append(xp.array(value, copy=True))
+        carried = [state.own(k, r) for k, r in enumerate(results[1:1 + n_carried])]
+        for store, value in zip(scans, results[1 + n_carried:]):
+            store.append(_kept(ctx, value))
+        del results  # the body's own results, copied: let them go before the next turn runs
         i += 1
-    n_scan = len(body.outputs) - 1 - n_carried
-    stacked = [xp.stack(s) if s else xp.zeros((0,), dtype=np.float32) for s in (scans or [[]] * n_scan)]
-    return _emit(ctx, carried + stacked)
+    outs = list(_emit(ctx, carried))
+    return tuple(outs + [_stacked_into(ctx, n_carried + j, s) for j, s in enumerate(scans)])
 
 
 @op("Scan", since=8)
@@ -108,28 +147,31 @@ def scan_8(ctx, sequence_lens, *inputs):
     for b in range(batch):
         states = [s[b] for s in inputs[:n_state]]
         steps: list[list[Any]] = [[] for _ in range(n_scan_out)]
+        state = _Carried(ctx)
         n = lengths[b]
         for t in range(n):
             slices = [x[b, n - 1 - t] if d else x[b, t] for x, d in zip(scan_inputs, dirs)]
             results = ctx.run_graph(body, [*states, *slices])
-            states = [_own(xp, r) for r in results[:n_state]]
+            states = [state.own(k, r) for k, r in enumerate(results[:n_state])]
             for store, value in zip(steps, results[n_state:]):
-                store.append(xp.array(value, copy=True))
-        final_states.append(states)
+                store.append(_kept(ctx, value))
+            del results
+        final_states.append([_kept(ctx, s) for s in states])
         outputs.append(steps)
-    stacked_states = [xp.stack([fs[i] for fs in final_states]) if batch else inputs[i] for i in range(n_state)]
-    stacked_outs = []
+    outs = [_stacked_into(ctx, i, [fs[i] for fs in final_states]) if batch else _emit_one(ctx, i, inputs[i])
+            for i in range(n_state)]
     for j in range(n_scan_out):
         sample = next((steps[j][0] for steps in outputs if steps[j]), None)
         if sample is None:
-            stacked_outs.append(xp.zeros((batch, max_len), dtype=np.float32))
+            outs.append(xp.zeros((batch, max_len), dtype=np.float32))
             continue
-        full = xp.zeros((batch, max_len, *sample.shape), dtype=sample.dtype)  # steps past a length stay zero
+        full = ctx.out(n_state + j, (batch, max_len, *sample.shape), sample.dtype)
+        full[...] = 0  # steps past a sequence's length stay zero
         for b, steps in enumerate(outputs):
-            if steps[j]:
-                full[b, :len(steps[j])] = xp.stack(steps[j])
-        stacked_outs.append(full)
-    return _emit(ctx, stacked_states + stacked_outs)
+            for t, value in enumerate(steps[j]):
+                full[b, t] = value
+        outs.append(full)
+    return tuple(outs)
 
 
 @op("Scan", since=9)
@@ -148,17 +190,21 @@ def scan(ctx, *inputs):
     out_dirs = ctx.attr("scan_output_directions", [0] * n_scan_out)
     moved = [xp.moveaxis(x, a % x.ndim, 0) for x, a in zip(scan_inputs, in_axes)]
     length = moved[0].shape[0] if moved else 0
-    collected: list[list[Any]] = [[] for _ in range(n_scan_out)]
+    stacked: list[Any] = [None] * n_scan_out  # each output viewed with its scan axis first
+    outs: list[Any] = [None] * n_scan_out
+    state = _Carried(ctx)
     for t in range(length):
         slices = [m[length - 1 - t] if d else m[t] for m, d in zip(moved, in_dirs)]
         results = ctx.run_graph(body, [*states, *slices])
-        states = [_own(xp, r) for r in results[:n_state]]
-        for store, value in zip(collected, results[n_state:]):
-            store.append(xp.array(value, copy=True))
-    outs = []
-    for store, axis, direction in zip(collected, out_axes, out_dirs):
-        if direction:
-            store = store[::-1]
-        stacked = xp.stack(store)
-        outs.append(xp.moveaxis(stacked, 0, axis % stacked.ndim))
-    return _emit(ctx, states + outs)
+        states = [state.own(k, r) for k, r in enumerate(results[:n_state])]
+        for j, value in enumerate(results[n_state:]):
+            if stacked[j] is None:  # the first turn shows the shape: the output is made once, written in place
+                value = xp.asarray(value)
+                shape = (length, *value.shape)
+                axis = out_axes[j] % len(shape)
+                outs[j] = ctx.out(n_state + j, shape[1:axis + 1] + shape[:1] + shape[axis + 1:], value.dtype)
+                stacked[j] = xp.moveaxis(outs[j], axis, 0)
+            stacked[j][length - 1 - t if out_dirs[j] else t] = value
+        del results
+    empty = [xp.zeros((0,), dtype=np.float32)] * n_scan_out  # no turn: nothing shows the shape
+    return tuple(list(_emit(ctx, states)) + (outs if length else empty))
