@@ -21,7 +21,7 @@ from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.pool import RunPool
 
-StepObserver = Callable[[Node, int], None]  # (node, most bytes in use during the step)
+Timeline = list  # (node, most bytes in use during its step) per top-level step, appended by the run
 
 
 def subgraphs_of(graph: Graph):
@@ -40,16 +40,18 @@ class Step:
     ``fields`` are the per-node attributes a ``RunContext`` shows kernels (set in one call);
     ``keys`` the pool keys of the outputs (None where an output is omitted); ``named`` the
     (index, name) pairs of the outputs that exist; ``frees`` (name, pool key) of the values
-    whose last reader is this step.
+    whose last reader is this step; ``single`` the output's name when the node has exactly one;
+    ``nested`` whether it runs subgraphs.
     """
 
-    __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields", "nested")
+    __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields", "nested", "single")
 
     def __init__(self, node: Node, scope: str, frees: list[str]):
         self.node = node
         self.kernel = node.spec.kernel
         self.inputs = tuple(node.inputs)  # "" (omitted) reads as None: env[""] is None
         self.named = tuple((i, name) for i, name in enumerate(node.outputs) if name)
+        self.single = node.outputs[0] if len(node.outputs) == 1 and node.outputs[0] else None
         self.frees = tuple((name, scope + name) for name in frees)
         keys = tuple(scope + name if name else None for name in node.outputs)
         self.fields = dict(node=node, attrs=node.attrs, opset=node.opset, op_type=node.op_type,
@@ -94,17 +96,17 @@ class Executor:
         return steps
 
     def run(self, feeds: dict[str, Any], pool: RunPool, hold: frozenset = frozenset(),
-            observer: Optional[StepObserver] = None) -> dict[str, Any]:
+            timeline: Optional[Timeline] = None) -> dict[str, Any]:
         """Run the top-level graph; returns the environment left (outputs and held values).
 
         Floating-point warnings are off for the whole run, once, rather than per kernel (entering
         ``np.errstate`` costs about a microsecond, a tenth of a small node's time): ONNX wants IEEE
         results, inf and NaN included, and kernels count on not being interrupted by warnings."""
         with np.errstate(all="ignore"):
-            return self._run(self.graph, feeds, pool, None, "", hold, observer)
+            return self._run(self.graph, feeds, pool, None, "", hold, timeline)
 
     def _run(self, graph: Graph, feeds: dict[str, Any], pool: RunPool, outer: Optional[Callable],
-             scope: str, hold: frozenset, observer: Optional[StepObserver]) -> dict[str, Any]:
+             scope: str, hold: frozenset, timeline: Optional[Timeline]) -> dict[str, Any]:
         # Constants first, feeds over them: one dict lookup finds either, as the old chain did.
         env: dict[str, Any] = dict(self.constants[id(graph)])
         env.update(feeds)
@@ -139,7 +141,7 @@ class Executor:
                 args = [get(name) for name in step.inputs]
             ctx.bind(step)
             if top:
-                allocator.start_step()
+                allocator.step_peak = allocator.in_use  # allocator.start_step(), inlined: every step
                 pool.inner_peak = pool.inner_in_use
                 if step.nested:
                     pool.begin_nested(node.step)
@@ -154,7 +156,10 @@ class Executor:
             except Exception as exc:
                 raise NodeExecutionError(f"{node.describe()} failed on inputs {_describe(args)}: "
                                          f"{type(exc).__name__}: {exc}") from exc
-            self._store(ctx, step, result, env)
+            if step.single and result is ctx.handed.get(0) and result is not None:
+                env[step.single] = result  # the common case of _store: one output, in its own buffer
+            else:
+                self._store(ctx, step, result, env)
             if ctx.temporaries:
                 for key in ctx.temporaries:
                     pool.release(key)
@@ -167,8 +172,8 @@ class Executor:
                     pool.end_nested()
                 if pool.inner_peak:
                     pool.inner_peaks[node.step] = pool.inner_peak
-                if observer is not None:
-                    observer(node, allocator.step_peak)
+                if timeline is not None:
+                    timeline.append((node, allocator.step_peak))
             for name, key in step.frees:
                 if name not in hold:
                     env.pop(name, None)

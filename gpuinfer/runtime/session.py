@@ -170,7 +170,7 @@ class InferenceSession:
         if self._device_hook is not None:
             self._device_hook.start_run()
         started = time.perf_counter()
-        env = self._executor.run(feeds, pool, hold | self._keep, lambda node, live: steps.append((node, live)))
+        env = self._executor.run(feeds, pool, hold | self._keep, steps)
         self._backend.synchronize()
         seconds = time.perf_counter() - started
         sampled = self._sampler.end_run() if self._sampler else None
