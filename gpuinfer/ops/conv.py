@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
-from gpuinfer.ops.conv_depthwise import depthwise_conv, depthwise_plan
+from gpuinfer.ops.conv_depthwise import column_phased, depthwise_conv, depthwise_plan, phase_into, tap_slices
 from gpuinfer.ops.conv_kn2row import kn2row_conv, kn2row_fits, kn2row_plan
-from gpuinfer.ops.conv_window import kernel_offsets, pad_into, window_attrs, window_pads, window_slices
+from gpuinfer.ops.conv_window import pad_into, window_attrs, window_pads
 from gpuinfer.ops.registry import op
 
 # im2col columns are built for a band of output rows at a time: a band this size stays in cache
@@ -47,6 +47,7 @@ class ConvGeometry:
     padded_shape: tuple = None  # scratch for the zero-padded input, or None
     tile: int = 0  # im2col, kn2row, depthwise "nhwc": output pixels per einsum run
     layout: str = ""  # depthwise: "strided" or "nhwc" (see conv_depthwise.depthwise_layout)
+    phased: bool = False  # the padded copy is column-phased (see conv_depthwise.column_phased)
     scratch: list = field(default_factory=list)
 
 
@@ -87,6 +88,7 @@ def conv_geometry(attrs, x_shape, w_shape, dtype) -> ConvGeometry:
     else:
         if padded:
             g.padded_shape = (c, *pshape[2:])
+            g.phased = math.prod(kernel) <= WINDOW_GATHER_TAPS and column_phased(kernel, strides, dil)
             g.scratch.append((g.padded_shape, dt))
         row = c * math.prod(kernel) * math.prod(out_sp[1:]) * dt.itemsize
         g.tile = max(1, min(out_sp[0], COLUMN_TILE_BYTES // max(row, 1)))
@@ -162,10 +164,12 @@ def _im2col(ctx, x, w, g, out):
     row = math.prod(out_sp[1:])
     cols = ctx.scratch((c * k, g.tile * row), x.dtype).reshape(-1)
     wr = w.reshape(grp, mg, cg * k)
-    offsets = kernel_offsets(g.kernel)
     for ni in range(n):
         src = x[ni]
-        if pad_buf is not None:
+        if g.phased:  # stride on the last axis: taps below copy contiguous runs
+            phase_into(pad_buf, src, g.begin, 1, g.strides[-1])
+            src = pad_buf
+        elif pad_buf is not None:
             pad_into(pad_buf, src, g.begin, 1)
             src = pad_buf
         out_n = out[ni].reshape(grp, mg, out_sp[0], row)
@@ -179,9 +183,7 @@ def _im2col(ctx, x, w, g, out):
                 cols_band.reshape(windows.shape)[...] = windows
             else:
                 cols_v = cols_band.reshape((c, k) + band)
-                for ki, off in enumerate(offsets):
-                    sl = window_slices(off, g.dilations, g.strides, band, lead=1)
-                    sl = (sl[0], slice(sl[1].start + shift, sl[1].stop + shift, sl[1].step)) + sl[2:]
+                for ki, sl in enumerate(tap_slices(g, band, src.shape[-1], 1, r0)):
                     cols_v[:, ki] = src[sl]
             cols_g = cols_band.reshape(grp, cg * k, rows * row)
             for gi in range(grp):

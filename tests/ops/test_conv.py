@@ -461,3 +461,74 @@ def test_cached_geometry_follows_shapes_and_attributes():
             assert (got.out_shape, got.path, got.scratch) == (want.out_shape, want.path, want.scratch)
     assert cached_conv_geometry(attrs, (1, 4, 8, 8), (6, 4, 3, 3), np.float32) is \
         cached_conv_geometry(attrs, (1, 4, 8, 8), (6, 4, 3, 3), np.float32)
+
+
+# ------------------------------------------------------------------------ column-phased padded copies
+# A stride on the last axis: the padded copy stores each row's columns phase by phase so every tap
+# reads a contiguous run (conv_depthwise.phase_into / tap_slices), in the depthwise "strided" layout
+# and in im2col, in the same scratch buffer as the plain padded copy.
+
+PHASED_CASES = [  # (x_shape, kernel, attrs, phased)
+    ((2, 5, 9, 11), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), True),  # odd sizes, batch 2
+    ((1, 5, 10, 12), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), True),  # even sizes
+    ((2, 5, 9, 12), (3, 3), dict(pads=[0, 1, 2, 0], strides=[2, 2]), True),  # asymmetric, no left pad
+    ((1, 5, 10, 11), (5, 5), dict(pads=[0, 0, 1, 1], strides=[2, 2]), True),  # only end pads
+    ((1, 5, 9, 13), (3, 3), dict(pads=[2, 3, 2, 3], strides=[2, 2], dilations=[2, 2]), True),  # one phase read
+    ((2, 5, 9, 11), (3, 3), dict(auto_pad="SAME_UPPER", strides=[2, 2]), True),
+    ((1, 5, 10, 10), (3, 3), dict(auto_pad="SAME_LOWER", strides=[2, 2]), True),
+    ((2, 5, 8, 13), (3, 3), dict(pads=[1, 1, 1, 1], strides=[1, 2]), True),
+    ((1, 5, 8, 13), (3, 5), dict(pads=[1, 2, 1, 2], strides=[1, 3]), True),  # stride 3: phases 0..2
+    ((2, 5, 9, 11), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 1]), False),  # rows only: already contiguous
+    ((1, 5, 9, 11), (3, 3), dict(pads=[1, 1, 1, 1], strides=[3, 3]), False),  # each column read once
+    ((1, 5, 9, 11), (2, 2), dict(pads=[0, 0, 1, 1], strides=[2, 2]), False),
+    ((1, 5, 9, 11), (3, 3), dict(strides=[2, 2]), False),  # unpadded: no copy to phase
+]
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs,phased", PHASED_CASES)
+def test_depthwise_strided_phased(monkeypatch, x_shape, kernel, attrs, phased):
+    """The depthwise "strided" layout on a column-phased copy: onnxruntime's values, declared scratch."""
+    _force_layout(monkeypatch, "strided")
+    c = x_shape[1]
+    assert conv_geometry(dict(group=c, **attrs), x_shape, (c, 1, *kernel), np.float32).phased == phased
+    _check_depthwise(x_shape, kernel, attrs, "strided")
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs,phased", PHASED_CASES + [
+    ((2, 3, 16), (3,), dict(pads=[1, 2], strides=[2]), True),  # 1-D: the phased axis is the band axis
+    ((1, 4, 40), (10,), dict(pads=[4, 4], strides=[5]), True),
+    ((1, 3, 5, 6, 9), (3, 3, 3), dict(pads=[1, 0, 1, 1, 1, 0], strides=[2, 1, 2]), True),  # 3-D
+    ((1, 3, 5, 6, 9), (3, 3, 3), dict(pads=[1, 1, 1, 1, 1, 1], strides=[2, 2, 1]), False),
+])
+@pytest.mark.parametrize("bands", [False, True])
+def test_im2col_phased(monkeypatch, x_shape, kernel, attrs, phased, bands):
+    """im2col on a column-phased copy, whole image or a few output rows per band (the band's tap
+    slices start part way down the phased copy): onnxruntime's values, declared scratch."""
+    import gpuinfer.ops.conv as conv_module
+
+    if bands:
+        monkeypatch.setattr(conv_module, "COLUMN_TILE_BYTES", 100)
+    c = x_shape[1]
+    w_shape = (4, c, *kernel)
+    g = conv_geometry(attrs, x_shape, w_shape, np.float32)
+    assert g.path == "im2col" and g.phased == phased
+    assert not bands or g.tile < g.out_shape[2]
+    inputs = [r(*x_shape), r(*w_shape), r(4)]
+    check_against_onnxruntime("Conv", inputs, opset=11, **TOL, **attrs)
+    predicted, requested = requested_scratch("Conv", inputs[:2], 11, **attrs)
+    assert requested == predicted
+
+
+def test_phase_into_is_a_column_permutation():
+    """Each padded row, phased: columns 0, s, 2s.. then 1, 1+s.. and so on, the same scratch shape."""
+    from gpuinfer.ops.conv_depthwise import phase_into
+    from gpuinfer.ops.conv_window import pad_into
+
+    x = r(2, 3, 5, 7)
+    for s, begin, end in ((2, [1, 1], [1, 1]), (2, [0, 2], [1, 0]), (3, [2, 1], [0, 3])):
+        shape = (2, 3, 5 + begin[0] + end[0], 7 + begin[1] + end[1])
+        padded, phased = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
+        pad_into(padded, x, begin, 2)
+        phase_into(phased, x, begin, 2, s)
+        order = [col for q in range(s) for col in range(q, shape[-1], s)]
+        np.testing.assert_array_equal(phased, padded[..., order])
