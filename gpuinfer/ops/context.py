@@ -11,6 +11,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+MEMO_ENTRIES = 64  # per node: distinct input shapes remembered by OpContext.memo
+
 
 class OpContext:
     """Base of the contexts kernels receive; subclasses decide where buffers come from."""
@@ -25,6 +27,21 @@ class OpContext:
     def attr(self, name: str, default: Any = None) -> Any:
         """Attribute ``name`` as a Python value (int, float, str, list, np.ndarray, Graph)."""
         return self.attrs.get(name, default)
+
+    def memo(self, key: Any, make: Any) -> Any:
+        """``make()``, remembered for this node under ``key`` (e.g. the input shapes): what a kernel
+        derives from attributes and shapes alone is the same on every run.  The run loop keeps one
+        memo per node (``executor.Step``), so it dies with the session; a standalone call keeps
+        none.  Entries must not be mutated by their users."""
+        memo = getattr(self, "_memo", None)
+        if memo is None:
+            return make()
+        value = memo.get(key)
+        if value is None:
+            if len(memo) >= MEMO_ENTRIES:  # shapes that keep changing: start over, stay bounded
+                memo.clear()
+            value = memo[key] = make()
+        return value
 
     def wants(self, i: int) -> bool:
         """Whether output ``i`` exists and is used (optional outputs may be omitted)."""

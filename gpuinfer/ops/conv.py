@@ -96,26 +96,6 @@ def conv_geometry(attrs, x_shape, w_shape, dtype) -> ConvGeometry:
     return g
 
 
-_GEOMETRY_CACHE: dict = {}
-_GEOMETRY_CACHE_SIZE = 4096
-
-
-def cached_conv_geometry(attrs, x_shape, w_shape, dtype) -> ConvGeometry:
-    """``conv_geometry``, remembered per (node attributes, shapes, dtype): a run asks the same question
-    for every Conv on every run, and the answer costs ~15 us of Python on the small maps where it
-    matters.  Keyed on the attribute dict's identity (kept alive in the entry, so the id cannot be
-    reused); callers must not mutate the geometry."""
-    key = (id(attrs), tuple(x_shape), tuple(w_shape), np.dtype(dtype).str)
-    hit = _GEOMETRY_CACHE.get(key)
-    if hit is not None and hit[0] is attrs:
-        return hit[1]
-    g = conv_geometry(attrs, x_shape, w_shape, dtype)
-    if len(_GEOMETRY_CACHE) >= _GEOMETRY_CACHE_SIZE:
-        _GEOMETRY_CACHE.clear()
-    _GEOMETRY_CACHE[key] = (attrs, g)
-    return g
-
-
 def _conv_scratch(attrs, shapes, dtypes):
     return conv_geometry(attrs, shapes[0], shapes[1], dtypes[0]).scratch
 
@@ -204,7 +184,7 @@ def _windows(xp, src, g, band, shift):
 @op("Conv", since=1, scratch=_conv_scratch)
 def conv(ctx, x, w, b=None):
     """N-d grouped, strided, dilated, padded convolution (cross-correlation) with optional bias."""
-    g = cached_conv_geometry(ctx.attrs, x.shape, w.shape, x.dtype)
+    g = ctx.memo((x.shape, w.shape, x.dtype), lambda: conv_geometry(ctx.attrs, x.shape, w.shape, x.dtype))
     out = ctx.out(0, g.out_shape, x.dtype)
     conv_into(ctx, x, w, g, out, b)
     return out

@@ -55,7 +55,7 @@ class Step:
         self.frees = tuple((name, scope + name) for name in frees)
         keys = tuple(scope + name if name else None for name in node.outputs)
         self.fields = dict(node=node, attrs=node.attrs, opset=node.opset, op_type=node.op_type,
-                           node_name=node.name, n_outputs=len(node.outputs), keys=keys)
+                           node_name=node.name, n_outputs=len(node.outputs), keys=keys, _memo={})
         self.nested = any(isinstance(sub, Graph) for value in node.attrs.values()
                           for sub in (value if isinstance(value, list) else [value]))
 

@@ -448,19 +448,43 @@ def test_kn2row_by_the_rule():
     _check_kn2row((1, 32, 10, 10), (16, 32, 3, 3), dict(pads=[2, 2, 2, 2], dilations=[2, 2]), bias=False)
 
 
-def test_cached_geometry_follows_shapes_and_attributes():
-    """The per-node geometry cache answers per (attributes, shapes, dtype), never across them."""
-    from gpuinfer.ops.conv import cached_conv_geometry, conv_geometry
+def test_geometry_memo_per_node_follows_shapes():
+    """Conv keeps its geometry in the node's memo, one entry per input shapes: a session whose input
+    shape changes between runs gets the right geometry for each, against onnxruntime."""
+    from onnx import TensorProto, helper, numpy_helper
 
-    attrs = {"pads": [1, 1, 1, 1]}
-    other = {"pads": [0, 0, 0, 0]}
-    for x_shape in [(1, 4, 8, 8), (2, 4, 5, 9), (1, 4, 8, 8)]:
-        for a in (attrs, other):
-            got = cached_conv_geometry(a, x_shape, (6, 4, 3, 3), np.float32)
-            want = conv_geometry(a, x_shape, (6, 4, 3, 3), np.float32)
-            assert (got.out_shape, got.path, got.scratch) == (want.out_shape, want.path, want.scratch)
-    assert cached_conv_geometry(attrs, (1, 4, 8, 8), (6, 4, 3, 3), np.float32) is \
-        cached_conv_geometry(attrs, (1, 4, 8, 8), (6, 4, 3, 3), np.float32)
+    import gpuinfer
+    from tests.node_helpers import run_onnxruntime
+
+    w = r(6, 4, 3, 3)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], strides=[2, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, None, None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 6, None, None])],
+                              initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    sess = gpuinfer.InferenceSession(model, device="cpu", memory_mode="reduce")
+    for shape in [(1, 4, 8, 8), (2, 4, 5, 9), (1, 4, 8, 8), (3, 4, 16, 3)]:
+        x = r(*shape)
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], run_onnxruntime(model, {"x": x})[0], **TOL)
+    memo = sess._executor.steps_of(sess.graph, "")[0].fields["_memo"]
+    assert len(memo) == 3 and all(g.out_shape[0] in (1, 2, 3) for g in memo.values())
+
+
+def test_memo_bounded_and_absent_standalone():
+    from gpuinfer.ops.context import MEMO_ENTRIES, OpContext, StandaloneContext
+
+    calls = []
+    standalone = StandaloneContext()
+    assert standalone.memo("k", lambda: calls.append(1) or 5) == 5
+    assert standalone.memo("k", lambda: calls.append(1) or 5) == 5 and len(calls) == 2  # nothing kept
+
+    ctx = OpContext()
+    ctx._memo = {}
+    for i in range(MEMO_ENTRIES + 5):
+        assert ctx.memo(i, lambda i=i: ("value", i)) == ("value", i)
+    assert len(ctx._memo) <= MEMO_ENTRIES
+    first = ctx.memo("same", lambda: ["made once"])
+    assert ctx.memo("same", lambda: ["made twice"]) is first
 
 
 # ------------------------------------------------------------------------ column-phased padded copies

@@ -76,6 +76,8 @@ class PartContext(OpContext):
         self.op_type = node.op_type
         self.node_name = node.name
         self.n_outputs = 1
+        whole = getattr(ctx, "_memo", None)  # each half its own memo, inside the fused step's
+        self._memo = None if whole is None else whole.setdefault(("part", node.name), {})
 
     def wants(self, i: int) -> bool:
         return i == 0
