@@ -86,15 +86,27 @@ for _name, _since, _fn, _doc in [
     _unary(_name, _since, _fn, _doc)
 
 
+# numpy's clip ufunc itself: ``np.clip`` reaches it through three Python wrappers that cost ~4 us a
+# call, more than the whole pass on a small tensor (16 elements: 5.3 us vs 1.3 us; same results).
+_CLIP_UFUNC = getattr(getattr(np, "_core", None), "umath", None)
+_CLIP_UFUNC = getattr(_CLIP_UFUNC, "clip", None) if isinstance(getattr(_CLIP_UFUNC, "clip", None), np.ufunc) else None
+
+
+def _clip(xp, x, lo, hi, out):
+    if xp is np and _CLIP_UFUNC is not None:
+        return _CLIP_UFUNC(x, lo, hi, out=out)
+    return xp.clip(x, lo, hi, out=out)
+
+
 def clamp(xp, x, lo, hi, out):
     """out = min(max(x, lo), hi); a None bound is no bound.  One ``clip`` pass: for float32, numpy's
     clip runs ~2.5x faster than ``maximum``/``minimum`` with a scalar, and NaN passes through both."""
     if x.dtype.kind == "f":
         lo = -np.inf if lo is None else lo
         hi = np.inf if hi is None else hi
-        return xp.clip(x, lo, hi, out=out)
+        return _clip(xp, x, lo, hi, out)
     if lo is not None and hi is not None:
-        return xp.clip(x, lo, hi, out=out)
+        return _clip(xp, x, lo, hi, out)
     if lo is not None:
         return xp.maximum(x, lo, out=out)
     if hi is not None:
@@ -133,7 +145,7 @@ def hard_sigmoid(ctx, x):
     out = ctx.out(0, x.shape, x.dtype)
     xp.multiply(x, _scalar(x, ctx.attr("alpha", 0.2)), out=out)
     xp.add(out, _scalar(x, ctx.attr("beta", 0.5)), out=out)
-    return xp.clip(out, 0, 1, out=out)
+    return clamp(xp, out, 0, 1, out)
 
 
 @op("HardSwish", since=14, inplace=True, scratch=chunk_scratch(None))
@@ -144,7 +156,7 @@ def hard_swish(ctx, x):
     def body(xc, oc, t):
         xp.multiply(xc, _scalar(x, 1.0 / 6.0), out=t)
         xp.add(t, 0.5, out=t)
-        xp.clip(t, 0, 1, out=t)
+        clamp(xp, t, 0, 1, t)
         xp.multiply(xc, t, out=oc)
 
     return chunked(ctx, x, [None], body)
