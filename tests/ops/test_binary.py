@@ -133,6 +133,24 @@ def test_prelu_unidirectional(slope_shape):
     check_against_onnxruntime("PRelu", [x, rand(slope_shape)], opset=16)
 
 
+@pytest.mark.parametrize("slope_shape", [(4, 1, 1), (1,), (6,)])
+@pytest.mark.parametrize("odd_one", [1e-3, -0.7, 0.0, 1.3])
+def test_prelu_slopes_at_most_one(slope_shape, odd_one):
+    """Finite non-zero slopes up to 1 (negative ones too) take the two-pass max(x, slope*x) path;
+    zero or larger slopes the general one (0 * inf is NaN): both bitwise what the
+    definition gives, infinities and NaN included, and onnxruntime agrees."""
+    slope = RNG.uniform(-1, 1, slope_shape).astype(np.float32)
+    slope.reshape(-1)[0] = odd_one
+    slope.reshape(-1)[-1] = 1.0
+    x = rand((2, 4, 5, 6))
+    x[0, 0, 0, :4] = [np.inf, -np.inf, np.nan, -0.0]
+    check_against_onnxruntime("PRelu", [x, slope], opset=16)
+    got = run_checked("PRelu", [x, slope], opset=16)[0]
+    with np.errstate(invalid="ignore"):  # 0 * -inf is NaN, as the definition says
+        want = np.where(x < 0, x * slope, x)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_prelu_integer():
     check_against_onnxruntime("PRelu", [rand((3, 4), np.int32), rand((4,), np.int32, -3, 3)], opset=16)
 
