@@ -167,11 +167,6 @@ def average_pool(ctx, x):
         div = _divisor(_key(ctx.attrs), tuple(x.shape), int(ctx.attr("count_include_pad", 0)), x.dtype)
         out /= div if div.ndim == 0 else xp.asarray(div)
     return out
-    for a, cnt in enumerate(_tap_counts(g, x.shape[2:], int(ctx.attr("count_include_pad", 0)))):
-        shape = [1] * x.ndim
-        shape[2 + a] = -1
-        out /= xp.asarray(cnt.astype(x.dtype).reshape(shape))
-    return out
 
 
 def _lp_pow(xp, src, p):
