@@ -31,13 +31,6 @@ def _emit_one(ctx, i: int, value: Any) -> Any:
     return buf
 
 
-def _own(xp, value: Any) -> Any:
-    """A copy the loop owns of a body result that lives outside the pool (sequences, optionals)."""
-    if isinstance(value, TensorSequence):
-        return TensorSequence(value)
-    return value
-
-
 class _Carried:
     """Loop/Scan state from one body run to the next.  The body's tensors die with its run, so each
     state is copied out, into two scratch buffers per slot that take turns (the body may hand back
@@ -48,8 +41,10 @@ class _Carried:
         self.slots: dict[int, list] = {}  # slot -> [buffer, buffer, which one is next]
 
     def own(self, slot: int, value: Any) -> Any:
-        if isinstance(value, (TensorSequence, OptionalValue)):
-            return _own(self.ctx.xp, value)
+        if isinstance(value, TensorSequence):  # outside the pool: the loop keeps its own list
+            return TensorSequence(value)
+        if isinstance(value, OptionalValue):
+            return value
         value = self.ctx.xp.asarray(value)
         entry = self.slots.get(slot)
         if entry is None or entry[0].shape != value.shape or entry[0].dtype != value.dtype:

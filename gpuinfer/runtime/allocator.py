@@ -52,5 +52,3 @@ class CountingAllocator:
         self.allocations = 0
         self.alloc_seconds = 0.0
 
-    def start_step(self) -> None:
-        self.step_peak = self.in_use

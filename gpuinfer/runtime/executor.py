@@ -141,7 +141,7 @@ class Executor:
                 args = [get(name) for name in step.inputs]
             ctx.bind(step)
             if top:
-                allocator.step_peak = allocator.in_use  # allocator.start_step(), inlined: every step
+                allocator.step_peak = allocator.in_use  # the step's peak counts from here
                 pool.inner_peak = pool.inner_in_use
                 if step.nested:
                     pool.begin_nested(node.step)

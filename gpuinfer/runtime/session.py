@@ -179,7 +179,7 @@ class InferenceSession:
         for name in returned:
             pool.hand_over(name)
         traced = pool.nested is not None and pool.nested.changed  # a body's block to place (or drop)
-        if (pool.unforeseen and not plan.from_run or traced) and self.memory_mode != "reduce":
+        if ((pool.unforeseen and not plan.from_run) or traced) and self.memory_mode != "reduce":
             self._replan_from_run(feeds, plan, pool)
         counter = self._device_hook or self._allocator  # on CUDA the hook sees every device allocation
         fields = dict(
