@@ -1,0 +1,82 @@
+"""What one node costs when its kernel does almost nothing: the run loop's floor, against onnxruntime's.
+
+    python bench/run_loop_overhead.py [--nodes 200] [--runs 300] [--write]
+
+A chain of tiny ops (Relu, Neg, Abs, Add on a 1x16 tensor) is timed end to end in each memory mode
+and in onnxruntime, one BLAS thread, engines taken in turn; the best run over the node count is
+the per-node cost.  Small models (silero-vad, the PP-OCR classifier) are made of such nodes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, write_section  # noqa: E402
+
+OPS = ["Relu", "Neg", "Abs", "Add"]
+
+
+def chain_model(n_nodes: int):
+    from onnx import TensorProto, helper
+
+    nodes, prev = [], "x"
+    for i in range(n_nodes):
+        op = OPS[i % len(OPS)]
+        nodes.append(helper.make_node(op, [prev, prev] if op == "Add" else [prev], [f"v{i}"], name=f"n{i}"))
+        prev = f"v{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
+    args = parser.parse_args(argv)
+
+    import onnxruntime as ort
+    from threadpoolctl import threadpool_limits
+
+    import gpuinfer
+
+    model = chain_model(args.nodes)
+    feeds = {"x": np.ones((1, 16), np.float32)}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    engines = {"onnxruntime": ort.InferenceSession(model.SerializeToString(), opts,
+                                                   providers=["CPUExecutionProvider"])}
+    for mode in gpuinfer.MEMORY_MODES:
+        engines[mode] = gpuinfer.InferenceSession(model, device="cpu", memory_mode=mode)
+    best = {name: float("inf") for name in engines}
+    with threadpool_limits(limits=1):
+        for sess in engines.values():
+            sess.run(None, feeds)
+            sess.run(None, feeds)
+        for _ in range(args.runs):
+            for name, sess in engines.items():
+                start = time.perf_counter()
+                sess.run(None, feeds)
+                best[name] = min(best[name], time.perf_counter() - start)
+    rows = [[name, f"{seconds / args.nodes * 1e6:.2f}"] for name, seconds in best.items()]
+    table = markdown_table(["engine", "µs per node"], rows)
+    print(table)
+    if args.write:
+        command = "python bench/run_loop_overhead.py" + "".join(
+            f" --{k} {v}" for k, v in (("nodes", args.nodes), ("runs", args.runs)))
+        write_section("run-loop", f"## The run loop's floor: a chain of {args.nodes} tiny ops\n\nCommand: "
+                      f"`{command}` (best of {args.runs} runs each, engines in turn, one thread)\n\n"
+                      f"Machine: {machine()}\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
