@@ -32,7 +32,8 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         require_matplotlib()
     model, feeds, choices = _prepare(args, out)
     repeat = args.repeat or (REPORT_REPEAT if reporting else 1)
-    with Progress(repeat, f"running {args.memory_mode}") as bar:
+    with Progress(repeat, f"run {model.path.name}", enabled=not args.quiet) as bar:
+        bar.show(args.memory_mode)
         result = measure(model.path, args.memory_mode, args.device, feeds, repeat, reporting, bar.advance, args.threads)
     median = f", median {ms(result.median_seconds)} ({later_runs(repeat)})" if repeat > 1 else ""
     print(f"ran {result.mode} on {result.device}: {repeat} run(s), first {ms(result.first_seconds)}{median}",
@@ -52,8 +53,9 @@ def compare_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     model, feeds, choices = _prepare(args, out)
     repeat = args.repeat or REPORT_REPEAT
     results: list[ModeResult] = []
-    with Progress(repeat * len(MEMORY_MODES), "comparing modes") as bar:
+    with Progress(repeat * len(MEMORY_MODES), f"compare {model.path.name}", enabled=not args.quiet) as bar:
         for mode in MEMORY_MODES:
+            bar.show(mode)  # named before its session loads: on a big model that takes a while too
             results.append(measure(model.path, mode, args.device, feeds, repeat, True, bar.advance, args.threads))
     device = results[0].device
     found: list[str] = []

@@ -61,6 +61,8 @@ def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--output", metavar="FILE.npz", help="save the outputs (keys are output names)")
     sub.add_argument("--json", metavar="FILE", help="write the results as JSON (schema in docs/cli.md)")
     sub.add_argument("--plot", metavar="FILE.png", help="plot bytes alive per step (needs matplotlib)")
+    sub.add_argument("--quiet", "-q", action="store_true",
+                     help="no progress bar (one is drawn on stderr only when stdout and stderr are terminals)")
     sub.add_argument("--debug", action="store_true", dest="sub_debug", help="show tracebacks of errors")
 
 
