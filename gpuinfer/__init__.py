@@ -11,6 +11,7 @@ from gpuinfer.errors import (
     InputError,
     InvalidModelError,
     MemoryLimitError,
+    ModelCheckWarning,
     ModelLoadError,
     NodeExecutionError,
     UnsupportedOpError,
@@ -25,6 +26,6 @@ MEMORY_MODES = tuple(_MODES)
 
 __all__ = [
     "DataRemovedError", "DeviceMemoryError", "DeviceUnavailableError", "GpuinferError", "InferenceSession",
-    "InputError", "InvalidModelError", "MEMORY_MODES", "MemoryLimitError", "MemoryReport", "ModelLoadError",
-    "NodeExecutionError", "UnsupportedOpError", "__version__",
+    "InputError", "InvalidModelError", "MEMORY_MODES", "MemoryLimitError", "MemoryReport", "ModelCheckWarning",
+    "ModelLoadError", "NodeExecutionError", "UnsupportedOpError", "__version__",
 ]

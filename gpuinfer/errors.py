@@ -59,3 +59,12 @@ class DeviceMemoryError(GpuinferError, MemoryError):
 
 class DeviceUnavailableError(GpuinferError):
     """``device='cuda'`` was asked for but CuPy or a CUDA GPU is not present."""
+
+
+class ModelCheckWarning(UserWarning):
+    """The ONNX checker rejects the model, but nothing in it stops execution, so it is run anyway.
+
+    A warning, not an error: onnxruntime runs such models too (an IR-3 model whose initializers
+    are not graph inputs is the common case).  Turn it into an error with
+    ``warnings.simplefilter("error", gpuinfer.ModelCheckWarning)``.
+    """

@@ -118,6 +118,11 @@ def test_missing_input(sess):
         sess.run(None, {})
 
 
+def test_missing_input_says_what_to_feed(sess):
+    with pytest.raises(gpuinfer.InputError, match=r"'x': shape \[N, 3, H, W\] float32 \(\? and named dims: any size"):
+        sess.run(None, {})
+
+
 def test_unknown_input(sess):
     with pytest.raises(gpuinfer.InputError, match="unknown input name.*'z'"):
         sess.run(None, {**conv_net_feeds(), "z": np.zeros(1)})

@@ -20,6 +20,7 @@ from gpuinfer.cli.measure import ModeResult, disagreements, measure, recommend
 from gpuinfer.cli.models import ModelChoice, choose_model
 from gpuinfer.cli.plot import plot_timelines, require_matplotlib
 from gpuinfer.cli.progress import Progress
+from gpuinfer.cli.shape_hint import guessed_shapes_hint
 from gpuinfer.cli.tables import compare_table, later_runs, memory_report_text, mib, ms, recommendation_text
 
 REPORT_REPEAT = 3  # default --repeat when latencies are reported (run 1 + a median of two)
@@ -34,7 +35,9 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     repeat = args.repeat or (REPORT_REPEAT if reporting else 1)
     with Progress(repeat, f"run {model.path.name}", enabled=not args.quiet) as bar:
         bar.show(args.memory_mode)
-        result = measure(model.path, args.memory_mode, args.device, feeds, repeat, reporting, bar.advance, args.threads)
+        with guessed_shapes_hint(model.path, feeds, choices):  # failing on guessed shapes: ask for --shape
+            result = measure(model.path, args.memory_mode, args.device, feeds, repeat, reporting, bar.advance,
+                             args.threads)
     median = f", median {ms(result.median_seconds)} ({later_runs(repeat)})" if repeat > 1 else ""
     print(f"ran {result.mode} on {result.device}: {repeat} run(s), first {ms(result.first_seconds)}{median}",
           file=out)
@@ -56,7 +59,9 @@ def compare_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     with Progress(repeat * len(MEMORY_MODES), f"compare {model.path.name}", enabled=not args.quiet) as bar:
         for mode in MEMORY_MODES:
             bar.show(mode)  # named before its session loads: on a big model that takes a while too
-            results.append(measure(model.path, mode, args.device, feeds, repeat, True, bar.advance, args.threads))
+            with guessed_shapes_hint(model.path, feeds, choices):
+                results.append(measure(model.path, mode, args.device, feeds, repeat, True, bar.advance,
+                                       args.threads))
     device = results[0].device
     found: list[str] = []
     for other in results[1:]:

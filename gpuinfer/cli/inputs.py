@@ -41,6 +41,7 @@ class InputChoice:
     dtype: str
     source: str  # "file x.npy", "generated: random normal (seed 0)", ...
     notes: list[str] = field(default_factory=list)  # dims chosen by default, and why
+    guessed: dict[int, tuple] = field(default_factory=dict)  # axis -> (declared dim, batch-like) of guessed dims
 
     def describe(self) -> str:
         text = f"input {self.name!r}: shape {list(self.shape)} {self.dtype}, {self.source}"
@@ -136,6 +137,7 @@ def make_feeds(specs: Sequence[Any], given: dict[str, tuple[np.ndarray, str]],
             for dim, size in zip(spec.shape, fixed):
                 if isinstance(dim, str):
                     symbols.setdefault(dim, size)
+    fixed_symbols = set(symbols)
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     choices = []
@@ -145,11 +147,11 @@ def make_feeds(specs: Sequence[Any], given: dict[str, tuple[np.ndarray, str]],
             feeds[spec.name] = array
             choices.append(InputChoice(spec.name, array.shape, array.dtype.name, source))
             continue
-        shape, notes = _shape_for(spec, shapes.get(spec.name), symbols)
+        shape, notes, guessed = _shape_for(spec, shapes.get(spec.name), symbols, fixed_symbols)
         dtype = dtype_of(spec.type)
-        array, how = _values(spec.name, shape, dtype, rng, seed)
+        array, how = make_values(spec.name, shape, dtype, rng, seed)
         feeds[spec.name] = array
-        choices.append(InputChoice(spec.name, shape, dtype.name, how, notes))
+        choices.append(InputChoice(spec.name, shape, dtype.name, how, notes, guessed))
     return feeds, choices
 
 
@@ -173,12 +175,14 @@ def _check_rank(spec: Any, shape: tuple, where: str) -> None:
                              f"the model fixes it at {want} {_dims_text(dims)}")
 
 
-def _shape_for(spec: Any, forced: Optional[tuple], symbols: dict[str, int]) -> tuple[tuple, list[str]]:
+def _shape_for(spec: Any, forced: Optional[tuple], symbols: dict[str, int], fixed_symbols: set[str]
+               ) -> tuple[tuple, list[str], dict[int, tuple]]:
+    """Shape, notes, and the guessed axes: axis -> (declared dim, whether it was taken as a batch)."""
     if forced is not None:
-        return tuple(forced), ["shape from --shape"]
+        return tuple(forced), ["shape from --shape"], {}
     dims = list(spec.shape or [])
     rank = len(dims)
-    shape, notes = [], []
+    shape, notes, guessed = [], [], {}
     for axis, dim in enumerate(dims):
         if isinstance(dim, int) and dim > 0:
             shape.append(dim)
@@ -186,13 +190,16 @@ def _shape_for(spec: Any, forced: Optional[tuple], symbols: dict[str, int]) -> t
         label = f"dim {axis} {dim!r}" if isinstance(dim, str) else f"dim {axis}"
         if isinstance(dim, str) and dim in symbols:
             size, why = symbols[dim], "bound by another input"
+            if dim not in fixed_symbols:  # bound to a size guessed for another input
+                guessed[axis] = (dim, "batch" in default_dim(dim, axis, rank)[1])
         else:
             size, why = default_dim(dim, axis, rank)
+            guessed[axis] = (dim, "batch" in why)
             if isinstance(dim, str):
                 symbols[dim] = size
         shape.append(size)
         notes.append(f"{label} -> {size}, {why}")
-    return tuple(shape), notes
+    return tuple(shape), notes, guessed
 
 
 def default_dim(dim: Any, axis: int, rank: int) -> tuple[int, str]:
@@ -206,8 +213,9 @@ def default_dim(dim: Any, axis: int, rank: int) -> tuple[int, str]:
     return OTHER_DIM, "default for unknown dims"
 
 
-def _values(name: str, shape: tuple, dtype: np.dtype, rng: np.random.Generator, seed: int
-            ) -> tuple[np.ndarray, str]:
+def make_values(name: str, shape: tuple, dtype: np.dtype, rng: np.random.Generator, seed: int
+                ) -> tuple[np.ndarray, str]:
+    """Values for a made input by the rules above, and a phrase saying how they were made."""
     lname = name.lower()
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype), f"generated: random normal (seed {seed})"

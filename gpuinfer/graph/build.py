@@ -37,6 +37,7 @@ def load_graph(source: ModelSource, optimizations: list[str] = ()) -> tuple[Grap
     opsets = model_opsets(model)
     missing = unsupported_ops(model.graph, opsets)
     if missing:
+        _refuse_unknown_ops(missing)
         raise UnsupportedOpError(missing)
     types = collect_value_types(infer_shapes(model).graph)
     graph = build_graph(model.graph, opsets, types, {}, set())
@@ -81,6 +82,23 @@ def unsupported_ops(graph: onnx.GraphProto, opsets: dict[str, int]) -> list[tupl
         for sub in subgraph_attributes(node):
             missing.extend(unsupported_ops(sub, opsets))
     return missing
+
+
+ONNX_DOMAINS = ("", "ai.onnx.ml", "ai.onnx.preview", "ai.onnx.preview.training")
+
+
+def _refuse_unknown_ops(missing: list[tuple[str, str, str, int]]) -> None:
+    """Ops in ONNX's own domains that ONNX does not define at the model's opset make an invalid
+    model (``InvalidModelError``), not merely one gpuinfer cannot run yet (``UnsupportedOpError``)."""
+    unknown = [(domain, op, node, opset) for domain, op, node, opset in missing
+               if domain in ONNX_DOMAINS and not onnx.defs.has(op, opset, domain)]
+    if not unknown:
+        return
+    listed = "; ".join(f"{f'{d}::' if d else ''}{op} (node {node!r}, "
+                       + (f"opset {opset})" if opset else f"domain {d or 'ai.onnx'!r} not in opset_import)")
+                       for d, op, node, opset in unknown[:8])
+    more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+    raise InvalidModelError(f"the model uses op types ONNX does not define at its opset: {listed}{more}")
 
 
 def build_graph(proto: onnx.GraphProto, opsets: dict[str, int], types: dict,
@@ -130,7 +148,7 @@ def build_graph(proto: onnx.GraphProto, opsets: dict[str, int], types: dict,
         if i.name in inputs:
             graph.input_dims[i.name], graph.input_dtypes[i.name] = type_shape(i.type)
             graph.input_kinds[i.name] = value_kind(i.type) if i.type.WhichOneof("value") else "tensor"
-    _record_values(graph, types)
+    _record_values(graph, types, outer_names)
     return graph
 
 
@@ -182,9 +200,11 @@ def _try_fold(node: Node, constants: dict[str, np.ndarray], types: dict) -> Opti
     return {name: np.asarray(value) for name, value in zip(node.outputs, results) if name}
 
 
-def _record_values(graph: Graph, types: dict) -> None:
-    """Fill ``graph.values`` with producer, consumers and inferred shape of every non-constant value."""
+def _record_values(graph: Graph, types: dict, outer_names: set[str]) -> None:
+    """Fill ``graph.values`` with producer, consumers and inferred shape of every non-constant value.
+
+    A graph output must be made here or (in a subgraph) be a value of an enclosing scope."""
     link(graph, lambda name: types.get(name, (None, None)))
     for name in graph.outputs:
-        if name not in graph.values and name not in graph.constants and name not in graph.outer_reads:
+        if name not in graph.values and name not in graph.constants and name not in outer_names:
             raise InvalidModelError(f"graph output {name!r} is not produced by any node or input")

@@ -6,12 +6,14 @@ was wrong, never in a raw protobuf or OS error.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import onnx
 
-from gpuinfer.errors import InvalidModelError, ModelLoadError
+from gpuinfer.errors import InvalidModelError, ModelCheckWarning, ModelLoadError
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
@@ -66,25 +68,47 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
 
 
 def check_model(model: onnx.ModelProto, where: str = "model") -> onnx.ModelProto:
-    """Run the ONNX checker; its complaint becomes an ``InvalidModelError``.
+    """Run the ONNX checker; what it rejects is warned about, not refused.
 
-    The checker insists on stored topological order, which onnxruntime does not: a graph that is
-    only out of order is sorted here (in a copy, returned) and checked again; a real cycle is named.
+    The checker is stricter than execution needs (onnxruntime runs an IR-3 model whose
+    initializers are not listed as graph inputs, for one), so its complaint becomes a
+    ``ModelCheckWarning`` (a Python warning, pointing at the caller's line) carrying its reason, and loading
+    goes on: what really cannot run (a dangling input, a cycle, an unknown op, an unreadable
+    tensor) is refused later, by the graph builder, with an ``InvalidModelError`` naming it.
+    The checker also insists on stored topological order, which onnxruntime does not: a graph that
+    is only out of order is sorted here (in a copy, returned); a real cycle is named.
     """
+    reason = _check_reason(model)
+    if reason is None:
+        return model
+    if "topologically sorted" in reason:
+        sorted_model = onnx.ModelProto()
+        sorted_model.CopyFrom(model)
+        sort_nodes(sorted_model.graph)
+        model, reason = sorted_model, _check_reason(sorted_model)
+        if reason is None:
+            return model
+    message = f"{where} fails the ONNX checker ({reason}); loading it anyway, as onnxruntime would"
+    warnings.warn(message, ModelCheckWarning, stacklevel=_outside_level())
+    return model
+
+
+def _outside_level() -> int:
+    """``stacklevel`` of the first caller outside the gpuinfer package, seen from our caller."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _check_reason(model: onnx.ModelProto) -> Optional[str]:
+    """The checker's complaint in one line, or None when it has none."""
     try:
         _checker(model)
-        return model
-    except Exception as exc:
-        if "topologically sorted" not in str(exc):
-            raise InvalidModelError(f"{where} fails the ONNX checker: {_summary(exc)}") from None
-    sorted_model = onnx.ModelProto()
-    sorted_model.CopyFrom(model)
-    sort_nodes(sorted_model.graph)
-    try:
-        _checker(sorted_model)
-    except Exception as again:
-        raise InvalidModelError(f"{where} fails the ONNX checker: {_summary(again)}") from None
-    return sorted_model
+    except Exception as exc:  # ValidationError, and C++ errors surfacing as other types
+        return _summary(exc)
+    return None
 
 
 def _checker(model: onnx.ModelProto) -> None:

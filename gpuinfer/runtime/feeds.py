@@ -47,7 +47,8 @@ def check_feeds(graph: Graph, feed: Any, is_array) -> dict[str, Any]:
         raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {list(graph.inputs)}")
     missing = [name for name in graph.inputs if name not in feed]
     if missing:
-        raise InputError(f"missing input(s) {missing}; the model needs {list(graph.inputs)}")
+        raise InputError(f"missing input(s) {missing}; the model needs {list(graph.inputs)}: "
+                         + ", ".join(_declared(graph, name) for name in missing))
     checked = {}
     for name in graph.inputs:
         kind = graph.input_kinds.get(name, "tensor")
@@ -92,6 +93,18 @@ def _check_one(name: str, value: Any, dims: Optional[tuple], dtype: Optional[np.
     if not value.flags.c_contiguous:
         value = value.copy() if not isinstance(value, np.ndarray) else np.ascontiguousarray(value)
     return value
+
+
+def _declared(graph: Graph, name: str) -> str:
+    """What to feed, as the model declares it: ``'state': shape [2, ?, 128] float32 (? and named ...)``."""
+    kind = graph.input_kinds.get(name, "tensor")
+    if kind != "tensor":
+        return f"{name!r}: a {kind}"
+    dims, dtype = graph.input_dims.get(name), graph.input_dtypes.get(name)
+    shape = "shape unknown" if dims is None else f"shape {_dims_text(dims)}"
+    sized = all(isinstance(d, int) for d in dims or ())
+    note = "" if sized else " (? and named dims: any size the model accepts)"
+    return f"{name!r}: {shape} {dtype.name if dtype is not None else 'of any dtype'}{note}"
 
 
 def _dims_text(dims: tuple) -> str:
