@@ -56,6 +56,14 @@ class MemoryLimitError(GpuinferError, MemoryError):
 class DeviceMemoryError(GpuinferError, MemoryError):
     """The device ran out of memory; names bytes asked for, the mode, and the leanest mode."""
 
+    def __init__(self, message: str, requested: "int | None" = None) -> None:
+        super().__init__(message)
+        self.requested = requested  # bytes the failed allocation asked for (None if unknown)
+
+
+class DeviceError(GpuinferError):
+    """The device failed (a CUDA error other than out-of-memory); carries CUDA's message."""
+
 
 class DeviceUnavailableError(GpuinferError):
     """``device='cuda'`` was asked for but CuPy or a CUDA GPU is not present."""

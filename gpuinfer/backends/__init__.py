@@ -1,4 +1,5 @@
-"""Array backends: numpy (always) and cupy (when installed with a CUDA GPU)."""
+"""Devices: numpy (always), CUDA through CuPy (when installed with a GPU), and ``strict``, the
+CUDA device's own code on the strict CuPy stand-in (a test device: no GPU needed)."""
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,13 @@ log = logging.getLogger("gpuinfer")
 PROVIDER_DEVICES = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
 
 
+DEVICES = ("auto", "cpu", "cuda", "strict")
+_NO_DRIVER = ("insufficient driver", "no cuda-capable device", "cudaErrorNoDevice", "cudaErrorInsufficientDriver",
+              "libcuda", "CUDA driver")
+
+
 def cuda_unavailable_reason() -> Optional[str]:
-    """None when CuPy and a CUDA GPU are usable, else why not."""
+    """None when CuPy and a CUDA GPU are usable, else why not, in words a user can act on."""
     try:
         import cupy  # noqa: F401
     except Exception as exc:
@@ -23,7 +29,11 @@ def cuda_unavailable_reason() -> Optional[str]:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "no CUDA GPU is visible"
     except Exception as exc:
-        return f"CUDA is not usable: {exc}"
+        text = str(exc)
+        if any(marker.lower() in text.lower() for marker in _NO_DRIVER):
+            return ("no NVIDIA GPU driver was found on this machine (CUDA reported: "
+                    f"{text.strip()}); gpuinfer runs on the CPU with device='cpu'")
+        return f"CUDA is not usable: {text}"
     return None
 
 
@@ -42,8 +52,11 @@ def resolve_device(device: str = "auto", providers: Optional[Sequence] = None) -
                     break
             else:
                 raise DeviceUnavailableError(f"CUDAExecutionProvider asked for but {cuda_unavailable_reason()}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise GpuinferError(f"unknown device {device!r}; choose 'auto', 'cpu' or 'cuda'")
+            if device == "cpu" and "CUDAExecutionProvider" in names:
+                log.warning("gpuinfer: CUDAExecutionProvider was asked for but %s; running on the CPU",
+                            cuda_unavailable_reason())
+    if device not in DEVICES:
+        raise GpuinferError(f"unknown device {device!r}; choose one of {DEVICES}")
     if device == "auto":
         reason = cuda_unavailable_reason()
         if reason is None:
@@ -58,9 +71,18 @@ def resolve_device(device: str = "auto", providers: Optional[Sequence] = None) -
     return device
 
 
-def make_backend(device: str) -> Backend:
-    if device == "cuda":
-        from gpuinfer.backends.cupy_backend import CupyBackend
+def make_backend(device: str, allocator: str = "pool") -> Backend:
+    """The device object for a resolved device name; ``allocator`` is the CUDA hook's backing
+    store (``"pool"``, ``"async"`` or ``"cuda_malloc"``)."""
+    if device in ("cuda", "strict"):
+        from gpuinfer.backends.cuda import CudaDevice
 
-        return CupyBackend()
+        if device == "strict":
+            from gpuinfer.backends.strict import STRICT
+
+            return CudaDevice(STRICT, allocator, name="strict")
+        return CudaDevice(None, allocator)
+    if allocator != "pool":
+        raise GpuinferError(f"device_allocator={allocator!r} is for CUDA; the CPU device has no "
+                            f"allocator choice (leave it out)")
     return NumpyBackend()

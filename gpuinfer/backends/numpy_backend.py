@@ -1,13 +1,18 @@
-"""The CPU backend: numpy arrays, buffers from ``np.empty`` (which ``tracemalloc`` sees)."""
+"""The CPU device: numpy arrays, buffers from ``np.empty`` (which ``tracemalloc`` sees)."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from typing import Any, Optional
 
 import numpy as np
 
+from gpuinfer.backends.base import Capabilities
+from gpuinfer.report.sampler import TracemallocSampler
+
 BASE_ALIGNMENT = 64  # cache line; numpy's own allocations only promise 16
+CACHE_TILE_BYTES = 1 << 20  # what a tiled CPU kernel aims to keep in cache
 
 
 def _address(block: np.ndarray) -> int:
@@ -15,9 +20,25 @@ def _address(block: np.ndarray) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(block))
 
 
+def _meminfo_available() -> Optional[int]:
+    """MemAvailable from /proc/meminfo (Linux), in bytes."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 class NumpyBackend:
     name = "cpu"
+    kind = "cpu"
     xp = np
+    caps = Capabilities(host_arrays=True, ufunc_where=True,
+                        scatter_ufuncs=frozenset(n for n in dir(np) if isinstance(getattr(np, n), np.ufunc)),
+                        einsum_out=True, tile_bytes=CACHE_TILE_BYTES, fused_kernels=False)
 
     def raw(self, nbytes: int) -> np.ndarray:
         block = np.empty(nbytes + BASE_ALIGNMENT, dtype=np.uint8)
@@ -26,6 +47,9 @@ class NumpyBackend:
 
     def view(self, raw: np.ndarray, offset: int, shape: tuple, dtype: Any) -> np.ndarray:
         return np.ndarray(shape, dtype=dtype, buffer=raw, offset=offset)
+
+    def can_hold(self, dtype: Any) -> bool:
+        return True
 
     def to_device(self, array: np.ndarray) -> np.ndarray:
         return array
@@ -40,8 +64,22 @@ class NumpyBackend:
         pass
 
     def total_memory(self) -> Optional[int]:
-        """Physical memory of the machine, the ceiling no plan may exceed."""
+        """Physical memory of the machine."""
         try:
             return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError, AttributeError):
             return None
+
+    def available_memory(self) -> Optional[int]:
+        """Host memory the kernel could give now (MemAvailable), else the physical total."""
+        available = _meminfo_available()
+        return available if available is not None else self.total_memory()
+
+    def allocation_scope(self):
+        return contextlib.nullcontext()
+
+    def make_sampler(self) -> TracemallocSampler:
+        return TracemallocSampler()
+
+
+NumpyDevice = NumpyBackend

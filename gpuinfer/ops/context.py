@@ -11,6 +11,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from gpuinfer.backends.numpy_backend import NumpyBackend
+
 MEMO_ENTRIES = 64  # per node: distinct input shapes remembered by OpContext.memo
 
 
@@ -18,6 +20,7 @@ class OpContext:
     """Base of the contexts kernels receive; subclasses decide where buffers come from."""
 
     xp: Any = np
+    device: Any = NumpyBackend()  # what kernels ask about the hardware (``device.caps``), never ``xp is np``
     attrs: dict
     opset: int = 1
     node_name: str = ""
@@ -47,8 +50,16 @@ class OpContext:
         """Whether output ``i`` exists and is used (optional outputs may be omitted)."""
         return i < self.n_outputs
 
+    @property
+    def caps(self) -> Any:
+        """The device's declared capabilities (``backends.base.Capabilities``)."""
+        return self.device.caps
+
     def host(self, x: Any) -> Optional[np.ndarray]:
-        """``x`` as a numpy array on the host (for shape arguments, axes, pads, sizes, ...)."""
+        """``x`` as a numpy array on the host (for shape arguments, axes, pads, sizes, ...).
+
+        Free for host values (steering inputs are kept on the host); a device value costs a
+        device-to-host sync, which the strict device counts."""
         if x is None or isinstance(x, np.ndarray):
             return x
         if hasattr(x, "get"):
@@ -91,12 +102,14 @@ class StandaloneContext(OpContext):
     Used for constant folding at load time and for testing kernels on their own.
     """
 
-    def __init__(self, attrs: Optional[dict] = None, opset: int = 21, xp: Any = np,
+    def __init__(self, attrs: Optional[dict] = None, opset: int = 21, xp: Any = None,
                  n_outputs: int = 1, op_type: str = "", node_name: str = "", runner: Any = None,
-                 max_bytes: Optional[int] = None):
+                 max_bytes: Optional[int] = None, device: Any = None):
         self.attrs = attrs or {}
         self.opset = opset
-        self.xp = xp
+        if device is not None:
+            self.device = device
+        self.xp = self.device.xp if xp is None else xp
         self.n_outputs = n_outputs
         self.op_type = op_type
         self.node_name = node_name

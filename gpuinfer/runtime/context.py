@@ -12,10 +12,11 @@ from gpuinfer.runtime.pool import RunPool
 class RunContext(OpContext):
     """Bound to one node at a time by the executor; remembers which buffers it handed out."""
 
-    def __init__(self, pool: RunPool, xp: Any, scope: str,
+    def __init__(self, pool: RunPool, device: Any, scope: str,
                  run_subgraph: Callable[[Any, Sequence[Any]], list]):
         self.pool = pool
-        self.xp = xp
+        self.device = device
+        self.xp = device.xp
         self.scope = scope  # "" at the top level; a prefix inside subgraphs
         self._run_subgraph = run_subgraph
         self.node: Node

@@ -22,6 +22,7 @@ from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.pool import RunPool
 
 Timeline = list  # (node, most bytes in use during its step) per top-level step, appended by the run
+Stamps = list  # (start, end) perf_counter seconds per top-level step, appended only when tracing
 
 
 def subgraphs_of(graph: Graph):
@@ -96,17 +97,21 @@ class Executor:
         return steps
 
     def run(self, feeds: dict[str, Any], pool: RunPool, hold: frozenset = frozenset(),
-            timeline: Optional[Timeline] = None) -> dict[str, Any]:
+            timeline: Optional[Timeline] = None, stamps: Optional[Stamps] = None) -> dict[str, Any]:
         """Run the top-level graph; returns the environment left (outputs and held values).
+
+        ``stamps`` (tracing only): each top-level step appends its (start, end) ``perf_counter``
+        times, the device synchronised before the end is read; the untraced loop pays one test.
 
         Floating-point warnings are off for the whole run, once, rather than per kernel (entering
         ``np.errstate`` costs about a microsecond, a tenth of a small node's time): ONNX wants IEEE
         results, inf and NaN included, and kernels count on not being interrupted by warnings."""
         with np.errstate(all="ignore"):
-            return self._run(self.graph, feeds, pool, None, "", hold, timeline)
+            return self._run(self.graph, feeds, pool, None, "", hold, timeline, stamps)
 
     def _run(self, graph: Graph, feeds: dict[str, Any], pool: RunPool, outer: Optional[Callable],
-             scope: str, hold: frozenset, timeline: Optional[Timeline]) -> dict[str, Any]:
+             scope: str, hold: frozenset, timeline: Optional[Timeline],
+             stamps: Optional[Stamps] = None) -> dict[str, Any]:
         # Constants first, feeds over them: one dict lookup finds either, as the old chain did.
         env: dict[str, Any] = dict(self.constants[id(graph)])
         env.update(feeds)
@@ -128,7 +133,7 @@ class Executor:
                 pool.hand_over(sub_scope + name)
             return results
 
-        ctx = RunContext(pool, self.backend.xp, scope, run_subgraph)
+        ctx = RunContext(pool, self.backend, scope, run_subgraph)
         allocator = pool.allocator
         nested = pool.nested
         profile = self.profile
@@ -147,6 +152,8 @@ class Executor:
                     pool.begin_nested(node.step)
             if profile is not None:
                 started, nested_before = time.perf_counter(), self._nested_seconds
+            if stamps is not None:
+                began = time.perf_counter()
             try:
                 result = step.kernel(ctx, *args)
             except NodeExecutionError as exc:
@@ -174,6 +181,9 @@ class Executor:
                     pool.inner_peaks[node.step] = pool.inner_peak
                 if timeline is not None:
                     timeline.append((node, allocator.step_peak))
+                if stamps is not None:
+                    self.backend.synchronize()
+                    stamps.append((began, time.perf_counter()))
             for name, key in step.frees:
                 if name not in hold:
                     env.pop(name, None)

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from gpuinfer.backends import make_backend, resolve_device
-from gpuinfer.errors import DataRemovedError, DeviceMemoryError, GpuinferError, InputError, MemoryLimitError
+from gpuinfer.errors import DataRemovedError, GpuinferError, InputError, MemoryLimitError
 from gpuinfer.graph.build import load_graph
 from gpuinfer.graph.passes import resolve as resolve_optimizations
 from gpuinfer.graph.read import ModelSource
@@ -31,7 +31,6 @@ from gpuinfer.graph.specialize import signature_of, static_value_types
 from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.plan import MODES, MemoryPlan, make_plan
 from gpuinfer.report.memory_report import MemoryReport, StepRecord
-from gpuinfer.report.sampler import TracemallocSampler
 from gpuinfer.runtime.actual_bound import run_lower_bound
 from gpuinfer.runtime.allocator import CountingAllocator
 from gpuinfer.runtime.executor import Executor
@@ -70,7 +69,8 @@ class InferenceSession:
             raise GpuinferError("plan_cache_size must be at least 1")
         self.memory_mode = memory_mode
         self.device = resolve_device(device, providers)
-        self._backend = make_backend(self.device)
+        self._backend = make_backend(self.device, device_allocator)
+        self._backend.mode = memory_mode  # named in device errors
         self._graph, self._model = load_graph(model, resolve_optimizations(optimizations))
         self._keep = frozenset(keep)
         unknown = sorted(k for k in self._keep if k not in self._graph.values)
@@ -87,16 +87,8 @@ class InferenceSession:
         self._lock = threading.Lock()
         self._report: Optional[MemoryReport] = None
         self._last_run: Optional[tuple] = None  # what memory_report() needs, kept cheap per run
-        self._device_hook = None
-        self._sampler: Any = None
-        if self.device == "cuda":
-            from gpuinfer.report.nvml_sampler import NvmlSampler
-            from gpuinfer.runtime.device_allocator import DeviceAllocatorHook
-
-            self._device_hook = DeviceAllocatorHook(device_allocator)
-            self._sampler = NvmlSampler() if sample_memory else None
-        elif sample_memory:
-            self._sampler = TracemallocSampler()
+        self._device_hook = getattr(self._backend, "hook", None)  # on CUDA: sees every device byte
+        self._sampler: Any = self._backend.make_sampler() if sample_memory else None
         if self._sampler is not None:
             weakref.finalize(self, self._sampler.close)
         self._threads = _thread_limiter(intra_op_threads)
@@ -117,7 +109,7 @@ class InferenceSession:
         return outs
 
     def get_providers(self) -> list[str]:
-        return ["CUDAExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
+        return ["CUDAExecutionProvider"] if self._backend.kind == "cuda" else ["CPUExecutionProvider"]
 
     @property
     def graph(self):
@@ -134,20 +126,23 @@ class InferenceSession:
         """
         names = list(output_names) if output_names else list(self._graph.outputs)
         hold = self._check_output_names(names)
+        if output_device not in ("cpu", "cuda"):
+            raise GpuinferError(f"output_device={output_device!r}: choose 'cpu' or 'cuda'")
+        if output_device == "cuda" and self._backend.kind != "cuda":
+            raise GpuinferError("output_device='cuda' needs a CUDA session (device='cuda'); this "
+                                f"session runs on {self.device!r}, whose outputs are host arrays")
         feeds = check_feeds(self._graph, input_feed, self._backend.is_array)
-        feeds = {k: self._to_device(v) for k, v in feeds.items()}
         with self._lock, self._threads(), self._device_scope():
             env, owned = self._run_locked(feeds, hold)
             outputs = [self._output(name, env, owned) for name in names]
-        if output_device == self.device and self.device == "cuda":
+        if output_device == "cuda":
             return outputs
         return [self._host(o) for o in outputs]
 
     def _device_scope(self):
-        """On CUDA: the run's allocations go through the counting hook; OOM becomes DeviceMemoryError."""
-        if self._device_hook is None:
-            return contextlib.nullcontext()
-        return _device_errors(self._device_hook, self.memory_mode)
+        """On CUDA: the run's allocations go through the counting hook; device failures (out of
+        memory, CUDA errors) become ``DeviceMemoryError`` / ``DeviceError``."""
+        return self._backend.allocation_scope()
 
     def _host(self, value: Any) -> Any:
         """A run result as the caller gets it: numpy arrays, lists for sequences, None for empty optionals."""
@@ -170,10 +165,14 @@ class InferenceSession:
         if self._device_hook is not None:
             self._device_hook.start_run()
         started = time.perf_counter()
-        env = self._executor.run(feeds, pool, hold | self._keep, steps)
-        self._backend.synchronize()
-        seconds = time.perf_counter() - started
-        sampled = self._sampler.end_run() if self._sampler else None
+        try:
+            # feeds go up inside the hook's scope, so the run's peak counts them
+            feeds = {k: self._to_device(v) for k, v in feeds.items()}
+            env = self._executor.run(feeds, pool, hold | self._keep, steps)
+            self._backend.synchronize()
+        finally:
+            seconds = time.perf_counter() - started
+            sampled = self._sampler.end_run() if self._sampler else None  # the thread always stops
         returned = set(self._graph.outputs) | self._keep | hold
         owned = {name for name in returned if name in pool.dynamic}  # fresh arrays, not plan views
         for name in returned:
@@ -324,22 +323,6 @@ class InferenceSession:
     def held_bytes(self) -> int:
         """Bytes the pool keeps between runs (kept buffers of the cached plans)."""
         return self._allocator.in_use
-
-
-@contextlib.contextmanager
-def _device_errors(hook, mode: str):
-    """Route CuPy allocations through ``hook``; turn CuPy's out-of-memory into DeviceMemoryError."""
-    import cupy
-
-    try:
-        with hook.installed():
-            yield
-    except cupy.cuda.memory.OutOfMemoryError as exc:
-        asked = getattr(exc, "size", None) or "?"
-        raise DeviceMemoryError(
-            f"the GPU ran out of memory asking for {asked} bytes in memory_mode={mode!r} "
-            f"({hook.in_use} bytes in use by this run); memory_mode='arena' needs least "
-            f"(its plan is no larger than the lower bound plus alignment)") from None
 
 
 def _thread_limiter(threads: Optional[int]):

@@ -16,22 +16,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gpuinfer.errors import GpuinferError
+
 BACKING_STORES = ("cuda_malloc", "pool", "async")
 
 
 class DeviceAllocatorHook:
     """Counting allocator for CuPy; use ``with hook.installed(): ...`` around a run."""
 
-    def __init__(self, backing: str = "pool"):
-        import cupy
-
+    def __init__(self, cupy: Any, backing: str = "pool"):
         if backing not in BACKING_STORES:
-            from gpuinfer.errors import GpuinferError
-
             raise GpuinferError(f"unknown device allocator {backing!r}; choose one of {BACKING_STORES}")
         self._cupy = cupy
         self.backing = backing
         self._store = {"pool": cupy.cuda.MemoryPool, "async": cupy.cuda.MemoryAsyncPool}.get(backing, lambda: None)()
+        if backing == "async":
+            keep_async_memory(cupy)
         self._live: dict[int, tuple[Any, int]] = {}  # pointer -> (owner, bytes)
         self.in_use = 0
         self.peak = 0
@@ -67,3 +67,11 @@ class DeviceAllocatorHook:
     def installed(self):
         """Context manager routing this thread's CuPy allocations through the hook."""
         return self._cupy.cuda.using_allocator(self._allocator.malloc)
+
+
+def keep_async_memory(cupy: Any) -> None:
+    """Raise the device mempool's release threshold: left at 0, ``MemoryAsyncPool`` hands its
+    memory back to the driver at every synchronisation and each run pays for fresh allocations."""
+    rt = cupy.cuda.runtime
+    pool = rt.deviceGetMemPool(cupy.cuda.Device().id)
+    rt.memPoolSetAttribute(pool, rt.cudaMemPoolAttrReleaseThreshold, 2**63 - 1)

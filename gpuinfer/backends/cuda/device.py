@@ -1,0 +1,81 @@
+"""The CUDA device: the only code that imports ``cupy`` (and, for the sampler, ``pynvml``).
+
+``CudaDevice(cupy=None)`` imports the real CuPy; ``CudaDevice(cupy=STRICT)`` runs this very code on
+the strict stand-in (``gpuinfer.backends.strict``), which is how CI checks the CUDA path
+without a GPU: every launch, sync, upload and allocation outside the hook is counted there.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from gpuinfer.backends.base import Capabilities
+from gpuinfer.backends.cuda.allocator_hook import DeviceAllocatorHook
+from gpuinfer.backends.cuda.errors import translated
+from gpuinfer.backends.cuda.nvml_sampler import NvmlSampler
+
+HOST_ONLY_KINDS = "OUSVM"  # object, strings, void, datetime: no CuPy arrays of these
+SCATTER_UFUNCS = frozenset({"add", "subtract", "maximum", "minimum", "bitwise_and", "bitwise_or", "bitwise_xor"})
+
+
+class CudaDevice:
+    """CuPy arrays; typed views into raw device blocks with ``memptr=base + offset``."""
+
+    kind = "cuda"
+    caps = Capabilities(host_arrays=False, ufunc_where=False, scatter_ufuncs=SCATTER_UFUNCS,
+                        einsum_out=False, tile_bytes=1 << 40, fused_kernels=True)
+
+    def __init__(self, cupy: Any = None, allocator: str = "pool", name: str = "cuda") -> None:
+        if cupy is None:
+            import cupy
+        self.xp = cupy
+        self.name = name
+        self.hook = DeviceAllocatorHook(cupy, allocator)
+        self.mode = "?"  # the session's memory mode, for error messages
+
+    # --- memory --------------------------------------------------------------------------------
+    def raw(self, nbytes: int) -> Any:
+        # CuPy's allocations are 256-byte aligned; ask for at least one byte so a pointer exists.
+        return self.xp.empty((max(int(nbytes), 1),), dtype=self.xp.uint8)
+
+    def view(self, raw: Any, offset: int, shape: tuple, dtype: Any) -> Any:
+        return self.xp.ndarray(shape, dtype=dtype, memptr=raw.data + int(offset))
+
+    def can_hold(self, dtype: Any) -> bool:
+        return np.dtype(dtype).kind not in HOST_ONLY_KINDS
+
+    def to_device(self, array: Any) -> Any:
+        """One upload; host-only dtypes (strings, objects) stay on the host, where their ops run."""
+        if isinstance(array, self.xp.ndarray) or not self.can_hold(np.asarray(array).dtype):
+            return array
+        return self.xp.asarray(array)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        if isinstance(array, np.ndarray):
+            return array
+        return self.xp.asnumpy(array)
+
+    def is_array(self, x: Any) -> bool:
+        return isinstance(x, self.xp.ndarray)
+
+    def synchronize(self) -> None:
+        self.xp.cuda.get_current_stream().synchronize()
+
+    def total_memory(self) -> Optional[int]:
+        return int(self.xp.cuda.runtime.memGetInfo()[1])
+
+    def available_memory(self) -> Optional[int]:
+        """Free device memory now, plus what this session's hook already holds (it is ours)."""
+        return int(self.xp.cuda.runtime.memGetInfo()[0]) + self.hook.in_use
+
+    # --- the run's scope -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def allocation_scope(self) -> Iterator[None]:
+        """Every device allocation of the block through the counting hook; failures translated."""
+        with translated(self.xp, self.hook, self.mode), self.hook.installed():
+            yield
+
+    def make_sampler(self) -> NvmlSampler:
+        return NvmlSampler(self.xp, use_nvml=self.name == "cuda")

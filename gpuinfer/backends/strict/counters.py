@@ -1,0 +1,61 @@
+"""What the strict stand-in counts: the costs a real GPU run pays that a CPU run hides.
+
+Every figure is per process and cumulative; take a ``snapshot()`` before and after the span you
+measure and subtract (``delta``).  ``capturing`` is set while a CUDA-graph capture is emulated:
+then a sync, an upload or an allocation outside the capture pool raises, as CUDA's capture does.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class StrictCounters:
+    launches: int = 0  # calls that launch device work (kernels, device-to-device copies)
+    syncs: int = 0  # device->host reads: get(), item(), bool(), int(), float(), tolist(), asnumpy
+    uploads: int = 0  # host->device copies: asarray(host), array(host), set(host), host indices
+    upload_bytes: int = 0
+    waits: int = 0  # stream/device synchronisations (no data read, but the host waits)
+    hook_allocations: int = 0  # allocations served by an allocator installed with using_allocator
+    hook_bytes: int = 0
+    outside_allocations: int = 0  # allocations made with no hook installed (CuPy's default pool)
+    outside_bytes: int = 0
+    sync_sites: list = field(default_factory=list)  # why each sync happened (bounded)
+    upload_sites: list = field(default_factory=list)
+
+    SITES = 32
+
+    def snapshot(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if not isinstance(v, list)}
+
+    @staticmethod
+    def delta(before: dict, after: dict) -> dict:
+        return {k: after[k] - before[k] for k in after}
+
+    def note_sync(self, why: str) -> None:
+        self.syncs += 1
+        if len(self.sync_sites) < self.SITES:
+            self.sync_sites.append(why)
+
+    def note_upload(self, nbytes: int, why: str) -> None:
+        self.uploads += 1
+        self.upload_bytes += int(nbytes)
+        if len(self.upload_sites) < self.SITES:
+            self.upload_sites.append(why)
+
+
+class CaptureViolation(RuntimeError):
+    """What CUDA's stream capture would fail with (cudaErrorStreamCaptureUnsupported and kin)."""
+
+
+class CaptureState:
+    """Whether a capture is being emulated; the reason text of the first violation."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.recorded: list = []  # the device operations of the capture, replayed by launch()
+
+    def forbid(self, what: str) -> None:
+        if self.active:
+            raise CaptureViolation(f"{what} during CUDA graph capture (CUDA forbids it: "
+                                   f"cudaErrorStreamCaptureUnsupported)")
