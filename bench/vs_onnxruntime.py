@@ -1,7 +1,10 @@
 """gpuinfer (CPU) against onnxruntime (CPU, same thread count), side by side, one process per model.
 
-    python bench/vs_onnxruntime.py [--models u2netp squeezenet] [--repeat 10] [--threads N]
-        [--modes per_tensor arena] [--write]
+    python bench/vs_onnxruntime.py [MODEL ...] [--models u2netp squeezenet] [--repeat 10] [--threads N]
+        [--modes per_tensor arena] [--quiet] [--write]
+
+MODEL: ONNX files or folders ('light' for onnx's light networks; default ../shared/models and
+those; see bench/common.py).  Each model runs in a fresh process.
 
 Prints median latency of each after warm-up and the ratio gpuinfer / onnxruntime (lower is
 better), with the geometric mean; ``--write`` puts the table into bench/RESULTS.md.
@@ -15,7 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import geomean, machine, markdown_table, median_ms, model_ids, run_isolated, time_runs, write_section  # noqa: E402
+from common import (add_model_arguments, geomean, machine, main_guard, markdown_table, median_ms, one_model,  # noqa: E402
+                    progress, report_progress, resolve_models, run_isolated, time_runs, write_section)
 
 
 # The runs of each engine are spread over this many rounds, taken in turn, so that a burst of noise
@@ -23,15 +27,15 @@ from common import geomean, machine, markdown_table, median_ms, model_ids, run_i
 ROUNDS = 5
 
 
-def one(model_id: str, modes: list[str], repeat: int, threads: int) -> dict:
+def one(arg: str, modes: list[str], repeat: int, threads: int, tell: bool = False) -> dict:
     """Time onnxruntime and each gpuinfer mode on one model, in this process, interleaved."""
     import onnxruntime as ort
     from threadpoolctl import threadpool_limits
 
     import gpuinfer
-    from tests.model_zoo import model_case
 
-    source, feeds = model_case(model_id)
+    model = one_model(arg)
+    source, feeds = model.load()
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -44,46 +48,53 @@ def one(model_id: str, modes: list[str], repeat: int, threads: int) -> dict:
             sess.run(None, feeds)
             sess.run(None, feeds)
         per_round = max(1, -(-repeat // ROUNDS))
-        for _ in range(ROUNDS):
+        report_progress(tell, f"{model.name}: round 1 of {ROUNDS}")
+        for r in range(ROUNDS):
             for name, sess in engines.items():
                 times[name] += time_runs(lambda: sess.run(None, feeds), per_round)
-    return {"model": model_id, **{name: median_ms(t) for name, t in times.items()}}
+            report_progress(tell, f"{model.name}: round {r + 2} of {ROUNDS}" if r + 1 < ROUNDS else model.name)
+    return {"model": model.id, **{name: median_ms(t) for name, t in times.items()}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", help="substrings of model ids to run (default: all)")
+    add_model_arguments(parser)
     parser.add_argument("--modes", nargs="*", default=["per_tensor", "arena", "reduce", "reuse"])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--report-progress", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one, args.modes, args.repeat, args.threads)))
+        print(json.dumps(one(args.one, args.modes, args.repeat, args.threads, args.report_progress)))
         return 0
 
+    models = resolve_models(args.paths, args.models)
     rows, ratios = [], {m: [] for m in args.modes}
-    for model_id in model_ids(args.models):
-        res = run_isolated(Path(__file__), ["--one", model_id, "--repeat", str(args.repeat), "--threads",
-                                            str(args.threads), "--modes", *args.modes])
-        if "error" in res:
-            rows.append([model_id, "error: " + res["error"]] + [""] * (2 * len(args.modes)))
-            print(rows[-1], flush=True)
-            continue
-        row = [model_id, f"{res['onnxruntime']:.1f}"]
-        for mode in args.modes:
-            ratio = res[mode] / res["onnxruntime"]
-            ratios[mode].append(ratio)
-            row += [f"{res[mode]:.1f}", f"{ratio:.2f}"]
-        rows.append(row)
-        print(" | ".join(row), flush=True)
+    engines = ", ".join(["onnxruntime", *args.modes])
+    with progress(len(models) * (ROUNDS + 1), f"vs_onnxruntime ({engines})", args.quiet) as bar:
+        for model in models:
+            bar.show(f"{model.name}: loading, warm-up")
+            res = run_isolated(Path(__file__), ["--one", model.arg, "--repeat", str(args.repeat), "--threads",
+                                                str(args.threads), "--modes", *args.modes], bar)
+            if "error" in res:
+                rows.append([model.id, "error: " + res["error"]] + [""] * (2 * len(args.modes)))
+                print(" | ".join(rows[-1]), flush=True)
+                continue
+            row = [model.id, f"{res['onnxruntime']:.1f}"]
+            for mode in args.modes:
+                ratio = res[mode] / res["onnxruntime"]
+                ratios[mode].append(ratio)
+                row += [f"{res[mode]:.1f}", f"{ratio:.2f}"]
+            rows.append(row)
+            print(" | ".join(row), flush=True)
     rows.append(["**geometric mean**", ""] + sum([["", f"**{geomean(ratios[m]):.2f}**"] for m in args.modes], []))
     header = ["model", "onnxruntime ms"] + sum([[f"{m} ms", f"{m} / ort"] for m in args.modes], [])
     table = markdown_table(header, rows)
     print(table)
     if args.write:
-        command = "python bench/vs_onnxruntime.py " + " ".join(a for a in (argv or sys.argv[1:]) if a != "--write")
+        command = "python bench/vs_onnxruntime.py " + " ".join(a for a in (argv or sys.argv[1:]) if a not in ("--write", "--quiet"))
         write_section("vs-onnxruntime", f"## gpuinfer (CPU) vs onnxruntime (CPU)\n\nCommand: `{command.strip()}` "
                       f"(threads={args.threads}, median of {args.repeat} runs after 2 warm-up runs, taken in "
                       f"{ROUNDS} interleaved rounds; ratio "
@@ -92,4 +103,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

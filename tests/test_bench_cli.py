@@ -1,0 +1,96 @@
+"""The bench scripts as a user runs them: model paths as arguments, one-line errors, no ../shared needed."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpuinfer.cli.models import light_models_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+SCRIPTS = ["memory_modes.py", "profile_model.py", "run_loop_overhead.py", "soak.py", "vs_onnxruntime.py"]
+SQUEEZENET = light_models_dir() / "light_squeezenet.onnx"  # ships inside the onnx package
+
+
+def bench(script: str, *args: str, bench_dir: Path = BENCH, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(bench_dir / script), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def _one_line(result: subprocess.CompletedProcess, script: str, *words: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{script}: error: "), lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert result.stdout == ""  # nothing measured, nothing printed
+    return lines[0]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_missing_model_is_one_line_and_exit_2(script, tmp_path):
+    missing = tmp_path / "no_such_model.onnx"
+    _one_line(bench(script, missing), script, str(missing), "no such model file or folder")
+
+
+def test_a_missing_file_among_good_ones_stops_before_measuring(tmp_path):
+    missing = tmp_path / "gone.onnx"
+    _one_line(bench("memory_modes.py", SQUEEZENET, missing, "--repeat", "1"), "memory_modes.py", "gone.onnx")
+
+
+def test_a_folder_without_models_is_one_line(tmp_path):
+    _one_line(bench("vs_onnxruntime.py", tmp_path), "vs_onnxruntime.py", str(tmp_path), "no .onnx files")
+
+
+def test_without_the_shared_folder_the_default_is_one_line(tmp_path):
+    """A checkout with no ../shared beside it: the scripts copied into such a tree, run with no MODEL."""
+    repo = tmp_path / "checkout"
+    (repo / "bench").mkdir(parents=True)
+    for script in ["common.py", *SCRIPTS]:
+        shutil.copy(BENCH / script, repo / "bench" / script)
+    os.symlink(ROOT / "tests", repo / "tests")  # the model zoo the scripts read feeds from
+    assert not (tmp_path / "shared").exists()
+    line = _one_line(bench("vs_onnxruntime.py", bench_dir=repo / "bench"), "vs_onnxruntime.py",
+                     "../shared/models", "does not exist")
+    assert str(tmp_path / "shared" / "models") in line
+    _one_line(bench("soak.py", bench_dir=repo / "bench"), "soak.py", "mtcnn_pnet.onnx")
+    # a model named on the command line still runs there
+    done = bench("vs_onnxruntime.py", SQUEEZENET, "--repeat", "1", "--modes", "arena", "--threads", "1",
+                 bench_dir=repo / "bench")
+    assert done.returncode == 0, done.stderr
+
+
+def _table_row(stdout: str, model: str) -> list[str]:
+    rows = [line for line in stdout.splitlines() if line.startswith(f"| {model}")]
+    assert rows, stdout
+    return [cell.strip() for cell in rows[-1].strip("|").split("|")]
+
+
+def test_vs_onnxruntime_runs_a_model_given_by_path():
+    assert SQUEEZENET.is_file()
+    result = bench("vs_onnxruntime.py", SQUEEZENET, "--repeat", "1", "--modes", "arena", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    model, ort_ms, arena_ms, ratio = _table_row(result.stdout, str(SQUEEZENET))
+    assert float(ort_ms) > 0 and float(arena_ms) > 0
+    assert float(ratio) == pytest.approx(float(arena_ms) / float(ort_ms), rel=0.05, abs=0.01)
+    assert "error" not in result.stdout
+
+
+def test_memory_modes_runs_a_model_given_by_path():
+    result = bench("memory_modes.py", SQUEEZENET, "--repeat", "1", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    peaks = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 11 and cells[1] in ("per_tensor", "reduce", "reuse", "arena"):
+            peaks[cells[1]] = float(cells[2])
+    assert set(peaks) == {"per_tensor", "reduce", "reuse", "arena"}, result.stdout
+    assert peaks["arena"] <= peaks["reduce"] < peaks["per_tensor"]  # the planned modes hold less than one buffer each
