@@ -82,6 +82,7 @@ class GpuinferBackend(Backend):
     """``onnx.backend.base.Backend`` over ``gpuinfer.InferenceSession``."""
 
     memory_mode: Optional[str] = None  # None: the module's DEFAULT_MEMORY_MODE at prepare() time
+    device: Optional[str] = None  # gpuinfer device that runs "CPU" tests (e.g. "strict"); None: as named
 
     @classmethod
     def supports_device(cls, device: str) -> bool:
@@ -110,7 +111,8 @@ class GpuinferBackend(Backend):
             kwargs.pop(k, None)
         if kwargs:
             raise TypeError(f"prepare() got unexpected keyword argument(s) {sorted(kwargs)}")
-        session = InferenceSession(model, device=_device_name(device), memory_mode=memory_mode, **options)
+        session = InferenceSession(model, device=cls.device or _device_name(device), memory_mode=memory_mode,
+                                   **options)
         return GpuinferRep(session)
 
     @classmethod
@@ -176,12 +178,14 @@ def _inferred_types(node: onnx.NodeProto, graph_inputs: list, imports: list) -> 
     return {v.name: v for v in inferred.graph.value_info if v.type.WhichOneof("value") is not None}
 
 
-def backend_for(memory_mode: str) -> type[GpuinferBackend]:
-    """A ``GpuinferBackend`` subclass whose default memory mode is ``memory_mode``."""
+def backend_for(memory_mode: str, device: Optional[str] = None) -> type[GpuinferBackend]:
+    """A ``GpuinferBackend`` subclass whose default memory mode is ``memory_mode``; with ``device``
+    (e.g. ``"strict"``, the CUDA path on the strict CuPy stand-in) the tests that onnx's runner
+    names "CPU" run on that gpuinfer device instead."""
     if memory_mode not in MODES:
         raise GpuinferError(f"unknown memory_mode {memory_mode!r}; choose one of {sorted(MODES)}")
-    name = "GpuinferBackend_" + memory_mode
-    return type(name, (GpuinferBackend,), {"memory_mode": memory_mode, "__module__": __name__})
+    name = "GpuinferBackend_" + memory_mode + (f"_{device}" if device else "")
+    return type(name, (GpuinferBackend,), {"memory_mode": memory_mode, "device": device, "__module__": __name__})
 
 
 # Module-level API, so that ``gpuinfer.backend`` itself can be handed to onnx's BackendTest.

@@ -11,6 +11,10 @@ Tool use (see docs/onnx-backend.md)::
 
     python -m tests.test_onnx_backend --count          # passed/failed per kind and per mode
     python -m tests.test_onnx_backend --update-xfail   # rewrite the xfail list from the current tree
+    python -m tests.test_onnx_backend --count --device strict   # the CUDA path on the strict stand-in
+
+With ``--device strict`` (or ``GPUINFER_SUITE_DEVICE=strict``) every test runs on the strict CuPy
+stand-in instead of numpy, against its own list, ``tests/onnx_backend_xfail_strict.txt``.
 """
 from __future__ import annotations
 
@@ -38,7 +42,9 @@ from gpuinfer import errors
 from gpuinfer.backend import backend_for
 
 MODES = ("per_tensor", "arena")
-XFAIL_FILE = Path(__file__).with_name("onnx_backend_xfail.txt")
+SUITE_DEVICE = os.environ.get("GPUINFER_SUITE_DEVICE") or None  # None: numpy; "strict": the stand-in
+XFAIL_FILE = Path(__file__).with_name("onnx_backend_xfail.txt" if SUITE_DEVICE is None
+                                      else f"onnx_backend_xfail_{SUITE_DEVICE}.txt")
 # BackendTest category (TestCase class name) -> the kind of test data it comes from.
 KINDS = {
     "OnnxBackendNodeModelTest": "node",
@@ -127,7 +133,7 @@ def _local(model_test) -> bool:
 
 def build_suite(mode: str) -> tuple[dict[str, type], list[Case]]:
     """The unittest classes for ``mode`` (CPU tests only), renamed ``<category>_<mode>``."""
-    runner = onnx.backend.test.BackendTest(backend_for(mode), __name__)
+    runner = onnx.backend.test.BackendTest(backend_for(mode, SUITE_DEVICE), __name__)
     records = {}
     for kind in ("node", "real", "simple", "pytorch-converted", "pytorch-operator"):
         for rec in onnx.backend.test.loader.load_model_tests(kind=kind):
@@ -585,7 +591,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--slowest", type=int, default=0, help="print the N slowest tests")
     parser.add_argument("--show", action="store_true", help="print each failure's exception line")
+    parser.add_argument("--device", choices=("cpu", "strict"), default=SUITE_DEVICE or "cpu",
+                        help="run on numpy (cpu) or on the strict CuPy stand-in (the CUDA path)")
     args = parser.parse_args(argv)
+    wanted = None if args.device == "cpu" else args.device
+    if wanted != SUITE_DEVICE:  # the suite's classes are built at import: start again on that device
+        env = dict(os.environ, GPUINFER_SUITE_DEVICE=wanted or "")
+        os.execve(sys.executable, [sys.executable, "-m", "tests.test_onnx_backend",
+                                   *(argv if argv is not None else sys.argv[1:])], env)
     if not (args.update_xfail or args.count or args.reasons or args.slowest or args.show):
         args.count = True
     cases = list(iter_cases(tuple(args.mode or MODES), args.kind, args.pattern))

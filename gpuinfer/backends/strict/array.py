@@ -124,6 +124,15 @@ class ndarray:  # noqa: N801 (CuPy's name)
     def real(self) -> "ndarray":
         return ndarray._view(self, self._a.real) if self.dtype.kind == "c" else self
 
+    @property
+    def imag(self) -> "ndarray":
+        if self.dtype.kind == "c":
+            return ndarray._view(self, self._a.imag)
+        zeros = ndarray._fresh(np.zeros(self.shape, self.dtype))  # CuPy: a new zero array
+        target = zeros._a
+        record(lambda: target.fill(0))
+        return zeros
+
     # --- refused conversions -------------------------------------------------------------------
     def __array__(self, *args: Any, **kwargs: Any):
         raise TypeError("Implicit conversion to a NumPy array is not allowed. "
