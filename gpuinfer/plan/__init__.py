@@ -1,8 +1,15 @@
-"""Memory planning: lifetimes in, a verified-by-construction ``MemoryPlan`` out.
+"""Memory planning: lifetimes in, a ``MemoryPlan`` out.
 
-Each mode is one module exposing one pure function
-``plan(lifetimes, sharing) -> (block sizes, placements, in-place map, concat map)``; a new mode
-is a new file and one line in ``MODES``.
+Each mode's planner is one module exposing one pure function
+``plan(lifetimes, sharing) -> (block sizes, placements, in-place map, concat map)``, listed in
+``MODES`` (``gpuinfer.MEMORY_MODES`` is read from it).  A new planner is a new file and one line
+there, but a new mode is more than that today: ``make_plan`` below gives only ``arena`` the
+in-place and Concat sharing and a place for the outputs in its block, and the session
+(``runtime/session.py``) names modes too (``arena``'s shared blocks, ``reduce`` neither replanning
+from a run nor using subgraph traces, only ``per_tensor`` handing out intermediates as outputs).
+
+``verify_plan`` (``verify.py``) checks a plan independently of the planners; the tests run it on
+every plan they make, sessions do not run it.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The memory plan: where each placed tensor lives, as (block, offset) pairs over lifetimes.
 
-A plan is data only.  Planners make it (pure functions of lifetimes), the verifier proves it,
-and a pool turns it into buffers.
+A plan is data only.  Planners make it (pure functions of lifetimes), a pool turns it into
+buffers.  The independent verifier (``verify.py``) checks plans in the tests, not at run time.
 """
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ MAX_TRACE_ALLOCATIONS = 2048
 
 # Bodies mostly make small tensors (scalars, shapes, one frame's state), where the arena's 256-byte
 # alignment would add more than they hold (silero_vad: 10.3 KB of body tensors, +2 KB at 256).
-# 64 bytes still puts every tensor on its own cache line and satisfies any element type.
+# 16 bytes satisfies every element type (complex128, the widest, is 16); small tensors may share a
+# cache line.
 TRACE_ALIGNMENT = 16
 
 
