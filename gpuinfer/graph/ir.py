@@ -70,6 +70,8 @@ class Graph:
     input_dims: dict[str, Optional[tuple]] = field(default_factory=dict)  # declared input shapes
     input_dtypes: dict[str, Optional[np.dtype]] = field(default_factory=dict)
     input_kinds: dict[str, str] = field(default_factory=dict)  # "tensor", "sequence", "optional"
+    removed_by: dict[str, str] = field(default_factory=dict)  # value name -> the graph pass that removed it
+    host_only: set = field(default_factory=set)  # values of dtypes only the host has (graph/types.py)
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self.nodes)} nodes, {len(self.constants)} constants>"

@@ -57,6 +57,24 @@ def collect_value_types(graph: onnx.GraphProto, into: Optional[dict] = None) -> 
     return into
 
 
+def host_only_values(graph: onnx.GraphProto, into: Optional[set] = None) -> set:
+    """Names of tensors (in ``graph`` and its subgraphs) whose element type numpy has no native
+    dtype for (bfloat16, float8, 4- and 2-bit ints, float4), and strings: a GPU device has no
+    arrays of these, so the ops that touch them run on the host (``runtime/host_steps.py``)."""
+    from gpuinfer.graph.attributes import subgraph_attributes
+
+    into = set() if into is None else into
+    for info in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if info.type.HasField("tensor_type"):
+            elem = info.type.tensor_type.elem_type
+            if elem != onnx.TensorProto.UNDEFINED and (np_dtype(elem) is None or elem == onnx.TensorProto.STRING):
+                into.add(info.name)
+    for node in graph.node:
+        for sub in subgraph_attributes(node):
+            host_only_values(sub, into)
+    return into
+
+
 def value_kind(type_proto: onnx.TypeProto) -> str:
     """"tensor", "sequence", "optional" or "other" (maps, sparse tensors, untyped)."""
     which = type_proto.WhichOneof("value")

@@ -19,6 +19,7 @@ from gpuinfer.errors import GpuinferError, NodeExecutionError
 from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.runtime.context import RunContext
+from gpuinfer.runtime.host_steps import needs_host, run_on_host
 from gpuinfer.runtime.pool import RunPool
 
 Timeline = list  # (node, most bytes in use during its step) per top-level step, appended by the run
@@ -45,9 +46,9 @@ class Step:
     ``nested`` whether it runs subgraphs.
     """
 
-    __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields", "nested", "single")
+    __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields", "nested", "single", "on_host")
 
-    def __init__(self, node: Node, scope: str, frees: list[str]):
+    def __init__(self, node: Node, scope: str, frees: list[str], on_host: bool = False):
         self.node = node
         self.kernel = node.spec.kernel
         self.inputs = tuple(node.inputs)  # "" (omitted) reads as None: env[""] is None
@@ -59,6 +60,7 @@ class Step:
                            node_name=node.name, n_outputs=len(node.outputs), keys=keys, _memo={})
         self.nested = any(isinstance(sub, Graph) for value in node.attrs.values()
                           for sub in (value if isinstance(value, list) else [value]))
+        self.on_host = on_host and not self.nested  # a dtype the device lacks: runtime/host_steps.py
 
 
 class Executor:
@@ -72,6 +74,7 @@ class Executor:
         for g in [graph, *subgraphs_of(graph)]:
             self.constants[id(g)] = {k: backend.to_device(v) for k, v in g.constants.items()}
             self.frees[id(g)] = self._free_lists(g)
+        self.host_only = frozenset(graph.host_only)
         self.profile: Optional[dict[str, list]] = None  # op type -> [calls, seconds] when profiling
         self._nested_seconds = 0.0  # profiled time so far, for charging control flow its own share
         self._steps: dict[tuple[int, str], list[Step]] = {}  # (id(graph), scope) -> its steps
@@ -92,7 +95,8 @@ class Executor:
         steps = self._steps.get((id(graph), scope))
         if steps is None:
             frees = self.frees[id(graph)]
-            steps = [Step(node, scope, frees[node.step]) for node in graph.nodes]
+            steps = [Step(node, scope, frees[node.step], needs_host(node, graph, self.backend, self.host_only))
+                     for node in graph.nodes]
             self._steps[(id(graph), scope)] = steps
         return steps
 
@@ -155,7 +159,7 @@ class Executor:
             if stamps is not None:
                 began = time.perf_counter()
             try:
-                result = step.kernel(ctx, *args)
+                result = run_on_host(step, args, ctx, self.backend) if step.on_host else step.kernel(ctx, *args)
             except NodeExecutionError as exc:
                 raise NodeExecutionError(f"{node.describe()}: {exc}") from exc
             except GpuinferError:
@@ -220,6 +224,8 @@ class Executor:
             return result
         if isinstance(result, (TensorSequence, OptionalValue)):
             return result
+        if isinstance(result, np.ndarray) and not self.backend.can_hold(result.dtype):
+            return result  # a host-only dtype (strings, bfloat16 on CUDA): it stays on the host
         if result is None:
             raise NodeExecutionError(f"{node.describe()} produced no value for output {i} "
                                      f"({node.outputs[i]!r})")

@@ -133,6 +133,24 @@ class ndarray:  # noqa: N801 (CuPy's name)
         record(lambda: target.fill(0))
         return zeros
 
+    @imag.setter
+    def imag(self, value: Any) -> None:
+        if self.dtype.kind != "c":
+            raise TypeError("array does not have imaginary part to set")
+        source, target = _operand(value, "imag"), self._a
+        target.imag = source
+        record(lambda: setattr(target, "imag", source))
+
+    @real.setter
+    def real(self, value: Any) -> None:
+        source, target = _operand(value, "real"), self._a
+        if self.dtype.kind == "c":
+            target.real = source
+            record(lambda: setattr(target, "real", source))
+        else:
+            np.copyto(target, source)
+            record(lambda: np.copyto(target, source))
+
     # --- refused conversions -------------------------------------------------------------------
     def __array__(self, *args: Any, **kwargs: Any):
         raise TypeError("Implicit conversion to a NumPy array is not allowed. "
