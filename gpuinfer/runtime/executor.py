@@ -19,7 +19,7 @@ from gpuinfer.errors import GpuinferError, NodeExecutionError
 from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.runtime.context import RunContext
-from gpuinfer.runtime.host_steps import needs_host, run_on_host
+from gpuinfer.runtime.host_steps import HostPlan, device_args, run_on_host
 from gpuinfer.runtime.pool import RunPool
 
 Timeline = list  # (node, most bytes in use during its step) per top-level step, appended by the run
@@ -46,9 +46,10 @@ class Step:
     ``nested`` whether it runs subgraphs.
     """
 
-    __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields", "nested", "single", "on_host")
+    __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields", "nested", "single", "on_host",
+                 "keep_host", "special", "steer", "lift")
 
-    def __init__(self, node: Node, scope: str, frees: list[str], on_host: bool = False):
+    def __init__(self, node: Node, scope: str, frees: list[str], places: Optional[HostPlan] = None):
         self.node = node
         self.kernel = node.spec.kernel
         self.inputs = tuple(node.inputs)  # "" (omitted) reads as None: env[""] is None
@@ -60,7 +61,14 @@ class Step:
                            node_name=node.name, n_outputs=len(node.outputs), keys=keys, _memo={})
         self.nested = any(isinstance(sub, Graph) for value in node.attrs.values()
                           for sub in (value if isinstance(value, list) else [value]))
-        self.on_host = on_host and not self.nested  # a dtype the device lacks: runtime/host_steps.py
+        # On a GPU device (runtime/host_steps.py): run on numpy for a dtype the device lacks, or to
+        # compute steering values (kept on the host); host copies / uploads for some inputs.
+        step = node.step
+        self.keep_host = places is not None and step in places.chain and not self.nested
+        self.on_host = places is not None and (step in places.dtype_host or self.keep_host) and not self.nested
+        self.steer = places.steer.get(step, ()) if places is not None else ()
+        self.lift = places.lift.get(step, ()) if places is not None else ()
+        self.special = bool(self.steer or self.lift)
 
 
 class Executor:
@@ -71,10 +79,14 @@ class Executor:
         self.backend = backend
         self.constants: dict[int, dict[str, Any]] = {}
         self.frees: dict[int, list[list[str]]] = {}
+        self.places: dict[int, HostPlan] = {}
+        host_only = frozenset(graph.host_only)
         for g in [graph, *subgraphs_of(graph)]:
-            self.constants[id(g)] = {k: backend.to_device(v) for k, v in g.constants.items()}
+            places = self.places[id(g)] = HostPlan(g, backend, host_only)
+            # on a GPU only constants read as data go up (once); steering ones stay on the host
+            self.constants[id(g)] = {k: backend.to_device(v) if k in places.upload else v
+                                     for k, v in g.constants.items()}
             self.frees[id(g)] = self._free_lists(g)
-        self.host_only = frozenset(graph.host_only)
         self.profile: Optional[dict[str, list]] = None  # op type -> [calls, seconds] when profiling
         self._nested_seconds = 0.0  # profiled time so far, for charging control flow its own share
         self._steps: dict[tuple[int, str], list[Step]] = {}  # (id(graph), scope) -> its steps
@@ -95,8 +107,8 @@ class Executor:
         steps = self._steps.get((id(graph), scope))
         if steps is None:
             frees = self.frees[id(graph)]
-            steps = [Step(node, scope, frees[node.step], needs_host(node, graph, self.backend, self.host_only))
-                     for node in graph.nodes]
+            places = self.places[id(graph)] if self.backend.kind != "cpu" else None
+            steps = [Step(node, scope, frees[node.step], places) for node in graph.nodes]
             self._steps[(id(graph), scope)] = steps
         return steps
 
@@ -159,7 +171,10 @@ class Executor:
             if stamps is not None:
                 began = time.perf_counter()
             try:
-                result = run_on_host(step, args, ctx, self.backend) if step.on_host else step.kernel(ctx, *args)
+                if step.special:
+                    args = device_args(step, args, graph.constants, self.backend)
+                result = (run_on_host(step, args, ctx, self.backend) if step.on_host
+                          else step.kernel(ctx, *args))
             except NodeExecutionError as exc:
                 raise NodeExecutionError(f"{node.describe()}: {exc}") from exc
             except GpuinferError:
@@ -197,6 +212,10 @@ class Executor:
     def _store(self, ctx: RunContext, step: Step, result: Any, env: dict) -> None:
         """Put the step's outputs in ``env``; a kernel's own handed buffer goes in as it is."""
         results = result if type(result) in (tuple, list) else (result,)
+        if step.keep_host:  # steering values: host arrays, outside the device pool
+            for i, name in step.named:
+                env[name] = results[i] if i < len(results) else None
+            return
         handed = ctx.handed
         for i, name in step.named:
             value = results[i] if i < len(results) else None

@@ -48,11 +48,17 @@ def to_host(value: Any, device: Any) -> Any:
 
 
 def run_on_host(step: Any, args: list, ctx: Any, device: Any) -> Any:
-    """Run ``step``'s kernel on numpy; outputs the device holds go up into their planned buffers."""
+    """Run ``step``'s kernel on numpy; outputs the device holds go up into their planned buffers,
+    unless the step computes steering values (``step.keep_host``): those stay on the host."""
     node = step.node
     host_ctx = StandaloneContext(attrs=node.attrs, opset=node.opset, n_outputs=len(node.outputs),
                                  op_type=node.op_type, node_name=node.name, device=HOST)
-    result = step.kernel(host_ctx, *[to_host(a, device) for a in args])
+    if node.spec.shape_only:  # Shape, Size: the input's shape is on the host already
+        result = step.kernel(host_ctx, *args)
+    else:
+        result = step.kernel(host_ctx, *[to_host(a, device) for a in args])
+    if step.keep_host:
+        return result
     results = list(result) if type(result) in (tuple, list) else [result]
     for i, value in enumerate(results):
         results[i] = _settle_up(ctx, i, value, device)
@@ -65,3 +71,50 @@ def _settle_up(ctx: Any, i: int, value: Any, device: Any) -> Optional[Any]:
     buf = ctx.out(i, value.shape, value.dtype)
     buf.set(value if value.flags.c_contiguous else value.copy())  # ascontiguousarray would make 0-d 1-d
     return buf
+
+
+class HostPlan:
+    """Where each value of one graph lives on a GPU device (made once per graph at load).
+
+    ``chain``: steps run on numpy because they compute steering values (``graph.steering``);
+    ``steer[step]``: input positions the kernel reads on the host, fed the host copy;
+    ``lift[step]``: input positions of a device step fed a host-made value (one upload a run);
+    ``upload``: the constants some device step reads as data (the rest never go up).
+    """
+
+    def __init__(self, graph: Graph, device: Any, host_only: frozenset) -> None:
+        from gpuinfer.graph.steering import host_resident, steering_positions
+
+        self.chain, made = host_resident(graph) if device.kind != "cpu" else (set(), set())
+        self.steer: dict[int, tuple[int, ...]] = {}
+        self.lift: dict[int, tuple[int, ...]] = {}
+        self.dtype_host = {n.step for n in graph.nodes if needs_host(n, graph, device, host_only)}
+        self.upload: set[str] = set()
+        for node in graph.nodes:
+            if node.step in self.chain or node.step in self.dtype_host:
+                continue
+            steer = steering_positions(node.op_type)
+            self.steer[node.step] = tuple(i for i in steer if i < len(node.inputs) and node.inputs[i])
+            data = [(i, n) for i, n in enumerate(node.inputs) if n and i not in steer]
+            self.lift[node.step] = tuple(i for i, n in data if n in made)
+            self.upload.update(n for _, n in data if n in graph.constants)
+            self.upload.update(n for n in node.outer_reads if n not in made)  # bodies read them as data
+        self.upload.update(n for n in graph.outputs if n in graph.constants)
+        if device.kind == "cpu":
+            self.upload = set(graph.constants)
+
+    def special(self, step: int) -> bool:
+        """Whether the loop must treat this step's inputs with care (never on the CPU)."""
+        return bool(self.steer.get(step) or self.lift.get(step))
+
+
+def device_args(step: Any, args: list, host_constants: dict, device: Any) -> list:
+    """A device step's arguments: host copies where it steers, uploads where a host value feeds it."""
+    for i in step.steer:
+        host = host_constants.get(step.inputs[i])
+        if host is not None:
+            args[i] = host
+    for i in step.lift:
+        if isinstance(args[i], np.ndarray):
+            args[i] = device.to_device(args[i])
+    return args

@@ -6,6 +6,7 @@ then a sync, an upload or an allocation outside the capture pool raises, as CUDA
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 
 
@@ -21,12 +22,13 @@ class StrictCounters:
     outside_allocations: int = 0  # allocations made with no hook installed (CuPy's default pool)
     outside_bytes: int = 0
     sync_sites: list = field(default_factory=list)  # why each sync happened (bounded)
+    syncs_by_op: dict = field(default_factory=dict)  # op type -> syncs it caused
     upload_sites: list = field(default_factory=list)
 
     SITES = 32
 
     def snapshot(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if not isinstance(v, list)}
+        return {k: v for k, v in asdict(self).items() if not isinstance(v, (list, dict))}
 
     @staticmethod
     def delta(before: dict, after: dict) -> dict:
@@ -34,14 +36,30 @@ class StrictCounters:
 
     def note_sync(self, why: str) -> None:
         self.syncs += 1
+        op = running_op()
+        self.syncs_by_op[op] = self.syncs_by_op.get(op, 0) + 1
         if len(self.sync_sites) < self.SITES:
-            self.sync_sites.append(why)
+            self.sync_sites.append(f"{op}: {why}")
 
     def note_upload(self, nbytes: int, why: str) -> None:
         self.uploads += 1
         self.upload_bytes += int(nbytes)
         if len(self.upload_sites) < self.SITES:
-            self.upload_sites.append(why)
+            self.upload_sites.append(f"{running_op()}: {why}")
+
+
+def running_op() -> str:
+    """The op type of the innermost node the run loop is executing ("-" outside a run).
+
+    Read from the caller's frames (the executor's ``node`` local), only when a sync or an upload
+    happens, so the counting costs nothing on the common path."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        node = frame.f_locals.get("node") if frame.f_code.co_name == "_run" else None
+        if node is not None and hasattr(node, "op_type"):
+            return node.op_type
+        frame = frame.f_back
+    return "-"
 
 
 class CaptureViolation(RuntimeError):
