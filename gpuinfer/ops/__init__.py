@@ -29,6 +29,7 @@ from gpuinfer.ops import (  # noqa: F401  (imported for their @op registrations)
     training,
     trees,
 )
+from gpuinfer.ops import gpu  # noqa: F401,E402  (CUDA variants, after the shared kernels they fall back on)
 from gpuinfer.ops.registry import lookup, op, registered_ops
 
 __all__ = ["lookup", "op", "registered_ops"]

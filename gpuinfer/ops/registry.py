@@ -6,11 +6,13 @@ since-version not above the model's opset for that domain wins, as in the ONNX s
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 Kernel = Callable[..., Any]
 # scratch(attrs, input_shapes, input_dtypes) -> [(shape, dtype), ...]: the op's one-step buffers.
+# One that also takes an ``output_shapes`` keyword is given the output shapes the plan knows.
 ScratchFn = Callable[[dict, list, list], list]
 
 
@@ -26,8 +28,31 @@ class OpSpec:
     scratch: Optional[ScratchFn] = None
     shape_only: bool = False  # reads only shapes of its inputs (Shape, Size): inputs need no data
 
+    def kernel_for(self, device_kind: str) -> Kernel:
+        """The kernel to run on a device of ``device_kind``: its registered variant (which gets this
+        spec's shared kernel first, to fall back on for cases it does not cover), else the shared one."""
+        variant = _VARIANTS.get((self.domain, self.op_type, device_kind))
+        if variant is None:
+            return self.kernel
+        return functools.partial(variant, self.kernel)
+
 
 _TABLE: dict[tuple[str, str], list[OpSpec]] = {}
+_VARIANTS: dict[tuple[str, str, str], Kernel] = {}
+
+
+def variant(op_type: str, device_kind: str, domain: str = "") -> Callable[[Kernel], Kernel]:
+    """Register a device's own kernel for ``op_type`` (every opset): ``kernel(shared, ctx, *inputs)``,
+    where ``shared`` is the op's kernel for the node's opset, called for what the variant does not
+    handle.  E.g. a CUDA Conv that launches fused kernels from ``backends/cuda/kernels``."""
+    def register(kernel: Kernel) -> Kernel:
+        key = ("" if domain == "ai.onnx" else domain, op_type, device_kind)
+        if key in _VARIANTS:
+            raise RuntimeError(f"{op_type} variant for {device_kind} registered twice")
+        _VARIANTS[key] = kernel
+        return kernel
+
+    return register
 
 
 def op(op_type: str, since: int = 1, domain: str = "", *, inplace: bool = False,

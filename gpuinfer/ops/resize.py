@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
+from gpuinfer.ops.gpu.resize import resize_on_device
 from gpuinfer.ops.registry import op
 
 _F = np.float32
@@ -193,10 +194,12 @@ def _str(v):
 
 # ------------------------------------------------------------------------------------ execution
 
-def _take(xp, a, idx, axis, out):
-    if xp is np:
+def _take(ctx, a, idx, axis, out):
+    """take into ``out``; the tables' indices are already clamped, so numpy's cheaper "clip" mode
+    changes nothing (a device's take has no mode)."""
+    if ctx.caps.host_arrays:
         return np.take(a, idx, axis=axis, out=out, mode="clip")
-    return xp.take(a, idx, axis=axis, out=out)
+    return ctx.xp.take(a, idx, axis=axis, out=out)
 
 
 def _integer_factors(x_shape, taps):
@@ -239,7 +242,7 @@ def _gather_nearest(ctx, x, out, taps):
         stride *= x.shape[a]
     src = xp.ascontiguousarray(x).reshape(x.shape[:first] + (math.prod(tail_in),))
     dst = out.reshape(out.shape[:first] + (math.prod(out.shape[first:]),))
-    _take(xp, src, xp.asarray(flat.reshape(-1)), first, dst)
+    _take(ctx, src, xp.asarray(flat.reshape(-1)), first, dst)
 
 
 def _separable(ctx, x, out, taps):
@@ -265,13 +268,13 @@ def _separable(ctx, x, out, taps):
         if cur.dtype != wdt:  # integer input: the first pass converts it (a small, rare temporary)
             xp.copyto(dst, xp.take(cur, xp.asarray(t.idx[:, 0]), axis=a))
         else:
-            _take(xp, cur, xp.asarray(t.idx[:, 0]), a, dst)
+            _take(ctx, cur, xp.asarray(t.idx[:, 0]), a, dst)
         dst *= xp.asarray(t.weight[:, 0].astype(wdt).reshape(wshape))
         for k in range(1, t.idx.shape[1]):
             if cur.dtype != wdt:
                 xp.copyto(tmp, xp.take(cur, xp.asarray(t.idx[:, k]), axis=a))
             else:
-                _take(xp, cur, xp.asarray(t.idx[:, k]), a, tmp)
+                _take(ctx, cur, xp.asarray(t.idx[:, k]), a, tmp)
             tmp *= xp.asarray(t.weight[:, k].astype(wdt).reshape(wshape))
             dst += tmp
         cur = dst
@@ -295,6 +298,8 @@ def resize_into(ctx, x, out_shape, scales, roi, cfg):
     for a in range(r):
         t = axis_taps(cfg, x.shape[a], out_shape[a], scales[a], roi[a], roi[a + r])
         taps.append(None if t.is_identity(x.shape[a]) else t)
+    if ctx.caps.fused_kernels and resize_on_device(ctx, x, out, taps):
+        return out  # one kernel launch (ops/gpu/resize.py)
     if all(t is None for t in taps):
         ctx.xp.copyto(out, x)
     elif all(t is None or t.weight is None for t in taps):

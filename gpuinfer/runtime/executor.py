@@ -51,7 +51,7 @@ class Step:
 
     def __init__(self, node: Node, scope: str, frees: list[str], places: Optional[HostPlan] = None):
         self.node = node
-        self.kernel = node.spec.kernel
+        self.kernel = node.spec.kernel if places is None else node.spec.kernel_for(places.kind)
         self.inputs = tuple(node.inputs)  # "" (omitted) reads as None: env[""] is None
         self.named = tuple((i, name) for i, name in enumerate(node.outputs) if name)
         self.single = node.outputs[0] if len(node.outputs) == 1 and node.outputs[0] else None

@@ -85,6 +85,7 @@ class HostPlan:
     def __init__(self, graph: Graph, device: Any, host_only: frozenset) -> None:
         from gpuinfer.graph.steering import host_resident, steering_positions
 
+        self.kind = device.kind
         self.chain, made = host_resident(graph) if device.kind != "cpu" else (set(), set())
         self.steer: dict[int, tuple[int, ...]] = {}
         self.lift: dict[int, tuple[int, ...]] = {}

@@ -14,6 +14,7 @@ import numpy as np
 from gpuinfer.backends.base import Capabilities
 from gpuinfer.backends.cuda.allocator_hook import DeviceAllocatorHook
 from gpuinfer.backends.cuda.errors import translated
+from gpuinfer.backends.cuda.kernel_library import KernelLibrary
 from gpuinfer.backends.cuda.nvml_sampler import NvmlSampler
 
 HOST_ONLY_KINDS = "OUSVM"  # object, strings, void, datetime: no CuPy arrays of these
@@ -33,6 +34,7 @@ class CudaDevice:
         self.xp = cupy
         self.name = name
         self.hook = DeviceAllocatorHook(cupy, allocator)
+        self.kernels = KernelLibrary(cupy)
         self.mode = "?"  # the session's memory mode, for error messages
 
     # --- memory --------------------------------------------------------------------------------
@@ -69,6 +71,10 @@ class CudaDevice:
     def available_memory(self) -> Optional[int]:
         """Free device memory now, plus what this session's hook already holds (it is ours)."""
         return int(self.xp.cuda.runtime.memGetInfo()[0]) + self.hook.in_use
+
+    def launch(self, kernel: str, total: int, *args: Any) -> None:
+        """One launch of ``kernels/``'s ``kernel`` over ``total`` elements; scalars as numpy types."""
+        self.kernels.launch(kernel, total, args)
 
     # --- the run's scope -------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -127,6 +127,7 @@ class StrictCupy(types.ModuleType):
         self.fft = _Namespace("fft", np.fft)
         self.linalg = _Namespace("linalg", np.linalg)
         self.lib = types.SimpleNamespace(stride_tricks=_Namespace("lib.stride_tricks", np.lib.stride_tricks))
+        self.RawModule = RawModule
         self.space = SPACE
         self.counters = SPACE.counters
         self.__version__ = "strict-stand-in"
@@ -280,6 +281,61 @@ class StrictCupy(types.ModuleType):
         kwargs = {"dtype": dtype} if dtype is not None else {}
         return device_call("einsum", lambda s, *ops, **kw: np.einsum(s, *ops, optimize=bool(optimize), **kw),
                            (subscripts, *operands), kwargs, frozenset({"dtype"}))
+
+
+class RawKernel:
+    """A compiled kernel on the stand-in: launching runs its numpy twin (backends/cuda/twins.py).
+
+    Stricter than CuPy: every argument must match the C parameter's type exactly (a device array of
+    the pointer's element type, or a numpy scalar of the value's type), since a Python int or a
+    wrong width would be passed as the wrong bytes on a GPU."""
+
+    def __init__(self, code: str, name: str) -> None:
+        from gpuinfer.backends.cuda.kernel_library import kernel_signature
+        from gpuinfer.backends.cuda.twins import TWINS
+
+        self.name = name
+        self.signature = kernel_signature(code, name)
+        if name not in TWINS:
+            raise RuntimeError(f"kernel {name!r} has no numpy twin in gpuinfer/backends/cuda/twins.py")
+        self._twin = TWINS[name]
+
+    def __call__(self, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0, stream: Any = None) -> None:
+        if not (isinstance(grid, tuple) and isinstance(block, tuple) and grid and block):
+            raise TypeError(f"{self.name}: grid and block must be non-empty tuples, got {grid!r}, {block!r}")
+        if any(not isinstance(d, (int, np.integer)) or d < 1 for d in (*grid, *block)) or int(np.prod(block)) > 1024:
+            raise ValueError(f"{self.name}: bad launch configuration grid={grid} block={block}")
+        if len(args) != len(self.signature):
+            raise TypeError(f"{self.name} takes {len(self.signature)} arguments, got {len(args)}")
+        host_args = []
+        for i, (arg, (kind, dtype)) in enumerate(zip(args, self.signature)):
+            if kind == "array":
+                if not isinstance(arg, ndarray) or arg.dtype != np.dtype(dtype) or not arg.flags.c_contiguous:
+                    raise TypeError(f"{self.name} argument {i}: expected a C-contiguous device {dtype} array, "
+                                    f"got {type(arg).__name__} {getattr(arg, 'dtype', '')}")
+                host_args.append(arg._a)
+            else:
+                if type(arg) is not np.dtype(dtype).type:
+                    raise TypeError(f"{self.name} argument {i}: expected numpy.{dtype}, got {type(arg).__name__} "
+                                    f"(a GPU would receive the wrong bytes)")
+                host_args.append(arg)
+        twin = self._twin
+        twin(*host_args)
+        record(lambda: twin(*host_args))
+
+
+class RawModule:
+    """``cupy.RawModule(code=..., options=...)``: ``get_function(name)`` gives a ``RawKernel``."""
+
+    def __init__(self, code: Optional[str] = None, path: Optional[str] = None, options: tuple = (),
+                 backend: str = "nvrtc", translate_cucomplex: bool = False, *, enable_cooperative_groups=False,
+                 name_expressions: Any = None, jitify: bool = False) -> None:
+        if code is None:
+            raise TypeError("RawModule: the stand-in needs code= (no cubin files)")
+        self.code = code
+
+    def get_function(self, name: str) -> RawKernel:
+        return RawKernel(self.code, name)
 
 
 def _shape(shape: Any) -> tuple:

@@ -38,7 +38,7 @@ def fuse_activations(graph: Graph) -> int:
 
 
 def _fused(first: Node, act: Node) -> Node:
-    spec = OpSpec("", f"{first.op_type}+{act.op_type}", 1, _chain(first, act), False, first.spec.scratch)
+    spec = OpSpec("", f"{first.op_type}+{act.op_type}", 1, _chain(first, act), False, _chain_scratch(first, act))
     return Node(first.step, f"{first.name}+{act.name}", spec.op_type, "", first.opset,
                 first.inputs + act.inputs[1:], act.outputs[:1], first.attrs, spec, fused_proto(first, act.outputs[0]))
 
@@ -53,12 +53,36 @@ def fused_proto(first: Node, output: str):
     return proto
 
 
+def _chain_scratch(first: Node, act: Node):
+    """The fused step's scratch: the producer's buffers, then the activation's (PRelu wants one),
+    in the order the two halves ask for them; the activation's input is the producer's output."""
+    if act.spec.scratch is None:
+        return first.spec.scratch
+    n_first = len(first.inputs)
+
+    def scratch(attrs, shapes, dtypes, output_shapes=None):
+        wanted = list(first.spec.scratch(first.attrs, shapes[:n_first], dtypes[:n_first]) or ()) \
+            if first.spec.scratch is not None else []
+        made = output_shapes[0] if output_shapes else None
+        if made is None:
+            return wanted  # the activation's buffer is then served (and learnt) at the first run
+        return wanted + list(act.spec.scratch(act.attrs, [made, *shapes[n_first:]],
+                                              [dtypes[0], *dtypes[n_first:]]) or ())
+
+    return scratch
+
+
 def _chain(first: Node, act: Node):
     n_first = len(first.inputs)
 
     def kernel(ctx: OpContext, *args: Any):
-        y = first.spec.kernel(PartContext(ctx, first), *args[:n_first])
-        return act.spec.kernel(PartContext(ctx, act, y), y, *args[n_first:])
+        kind = ctx.device.kind
+        head = PartContext(ctx, first)
+        head.then = act  # a device kernel may apply the activation itself (ops/gpu/conv.py)
+        y = first.spec.kernel_for(kind)(head, *args[:n_first])
+        if head.absorbed:
+            return y
+        return act.spec.kernel_for(kind)(PartContext(ctx, act, y), y, *args[n_first:])
 
     kernel.__doc__ = f"{first.op_type} then {act.op_type} in place on its output"
     return kernel
@@ -70,6 +94,9 @@ class PartContext(OpContext):
     def __init__(self, ctx: OpContext, node: Node, out0: Any = None):
         self._ctx = ctx
         self._out0 = out0
+        self.then = None  # the node whose work follows in this fused step (set for the first half)
+        self.absorbed = False  # set by a kernel that did ``then``'s work too
+        self.device = ctx.device  # the halves ask the same device's capabilities
         self.xp = ctx.xp
         self.attrs = node.attrs
         self.opset = node.opset

@@ -1,0 +1,87 @@
+"""numpy twins of the CUDA kernels in ``kernels/``: the same arguments, the same result.
+
+The strict stand-in runs these where real CuPy would launch the compiled kernel, so every op
+variant that launches a kernel is tested on every CI run; ``tests/cuda_kernels`` compiles the
+CUDA sources with NVRTC and checks each kernel here has a twin.  A twin reads and writes the
+arrays it is given in place, as the kernel writes device memory; scalars are numpy scalars.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+TWINS: dict[str, Callable[..., None]] = {}
+
+
+def twin(kernel: Callable[..., None]) -> Callable[..., None]:
+    TWINS[kernel.__name__] = kernel
+    return kernel
+
+
+def _windows(padded: np.ndarray, kh: int, kw: int, oh: int, ow: int, sh: int, sw: int, dh: int, dw: int):
+    """The (N, C, OH, OW) slice of ``padded`` under kernel tap (kh, kw)."""
+    return padded[:, :, kh * dh: kh * dh + (oh - 1) * sh + 1: sh, kw * dw: kw * dw + (ow - 1) * sw + 1: sw]
+
+
+def _padded(x: np.ndarray, ph: int, pw: int, need_h: int, need_w: int, fill: float) -> np.ndarray:
+    n, c, h, w = x.shape
+    out = np.full((n, c, max(need_h, ph + h), max(need_w, pw + w)), fill, dtype=x.dtype)
+    out[:, :, ph:ph + h, pw:pw + w] = x
+    return out
+
+
+@twin
+def im2col_2d(x, cols, N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW):  # noqa: N803 (the kernel's names)
+    xs = x.reshape(int(N), int(C), int(H), int(W))
+    padded = _padded(xs, int(PH), int(PW), (OH - 1) * SH + (KH - 1) * DH + 1, (OW - 1) * SW + (KW - 1) * DW + 1, 0.0)
+    out = cols.reshape(int(N), int(C), int(KH), int(KW), int(OH), int(OW))
+    for kh in range(int(KH)):
+        for kw in range(int(KW)):
+            out[:, :, kh, kw] = _windows(padded, kh, kw, int(OH), int(OW), int(SH), int(SW), int(DH), int(DW))
+
+
+@twin
+def bias_act(y, bias, total, M, P, has_bias, act, a, b):  # noqa: N803
+    v = y.reshape(-1, int(M), int(P))
+    with np.errstate(all="ignore"):
+        if has_bias:
+            v += bias.reshape(-1)[:int(M)].reshape(1, -1, 1)
+        one, zero, a, b = np.float32(1), np.float32(0), np.float32(a), np.float32(b)
+        if act == 1:
+            np.maximum(v, zero, out=v)
+        elif act == 2:
+            np.divide(one, one + np.exp(-v), out=v)
+        elif act == 3:
+            np.copyto(v, np.where(v >= zero, v, a * v))
+        elif act == 4:
+            np.copyto(v, np.minimum(np.maximum(v, a), b))
+        elif act == 5:
+            np.tanh(v, out=v)
+        elif act == 6:
+            np.copyto(v, np.minimum(np.maximum(a * v + b, zero), one))
+        elif act == 7:
+            np.copyto(v, v * np.minimum(np.maximum(v / np.float32(6) + np.float32(0.5), zero), one))
+
+
+@twin
+def maxpool_2d(x, y, N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW):  # noqa: N803
+    xs = x.reshape(int(N), int(C), int(H), int(W))
+    padded = _padded(xs, int(PH), int(PW), (OH - 1) * SH + (KH - 1) * DH + 1, (OW - 1) * SW + (KW - 1) * DW + 1,
+                     -np.inf)
+    out = y.reshape(int(N), int(C), int(OH), int(OW))
+    out[...] = -np.inf
+    for kh in range(int(KH)):
+        for kw in range(int(KW)):
+            np.maximum(out, _windows(padded, kh, kw, int(OH), int(OW), int(SH), int(SW), int(DH), int(DW)), out=out)
+
+
+@twin
+def resize_taps_2d(x, y, ih, wh, iw, ww, planes, H, W, OH, OW, TH, TW):  # noqa: N803
+    xs = x.reshape(int(planes), int(H), int(W))
+    rows = ih.reshape(int(OH), int(TH))
+    cols = iw.reshape(int(OW), int(TW))
+    gathered = xs[:, rows][..., cols]  # (P, OH, TH, OW, TW)
+    inner = (gathered * ww.reshape(1, 1, 1, int(OW), int(TW))).sum(axis=-1, dtype=np.float32)
+    y.reshape(int(planes), int(OH), int(OW))[...] = (inner * wh.reshape(1, int(OH), int(TH), 1)).sum(
+        axis=2, dtype=np.float32)

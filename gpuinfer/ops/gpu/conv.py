@@ -1,0 +1,102 @@
+"""Conv on CUDA: ``im2col_2d`` + one batched matmul + ``bias_act`` (bias and a fused activation).
+
+Three launches a convolution (two for a pointwise one without bias or activation to apply,
+where the input itself is the column matrix), whatever the image size: the column scratch holds
+one image's columns, (C*KH*KW, OH*OW), planned and counted like every scratch buffer.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from gpuinfer.ops.conv_window import window_attrs, window_pads
+from gpuinfer.ops.registry import variant
+
+# activation fused into the epilogue: op type -> (code in kernels/conv.cu bias_act, its parameters)
+ACTIVATIONS = {
+    "Relu": (1, lambda attrs: (0.0, 0.0)),
+    "Sigmoid": (2, lambda attrs: (0.0, 0.0)),
+    "LeakyRelu": (3, lambda attrs: (float(attrs.get("alpha", 0.01)), 0.0)),
+    "Tanh": (5, lambda attrs: (0.0, 0.0)),
+    "HardSigmoid": (6, lambda attrs: (float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5)))),
+    "HardSwish": (7, lambda attrs: (0.0, 0.0)),
+}
+
+
+@dataclass(frozen=True)
+class Geometry2d:
+    out_shape: tuple
+    kernel: tuple  # (KH, KW)
+    strides: tuple
+    pads: tuple  # (PH, PW) begin pads
+    dilations: tuple
+    group: int
+    pointwise: bool  # 1x1, stride 1, unpadded: the input is the column matrix
+
+
+def geometry(attrs: dict, x_shape: tuple, w_shape: tuple) -> Optional[Geometry2d]:
+    """The 2-D geometry (1-D as H = 1), or None where this variant does not apply."""
+    n_sp, kernel, strides, dil, group = window_attrs("Conv", attrs, x_shape, w_shape)
+    if n_sp not in (1, 2) or x_shape[1] % group or w_shape[0] % group or w_shape[1] * group != x_shape[1]:
+        return None
+    begin, end, out_sp = window_pads(attrs.get("auto_pad"), attrs.get("pads"), x_shape[2:], kernel, strides, dil)
+    if n_sp == 1:
+        kernel, strides, dil, begin, end = [1, *kernel], [1, *strides], [1, *dil], [0, *begin], [0, *end]
+    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides) and not any(begin) and not any(end)
+    return Geometry2d((x_shape[0], w_shape[0], *out_sp), tuple(kernel), tuple(strides), tuple(begin),
+                      tuple(dil), group, pointwise)
+
+
+def _ints(*values: int) -> list:
+    return [np.int32(v) for v in values]
+
+
+@variant("Conv", "cuda")
+def conv_cuda(shared: Any, ctx: Any, x: Any, w: Any, b: Any = None) -> Any:
+    if x.dtype != np.float32 or w.dtype != np.float32 or (b is not None and b.dtype != np.float32) \
+            or x.ndim not in (3, 4) or w.ndim != x.ndim:
+        return shared(ctx, x, w, b)
+    g = ctx.memo(("cuda", x.shape, w.shape), lambda: geometry(ctx.attrs, x.shape, w.shape))
+    if g is None:
+        return shared(ctx, x, w, b)
+    out = ctx.out(0, g.out_shape, x.dtype)
+    if out.size == 0:
+        return out
+    conv_into(ctx, x, w, g, out)
+    then = getattr(ctx, "then", None)  # the activation a fusion pass put after this Conv
+    code, params = 0, (0.0, 0.0)
+    if then is not None and then.op_type in ACTIVATIONS and not then.domain:
+        code, make = ACTIVATIONS[then.op_type]
+        params = make(then.attrs)
+        ctx.absorbed = True
+    if b is not None or code:
+        m, p = out.shape[1], math.prod(out.shape[2:])
+        ctx.device.launch("bias_act", out.size, out, b if b is not None else out, np.int64(out.size), np.int32(m),
+                          np.int64(p), np.int32(b is not None), np.int32(code), np.float32(params[0]),
+                          np.float32(params[1]))
+    return out
+
+
+def conv_into(ctx: Any, x: Any, w: Any, g: Geometry2d, out: Any) -> None:
+    """The convolution without bias into ``out``: per image one im2col launch and one matmul."""
+    n, c = x.shape[:2]
+    h, wd = (1, x.shape[2]) if x.ndim == 3 else x.shape[2:]
+    oh, ow = (1, out.shape[2]) if out.ndim == 3 else out.shape[2:]
+    m, grp = w.shape[0], g.group
+    k = g.kernel[0] * g.kernel[1]
+    p = oh * ow
+    wr = w.reshape(grp, m // grp, (c // grp) * k)
+    xc = ctx.xp.ascontiguousarray(x)
+    cols = None if g.pointwise else ctx.scratch((c * k, p), x.dtype)
+    for ni in range(n):
+        if cols is None:
+            src = xc[ni].reshape(grp, c // grp, p)
+        else:
+            ctx.device.launch("im2col_2d", cols.size, xc[ni], cols,
+                              *_ints(1, c, h, wd, g.kernel[0], g.kernel[1], oh, ow, g.strides[0], g.strides[1],
+                                     g.pads[0], g.pads[1], g.dilations[0], g.dilations[1]))
+            src = cols.reshape(grp, (c // grp) * k, p)
+        ctx.xp.matmul(wr, src, out=out[ni].reshape(grp, m // grp, p))
