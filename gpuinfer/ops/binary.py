@@ -219,7 +219,7 @@ def prelu(ctx, x, slope):
     shape = _out_shape("PRelu", x, slope)
     out = ctx.out(0, shape, x.dtype)
     t = ctx.scratch(shape, x.dtype)
-    if xp is np and x.dtype.kind == "f" and _slopes_at_most_one(slope):
+    if ctx.caps.host_arrays and x.dtype.kind == "f" and _slopes_at_most_one(slope):
         # with slope <= 1, slope*x <= x exactly when x >= 0 (negative slopes too), so PRelu is
         # max(x, slope*x): two passes instead of four, the same bits
         xp.multiply(x, slope, out=t, casting="unsafe")

@@ -20,11 +20,13 @@ from gpuinfer.ops.conv_depthwise import column_phased, depthwise_conv, depthwise
 from gpuinfer.ops.conv_kn2row import kn2row_conv, kn2row_fits, kn2row_plan
 from gpuinfer.ops.conv_window import pad_into, window_attrs, window_pads
 from gpuinfer.ops.registry import op
+from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled, tile_bytes_of
 
 # im2col columns are built for a band of output rows at a time: a band this size stays in cache
 # for its matmul and keeps the scratch buffer small.  1 MiB rather than 2 lowers the arena peak
 # where the columns are the biggest tensor of the busiest step (resnet50 8.6 -> 7.7 MiB, nudenet
-# 5.9 -> 4.9 MiB) at no measurable cost except on VGG-19's huge layers (a few percent).
+# 5.9 -> 4.9 MiB) at no measurable cost except on VGG-19's huge layers (a few percent).  That is on
+# the CPU; a device scales it by its ``caps.tile_bytes`` (ops/tiles.py): whole images on a GPU.
 COLUMN_TILE_BYTES = 1 << 20
 
 # Above this many kernel taps, im2col columns come from one strided view of the input instead of
@@ -65,7 +67,8 @@ def use_kn2row(x_shape, w_shape, g) -> bool:
     return kn2row_fits(x_shape, w_shape, g) and 2 * w_shape[0] <= x_shape[1] and cg >= KN2ROW_MIN_CHANNELS
 
 
-def conv_geometry(attrs, x_shape, w_shape, dtype) -> ConvGeometry:
+def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES) -> ConvGeometry:
+    """The geometry of a Conv on a device whose tiles are ``tile_bytes`` (``caps.tile_bytes``)."""
     n_sp, kernel, strides, dil, group = window_attrs("Conv", attrs, x_shape, w_shape)
     n, c = x_shape[:2]
     m = w_shape[0]
@@ -84,20 +87,20 @@ def conv_geometry(attrs, x_shape, w_shape, dtype) -> ConvGeometry:
         depthwise_plan(g, pshape, padded, dt)
     elif use_kn2row(x_shape, w_shape, g):
         g.path = "kn2row"
-        kn2row_plan(g, x_shape, w_shape, dt)
+        kn2row_plan(g, x_shape, w_shape, dt, tile_bytes)
     else:
         if padded:
             g.padded_shape = (c, *pshape[2:])
             g.phased = math.prod(kernel) <= WINDOW_GATHER_TAPS and column_phased(kernel, strides, dil)
             g.scratch.append((g.padded_shape, dt))
         row = c * math.prod(kernel) * math.prod(out_sp[1:]) * dt.itemsize
-        g.tile = max(1, min(out_sp[0], COLUMN_TILE_BYTES // max(row, 1)))
+        g.tile = max(1, min(out_sp[0], scaled(COLUMN_TILE_BYTES, tile_bytes) // max(row, 1)))
         g.scratch.append(((c * math.prod(kernel), g.tile * math.prod(out_sp[1:])), dt))
     return g
 
 
-def _conv_scratch(attrs, shapes, dtypes):
-    return conv_geometry(attrs, shapes[0], shapes[1], dtypes[0]).scratch
+def _conv_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
+    return conv_geometry(attrs, shapes[0], shapes[1], dtypes[0], tile_bytes).scratch
 
 
 def conv_into(ctx, x, w, g, out, b=None):
@@ -184,7 +187,8 @@ def _windows(xp, src, g, band, shift):
 @op("Conv", since=1, scratch=_conv_scratch)
 def conv(ctx, x, w, b=None):
     """N-d grouped, strided, dilated, padded convolution (cross-correlation) with optional bias."""
-    g = ctx.memo((x.shape, w.shape, x.dtype), lambda: conv_geometry(ctx.attrs, x.shape, w.shape, x.dtype))
+    g = ctx.memo((x.shape, w.shape, x.dtype),
+                 lambda: conv_geometry(ctx.attrs, x.shape, w.shape, x.dtype, tile_bytes_of(ctx)))
     out = ctx.out(0, g.out_shape, x.dtype)
     conv_into(ctx, x, w, g, out, b)
     return out

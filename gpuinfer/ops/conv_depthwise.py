@@ -203,22 +203,19 @@ def _depthwise_nhwc(ctx, x, w, g, out):
                 view = as_strided(start[c0 * g.strides[1]:], dims + (n_px, width * c),
                                   steps + (width * g.strides[1] * col, item))
                 dst = acc[r0:r1, c0 * c:(c0 + n_px * width) * c].reshape(r1 - r0, n_px, width * c)
-                _sum_taps(xp, view, coef[i0:i1, :, :width * c], dst)
+                _sum_taps(xp, ctx.caps.einsum_out, view, coef[i0:i1, :, :width * c], dst)
         moved = pad.reshape(-1)[:acc.size].reshape(ho, wo, c)
         moved[...] = acc.reshape(ho, wo, c)
         out[ni] = moved.transpose(2, 0, 1)
 
 
-# Backends whose einsum writes into ``out=`` (CuPy's returns a new array, copied into place: one
-# band-sized temporary the planner does not see).
-EINSUM_OUT_BACKENDS = {"numpy"}
-
-
-def _sum_taps(xp, view, coef, dst):
+def _sum_taps(xp, einsum_out, view, coef, dst):
     """``dst[h, m, q] = sum over taps (i, j) of view[i, j, h, m, q] * coef[i, j, q]``: einsum's
     fused multiply-add reads each window once (twice as fast as a multiply then an add per tap), in
-    tap order like the "strided" layout."""
-    if xp.__name__ in EINSUM_OUT_BACKENDS:
+    tap order like the "strided" layout.  ``einsum_out``: the device's einsum writes into ``out=``
+    (``caps.einsum_out``); CuPy's returns a new array, copied into place: one band-sized temporary
+    the planner does not see."""
+    if einsum_out:
         xp.einsum("ijhmq,ijq->hmq", view, coef, out=dst)
     else:
         dst[...] = xp.einsum("ijhmq,ijq->hmq", view, coef)

@@ -6,10 +6,11 @@ import numpy as np
 
 from gpuinfer.ops.conv import conv_geometry, conv_into
 from gpuinfer.ops.registry import op
+from gpuinfer.ops.tiles import CPU_TILE_BYTES, tile_bytes_of
 
 
-def _conv_integer_scratch(attrs, shapes, dtypes):
-    g = conv_geometry(attrs, shapes[0], shapes[1], np.float64)
+def _conv_integer_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
+    g = conv_geometry(attrs, shapes[0], shapes[1], np.float64, tile_bytes)
     f8 = np.dtype(np.float64)
     return [(tuple(shapes[0]), f8), (tuple(shapes[1]), f8), (g.out_shape, f8)] + g.scratch
 
@@ -20,7 +21,7 @@ def _integer_conv(ctx, x, w, x_zero, w_zero):
     Padding holds x_zero, i.e. contributes nothing, as onnxruntime does.
     """
     xp = ctx.xp
-    g = conv_geometry(ctx.attrs, x.shape, w.shape, np.float64)
+    g = conv_geometry(ctx.attrs, x.shape, w.shape, np.float64, tile_bytes_of(ctx))
     xf = ctx.scratch(x.shape, np.float64)
     wf = ctx.scratch(w.shape, np.float64)
     acc = ctx.scratch(g.out_shape, np.float64)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import math
 
+from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled
+
 # The GEMM result of one band (taps x output channels x band rows x input width) holds at most this
 # much, as an im2col column tile does.  4 MiB was measured 2-4% faster on the kn2row layers of
-# u2netp and PP-OCRv4 det, but raises densenet121's arena peak by 17% (7.3 -> 8.6 MB).
+# u2netp and PP-OCRv4 det, but raises densenet121's arena peak by 17% (7.3 -> 8.6 MB).  That is on
+# the CPU; a device scales it by its ``caps.tile_bytes`` (ops/tiles.py): the whole image on a GPU.
 KN2ROW_BAND_BYTES = 2 << 20
 
 
@@ -25,14 +28,14 @@ def kn2row_fits(x_shape, w_shape, g) -> bool:
             and all(d > 0 for d in (*x_shape[2:], *g.out_shape[2:])))
 
 
-def kn2row_plan(g, x_shape, w_shape, dt):
+def kn2row_plan(g, x_shape, w_shape, dt, tile_bytes=CPU_TILE_BYTES):
     """Set the band height (input rows) and scratch buffers (in request order) of a kn2row conv on
     geometry ``g``: the stacked weights, then the GEMM result of one band."""
     c, m = x_shape[1], w_shape[0]
     h, w = x_shape[2:]
     grp = g.group
     rows_out = math.prod(g.kernel) * (m // grp)  # rows of the stacked weights
-    g.tile = max(1, min(h, KN2ROW_BAND_BYTES // max(rows_out * w * dt.itemsize, 1)))
+    g.tile = max(1, min(h, scaled(KN2ROW_BAND_BYTES, tile_bytes) // max(rows_out * w * dt.itemsize, 1)))
     g.scratch += [((grp, rows_out, c // grp), dt), ((rows_out, g.tile * w), dt)]
 
 

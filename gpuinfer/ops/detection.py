@@ -15,6 +15,11 @@ import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.registry import op
+from gpuinfer.ops.tiles import scaled, tile_bytes_of
+
+# RoiAlign max mode: elements of the corner-value temporaries per group of rois (CPU; a device
+# scales it by its ``caps.tile_bytes``, ops/tiles.py: all rois of a shape at once on a GPU).
+ROI_MAX_CHUNK_ELEMENTS = 1 << 22
 
 
 def _corners(boxes, center_point_box):
@@ -186,7 +191,7 @@ def _roi_max(ctx, x, ys, xs, batch, out):
             continue
         group = np.nonzero((pairs[:, 0] == gh) & (pairs[:, 1] == gw))[0]
         per_roi = channels * out_h * out_w * int(gh) * int(gw)
-        chunk = max(1, (1 << 22) // max(per_roi, 1))
+        chunk = max(1, scaled(ROI_MAX_CHUNK_ELEMENTS, tile_bytes_of(ctx)) // max(per_roi, 1))
         for first in range(0, group.size, chunk):
             sel = group[first:first + chunk]
             ycorners = _roi_axis(ys[0][sel], ys[1][sel], out_h, int(gh), x.shape[2])

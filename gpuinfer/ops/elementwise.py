@@ -2,7 +2,8 @@
 
 Most are in-place safe (``inplace=True``): every step reads ``x`` before the output element is
 written, or works on chunk-sized scratch buffers first.  Ops needing temporaries run over the
-flattened input in chunks of ``_CHUNK`` elements, so their planned scratch stays small and fixed.
+flattened input in chunks of ``_CHUNK`` elements on the CPU, so their planned scratch stays small
+and fixed; a device scales the chunk by its ``caps.tile_bytes`` (ops/tiles.py: one chunk on a GPU).
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import numpy as np
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.ops.registry import op
+from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled, tile_bytes_of
 
-_CHUNK = 1 << 16  # elements per chunk for ops that need temporaries
+_CHUNK = 1 << 16  # elements per chunk for ops that need temporaries (CPU; see chunk_elements)
 
 
 def _work_dtype(dtype) -> np.dtype:
@@ -23,12 +25,17 @@ def _work_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize < 4 else dtype
 
 
+def chunk_elements(tile_bytes=CPU_TILE_BYTES) -> int:
+    """Elements per chunk on a device whose tiles are ``tile_bytes``: ``_CHUNK`` on the CPU."""
+    return scaled(_CHUNK, tile_bytes)
+
+
 def chunk_scratch(*kinds):
     """Scratch declaration for ``chunked``: one chunk-sized buffer per kind (None = work dtype)."""
 
-    def fn(attrs, shapes, dtypes):
+    def fn(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
         n = math.prod(shapes[0]) if shapes and shapes[0] is not None else 0
-        c = min(n, _CHUNK)
+        c = min(n, chunk_elements(tile_bytes))
         return [((c,), _work_dtype(dtypes[0]) if k is None else np.dtype(k)) for k in kinds]
 
     return fn
@@ -38,7 +45,7 @@ def chunked(ctx, x, kinds, body):
     """Run ``body(x_chunk, out_chunk, *tmps)`` over flat chunks; tmps are scratch of each kind."""
     out = ctx.out(0, x.shape, x.dtype)
     n = int(x.size)
-    c = min(n, _CHUNK)
+    c = min(n, chunk_elements(tile_bytes_of(ctx)))
     tmps = [ctx.scratch((c,), _work_dtype(x.dtype) if k is None else np.dtype(k)) for k in kinds]
     xf, of = x.reshape(-1), out.reshape(-1)
     for s in range(0, n, max(c, 1)):
@@ -94,7 +101,9 @@ if not isinstance(_CLIP_UFUNC, np.ufunc):  # another numpy layout: np.clip, wrap
 
 
 def _clip(xp, x, lo, hi, out):
-    if xp is np and _CLIP_UFUNC is not None:
+    # numpy's private clip ufunc takes host numpy arrays only: asked of the operands, as clamp's
+    # callers pass no context (a device array goes to its module's clip)
+    if _CLIP_UFUNC is not None and isinstance(x, np.ndarray) and isinstance(out, np.ndarray):
         return _CLIP_UFUNC(x, lo, hi, out=out)
     return xp.clip(x, lo, hi, out=out)
 
@@ -331,9 +340,9 @@ def erf(ctx, x):
     return chunked(ctx, x, [None, None, None], body)
 
 
-def _gelu_scratch(attrs, shapes, dtypes):
+def _gelu_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
     kinds = (None,) if attrs.get("approximate", "none") == "tanh" else (None, None, None)
-    return chunk_scratch(*kinds)(attrs, shapes, dtypes)
+    return chunk_scratch(*kinds)(attrs, shapes, dtypes, tile_bytes)
 
 
 @op("Gelu", since=20, inplace=True, scratch=_gelu_scratch)
@@ -402,7 +411,17 @@ def shrink(ctx, x):
         xp.add(xc, bias, out=t, where=b, casting="unsafe")
         xp.copyto(oc, t)
 
-    return chunked(ctx, x, [None, np.bool_], body)
+    def masked_body(xc, oc, t, b):  # no where= on ufuncs (CuPy): masks go to copyto
+        xp.subtract(xc, bias, out=t, casting="unsafe")
+        xp.greater(xc, lambd, out=b)
+        xp.logical_not(b, out=b)  # not above lambd, NaN included (neither above nor below: 0)
+        xp.copyto(t, 0, where=b)  # t: x - bias above lambd, else 0
+        xp.less(xc, -lambd, out=b)
+        xp.add(xc, bias, out=oc, casting="unsafe")  # x is read for the last time (oc may be x)
+        xp.logical_not(b, out=b)
+        xp.copyto(oc, t, where=b, casting="unsafe")  # x + bias below -lambd (wins, as above), else t
+
+    return chunked(ctx, x, [None, np.bool_], body if ctx.caps.ufunc_where else masked_body)
 
 
 def _bound(ctx, x, value):

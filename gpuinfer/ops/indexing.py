@@ -3,8 +3,9 @@ OneHot, Compress, Unique, CumSum/CumProd, ReverseSequence.
 
 Element-wise index ops turn their indices into flat offsets in an index-sized scratch buffer and
 then do one ``take`` (or one scatter) on the flattened data.  Negative indices count from the end;
-out-of-range indices raise on the CPU backend (on the GPU they are not checked).  Ops whose output
-size depends on the data (NonZero, Unique, Compress) compute that size on the host.
+out-of-range indices raise: at once where arrays live on the host, after the run on a device (a
+device flag handed to ``ctx.defer_check``; reading it mid-run would sync).  Ops whose output size
+depends on the data (NonZero, Unique, Compress) compute that size on the host.
 """
 from __future__ import annotations
 
@@ -23,19 +24,33 @@ def _axis(op_type, axis, rank):
 
 
 def _check_range(ctx, op_type, idx, dim):
-    """Raise on indices outside [-dim, dim) (numpy backend only: a GPU check would sync)."""
-    if ctx.xp is not np or idx.size == 0:
+    """Indices outside [-dim, dim) are an error.
+
+    Host arrays (and host indices on any device): checked now.  On a device, reading the indices
+    would sync mid-run: a device boolean "some index is out of range" goes to the runtime's
+    deferred check (``ctx.defer_check(flag, message)``), which reads every flag of the run once,
+    after it, and raises.  A context without that hook leaves device indices unchecked (a device
+    ``take`` wraps them around)."""
+    if idx.size == 0:
         return
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < -dim or hi >= dim:
-        raise NodeExecutionError(f"{op_type}: index out of range [{-dim}, {dim - 1}]: got min {lo}, max {hi}")
+    if ctx.caps.host_arrays or isinstance(idx, np.ndarray):
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < -dim or hi >= dim:
+            raise NodeExecutionError(f"{op_type}: index out of range [{-dim}, {dim - 1}]: got min {lo}, max {hi}")
+        return
+    defer = getattr(ctx, "defer_check", None)
+    if defer is not None:
+        xp = ctx.xp
+        bad = xp.logical_or(idx.min() < -dim, idx.max() >= dim)  # 0-d device bool: no sync
+        defer(bad, f"{op_type}: index out of range [{-dim}, {dim - 1}]")
 
 
-def _take(xp, a, idx, axis, out):
-    """xp.take into ``out`` without numpy's buffered bounds-check mode (indices already valid)."""
-    if xp is np:
+def _take(ctx, a, idx, axis, out):
+    """take into ``out`` without numpy's buffered bounds-check mode (indices already checked; a
+    device's take has no mode and wraps)."""
+    if ctx.caps.host_arrays:
         return np.take(a, idx, axis=axis, out=out, mode="wrap")
-    return xp.take(a, idx, axis=axis, out=out)
+    return ctx.xp.take(a, idx, axis=axis, out=out)
 
 
 def _strides(shape):
@@ -82,7 +97,7 @@ def gather(ctx, x, indices):
         return out
     if dim == 0:
         raise NodeExecutionError("Gather: gathering from an empty axis")
-    return _take(ctx.xp, x, indices, axis, out)
+    return _take(ctx, x, indices, axis, out)
 
 
 @op("GatherElements", since=11, scratch=_idx_scratch)
@@ -96,7 +111,7 @@ def gather_elements(ctx, x, indices):
     if out.size == 0:
         return out
     _flat_offsets(ctx, "GatherElements", x.shape, indices, axis, flat)
-    return _take(ctx.xp, x.reshape(-1), flat, None, out)
+    return _take(ctx, x.reshape(-1), flat, None, out)
 
 
 def _nd_offsets(ctx, op_type, data_shape, indices, batch_dims, lin):
@@ -139,18 +154,58 @@ def gather_nd(ctx, x, indices):
         return out
     _nd_offsets(ctx, "GatherND", x.shape, indices, b, lin)
     r = math.prod(rest)
-    return _take(ctx.xp, x.reshape(-1, r), lin.reshape(-1), 0, out.reshape(-1, r)).reshape(out.shape)
+    return _take(ctx, x.reshape(-1, r), lin.reshape(-1), 0, out.reshape(-1, r)).reshape(out.shape)
 
 
-def _scatter_apply(xp, target, where, values, reduction):
+_REDUCTION_UFUNCS = {"add": "add", "mul": "multiply", "max": "maximum", "min": "minimum"}
+# The dtypes whose ``ufunc.at`` a device without host arrays does with atomics (CuPy 14's scatter
+# ops: add/maximum/minimum only, on these type codes); other reductions and dtypes there run
+# ``_segmented_scatter``.  Host arrays (numpy) take every ufunc's ``at`` on every dtype.
+DEVICE_SCATTER_DTYPES = {"add": "efdiIL", "maximum": "fdiIlL", "minimum": "fdiIlL"}
+
+
+def _scatter_apply(ctx, target, where, values, reduction):
     """target[where] (op)= values; repeated indices accumulate for the reductions."""
     if reduction == "none":
         target[where] = values
-    elif reduction in ("add", "mul", "max", "min"):
-        ufunc = {"add": xp.add, "mul": xp.multiply, "max": xp.maximum, "min": xp.minimum}[reduction]
+        return
+    name = _REDUCTION_UFUNCS.get(reduction)
+    if name is None:
+        raise NodeExecutionError(f"Scatter: unknown reduction {reduction!r}")
+    ufunc = getattr(ctx.xp, name)
+    caps = ctx.caps
+    if name in caps.scatter_ufuncs and (caps.host_arrays or target.dtype.char in DEVICE_SCATTER_DTYPES.get(name, "")):
         ufunc.at(target, where, values)
     else:
-        raise NodeExecutionError(f"Scatter: unknown reduction {reduction!r}")
+        _segmented_scatter(ctx.xp, ufunc, target, where, values)
+
+
+def _segmented_scatter(xp, ufunc, target, where, values):
+    """``ufunc.at(target, where, values)`` without ``ufunc.at`` and without a device sync.
+
+    The updates are sorted by target position (stable); each run of equal positions is reduced by
+    a log-step inclusive scan inside the run (ceil(log2 n) rounds, each combining an element with
+    the one ``shift`` before it when both lie in the same run); every element of a run then reads
+    the run's total (at the run's last element) and writes ``ufunc(target, total)``: the writes
+    of a run carry the same value, so their order does not matter.  Exact for integers and for
+    max/min; floating sums and products are associated differently from a sequential loop (as
+    with atomics).  ``target`` is (N,) or (N, r) and ``where`` (n,) positions along axis 0."""
+    n = int(where.shape[0])
+    if n == 0:
+        return
+    order = xp.argsort(where, kind="stable")
+    pos = where[order]
+    acc = values[order]
+    first = xp.searchsorted(pos, pos, side="left")
+    rank = xp.arange(n, dtype=np.int64) - first  # place of each update inside its run
+    lead = (-1,) + (1,) * (acc.ndim - 1)
+    shift = 1
+    while shift < n:
+        reach = (rank[shift:] >= shift).reshape(lead)
+        acc[shift:] = xp.where(reach, ufunc(acc[:-shift], acc[shift:]), acc[shift:])
+        shift *= 2
+    last = xp.searchsorted(pos, pos, side="right") - 1
+    target[pos] = ufunc(target[pos], acc[last])
 
 
 def _scatter_elements(ctx, x, indices, updates, reduction):
@@ -162,7 +217,7 @@ def _scatter_elements(ctx, x, indices, updates, reduction):
     flat = ctx.scratch(indices.shape, np.int64)
     if indices.size:
         _flat_offsets(ctx, ctx.op_type, x.shape, indices, axis, flat)
-        _scatter_apply(ctx.xp, out.reshape(-1), flat.reshape(-1), updates.reshape(-1), reduction)
+        _scatter_apply(ctx, out.reshape(-1), flat.reshape(-1), updates.reshape(-1), reduction)
     return out
 
 
@@ -191,7 +246,7 @@ def scatter_nd(ctx, x, indices, updates):
     if lin.size:
         _nd_offsets(ctx, "ScatterND", x.shape, indices, 0, lin)
         r = math.prod(rest)
-        _scatter_apply(ctx.xp, out.reshape(-1, r), lin.reshape(-1), updates.reshape(-1, r),
+        _scatter_apply(ctx, out.reshape(-1, r), lin.reshape(-1), updates.reshape(-1, r),
                        ctx.attr("reduction", "none"))
     return out
 
@@ -259,10 +314,18 @@ def one_hot(ctx, indices, depth, values):
     xp.copyto(out, vals[0])
     outer = math.prod(int(s) for s in indices.shape[:axis])
     inner = math.prod(int(s) for s in indices.shape[axis:])
-    idx = indices.reshape(outer, inner).astype(np.int64)
-    xp.add(idx, d, out=idx, where=idx < 0)
-    o_i, i_i = xp.nonzero((idx >= 0) & (idx < d))
-    out.reshape(outer, d, inner)[o_i, idx[o_i, i_i], i_i] = vals[1]
+    if ctx.caps.ufunc_where:  # host: scatter the on-values at the valid indices found
+        idx = indices.reshape(outer, inner).astype(np.int64)
+        xp.add(idx, d, out=idx, where=idx < 0)
+        o_i, i_i = xp.nonzero((idx >= 0) & (idx < d))
+        out.reshape(outer, d, inner)[o_i, idx[o_i, i_i], i_i] = vals[1]
+        return out
+    # device: no where= on ufuncs, and nonzero would sync: compare every index with 0..d-1
+    # (out-of-range indices match none and stay off)
+    idx = indices.reshape(outer, 1, inner).astype(np.int64)
+    idx = xp.where(idx < 0, idx + d, idx)
+    hit = idx == xp.arange(d, dtype=np.int64).reshape(1, d, 1)
+    xp.copyto(out.reshape(outer, d, inner), vals[1], where=hit)
     return out
 
 

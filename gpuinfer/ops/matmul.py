@@ -197,8 +197,8 @@ def einsum(ctx, *inputs):
     optimize = len(inputs) > 2
     if dtype.kind not in "biufc":  # bfloat16 and friends: numpy's einsum has no loop for them
         xp.copyto(out, xp.einsum(eq, *[x.astype(np.float32) for x in inputs], optimize=optimize), casting="unsafe")
-    elif xp is np:
-        np.einsum(eq, *inputs, out=out, optimize=optimize)
+    elif ctx.caps.einsum_out:
+        xp.einsum(eq, *inputs, out=out, optimize=optimize)
     else:  # cupy's einsum takes no out=
         xp.copyto(out, xp.einsum(eq, *inputs))
     return out

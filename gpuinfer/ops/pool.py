@@ -17,6 +17,7 @@ from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops import pool_fold
 from gpuinfer.ops.conv_window import window_pads
 from gpuinfer.ops.registry import op
+from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled, tile_bytes_of
 
 
 @dataclass
@@ -46,8 +47,9 @@ def pool_geometry(attrs, x_shape) -> PoolGeometry:
 
 
 @functools.lru_cache(maxsize=512)
-def _plan(key, x_shape):
-    """(geometry, per-axis fold specs, "windows" | "separable" | "taps", scratch shapes) of a pool call."""
+def _plan(key, x_shape, tile_bytes=CPU_TILE_BYTES):
+    """(geometry, per-axis fold specs, "windows" | "separable" | "taps", scratch shapes) of a pool call
+    on a device whose tiles are ``tile_bytes``."""
     g = pool_geometry(dict(key), x_shape)
     out_sp, in_sp = g.out_shape[2:], x_shape[2:]
     axes = tuple(zip(in_sp, out_sp, g.kernel, g.strides, g.dilations, g.begin))
@@ -62,7 +64,7 @@ def _plan(key, x_shape):
     if not any(g.begin) and all(r <= i for r, i in zip(reach, in_sp)):
         return g, axes, "separable", []
     padded = rows * math.prod(max(i + b + e, r) for i, b, e, r in zip(in_sp, g.begin, g.end, reach))
-    budget = min(pool_fold.TILE_ELEMS, rows * math.prod(out_sp), padded)
+    budget = min(scaled(pool_fold.TILE_ELEMS, tile_bytes), rows * math.prod(out_sp), padded)
     return g, axes, "separable", [(max(1, min(rows, budget // (ho * w))), ho, w)]
 
 
@@ -76,7 +78,8 @@ def _key(attrs):
 
 def _pool_into(ctx, ufunc, reduce, x, fill, use_scratch=True):
     """The pooled output of ``x``, folded by the path ``_plan`` picks; returns (out, geometry)."""
-    g, axes, kind, scratch = _plan(_key(ctx.attrs), tuple(x.shape))
+    tile_bytes = tile_bytes_of(ctx)
+    g, axes, kind, scratch = _plan(_key(ctx.attrs), tuple(x.shape), tile_bytes)
     out = ctx.out(0, g.out_shape, x.dtype)
     tmp = ctx.scratch(scratch[0], x.dtype) if scratch and use_scratch else None
     if out.size == 0:
@@ -84,14 +87,14 @@ def _pool_into(ctx, ufunc, reduce, x, fill, use_scratch=True):
     if kind == "windows":
         pool_fold.fold_windows(ctx.xp, reduce, x, out, axes, fill)
     elif kind == "separable":
-        pool_fold.fold_separable(ctx.xp, ufunc, x, out, axes, fill, tmp)
+        pool_fold.fold_separable(ctx.xp, ufunc, x, out, axes, fill, tmp, tile_bytes)
     else:
         pool_fold.fold_taps(ctx.xp, ufunc, x, out, axes, fill)
     return out, g
 
 
-def _pool_scratch(attrs, shapes, dtypes):
-    return [(s, np.dtype(dtypes[0])) for s in _plan(_key(attrs), tuple(shapes[0]))[3]]
+def _pool_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
+    return [(s, np.dtype(dtypes[0])) for s in _plan(_key(attrs), tuple(shapes[0]), tile_bytes)[3]]
 
 
 def _lp_scratch(attrs, shapes, dtypes):

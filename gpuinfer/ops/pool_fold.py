@@ -13,8 +13,12 @@ import functools
 import itertools
 import math
 
+from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled
+
 # The separable path's row-pooled tiles hold at most TILE_ELEMS elements (cache-sized); tiles
 # carved from the unwritten output stop below MIN_TILE, where the per-call cost outweighs the gain.
+# Both are the CPU's; a device scales them by its ``caps.tile_bytes`` (ops/tiles.py).  On a GPU the
+# tile then covers the whole input, and carving stops at once (one pass per tap instead).
 TILE_ELEMS = 1 << 18
 MIN_TILE = 1 << 13
 
@@ -145,7 +149,7 @@ def _fold_axis(xp, ufunc, src, out, geom, fill):
         fold_taps(xp, ufunc, src, out, [geom, _identity(out.shape[2])], fill)
 
 
-def fold_separable(xp, ufunc, x, out, axes, fill, tmp):
+def fold_separable(xp, ufunc, x, out, axes, fill, tmp, tile_bytes=CPU_TILE_BYTES):
     """2-D windows as k_h + k_w passes instead of k_h * k_w: rows first (the H taps read whole
     input rows, long runs), then the columns of a tile of row-pooled channels. The tile is ``tmp``
     or, without scratch, carved from the part of ``out`` not yet written: m channels need m*Ho*W
@@ -164,8 +168,8 @@ def fold_separable(xp, ufunc, x, out, axes, fill, tmp):
                 m = min(tmp.shape[0], left)
                 t = tmp[:m]
             else:
-                m = min(max(1, TILE_ELEMS // (ho * w)), left * wo // (w + wo))
-                if m < 1 or m * ho * w < MIN_TILE:
+                m = min(max(1, scaled(TILE_ELEMS, tile_bytes) // (ho * w)), left * wo // (w + wo))
+                if m < 1 or m * ho * w < scaled(MIN_TILE, tile_bytes):
                     fold_taps(xp, ufunc, xs[done:], outs[done:], axes, fill)
                     break
                 t = flat[(done + m) * ho * wo:(done + m) * ho * wo + m * ho * w].reshape(m, ho, w)

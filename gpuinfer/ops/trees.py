@@ -13,12 +13,15 @@ import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.registry import op
+from gpuinfer.ops.tiles import scaled, tile_bytes_of
 
 _LEQ, _LT, _GTE, _GT, _EQ, _NEQ, _MEMBER = range(7)
 _AGGREGATES = ("AVERAGE", "SUM", "MIN", "MAX")
 _TRANSFORMS = ("NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT")
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-_SLOTS_PER_CHUNK = 1 << 20  # (sample, tree) pairs walked at once: bounds the walk's index arrays
+# (sample, tree) pairs walked at once: bounds the walk's index arrays (CPU; a device scales it by
+# its ``caps.tile_bytes``, ops/tiles.py: the whole batch at once on a GPU)
+_SLOTS_PER_CHUNK = 1 << 20
 
 
 @dataclass
@@ -307,7 +310,7 @@ def _run_ensemble(ctx, x, e: _Ensemble):
     cdt = np.float32 if x.dtype == np.float16 else x.dtype
     tab = _DeviceTables(xp, e, cdt)
     n_trees = int(e.roots.size)
-    step = max(1, _SLOTS_PER_CHUNK // n_trees)
+    step = max(1, scaled(_SLOTS_PER_CHUNK, tile_bytes_of(ctx)) // n_trees)
     for r0 in range(0, int(x.shape[0]), step):
         chunk = x[r0:r0 + step]
         scores = _aggregate(xp, _walk(xp, chunk, tab, cdt), tab, e.n_targets, e.aggregate)

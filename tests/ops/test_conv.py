@@ -243,9 +243,11 @@ def test_depthwise_nhwc_tail_run():
 
 def test_depthwise_nhwc_tap_loop_fallback(monkeypatch):
     """Backends whose einsum cannot write into a buffer (CuPy) copy its result into place: same values."""
-    import gpuinfer.ops.conv_depthwise as dw_module
+    import dataclasses
 
-    monkeypatch.setattr(dw_module, "EINSUM_OUT_BACKENDS", set())
+    from gpuinfer.backends.numpy_backend import NumpyBackend
+
+    monkeypatch.setattr(NumpyBackend, "caps", dataclasses.replace(NumpyBackend.caps, einsum_out=False))
     _check_depthwise((2, 6, 3, 10), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1]), "nhwc")
     _check_depthwise((2, 16, 4, 37), (3, 3), dict(pads=[1, 1, 1, 1]), "nhwc")
     _check_depthwise((2, 5, 8, 9), (3, 3), dict(pads=[0, 2, 1, 0], dilations=[2, 1], strides=[1, 2]), "nhwc")
