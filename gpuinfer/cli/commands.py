@@ -31,13 +31,14 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     reporting = bool(args.memory_report or args.json or args.plot)
     if args.plot:
         require_matplotlib()
+    _check_writable("--trace", args.trace)
     model, feeds, choices = _prepare(args, out)
     repeat = args.repeat or (REPORT_REPEAT if reporting else 1)
     with Progress(repeat, f"run {model.path.name}", enabled=not args.quiet) as bar:
         bar.show(args.memory_mode)
         with guessed_shapes_hint(model.path, feeds, choices):  # failing on guessed shapes: ask for --shape
             result = measure(model.path, args.memory_mode, args.device, feeds, repeat, reporting, bar.advance,
-                             args.threads)
+                             args.threads, args.trace)
     median = f", median {ms(result.median_seconds)} ({later_runs(repeat)})" if repeat > 1 else ""
     print(f"ran {result.mode} on {result.device}: {repeat} run(s), first {ms(result.first_seconds)}{median}",
           file=out)
@@ -46,6 +47,8 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if args.memory_report:
         print("\n" + memory_report_text(result), file=out)
     _write_extras(args, "run", model, repeat, choices, [result], None, None, out)
+    if args.trace:
+        print(f"wrote trace to {args.trace} (open it in chrome://tracing or ui.perfetto.dev)", file=out)
     return 0
 
 

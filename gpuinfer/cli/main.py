@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--memory-mode", default="per_tensor", choices=MEMORY_MODES, metavar="MODE",
                      help=f"one of {', '.join(MEMORY_MODES)} (default per_tensor)")
+    run.add_argument("--trace", metavar="FILE.json",
+                     help="write every run as a Chrome trace: a span per node, live bytes per step "
+                          "(open in chrome://tracing or ui.perfetto.dev)")
     run.add_argument("--memory-report", action="store_true",
                      help="print peaks, bound, plan, allocator, latency and the busiest steps")
     compare = commands.add_parser("compare", help="run every memory mode and compare them",

@@ -48,11 +48,13 @@ class ModeResult:
 
 
 def measure(model: Path, mode: str, device: str, feeds: dict, repeat: int, sample: bool,
-            on_run: Optional[Callable[[str], None]] = None, threads: Optional[int] = None) -> ModeResult:
-    """A fresh session in ``mode`` run ``repeat`` times on ``feeds`` (``threads``: BLAS threads)."""
+            on_run: Optional[Callable[[str], None]] = None, threads: Optional[int] = None,
+            trace: Optional[str] = None) -> ModeResult:
+    """A fresh session in ``mode`` run ``repeat`` times on ``feeds`` (``threads``: BLAS threads;
+    ``trace``: a Chrome trace file of every run, written once the runs are over)."""
     gc.collect()  # earlier sessions must not be freed during this one's runs (sampler baseline)
     session = InferenceSession(model, device=device, memory_mode=mode, sample_memory=sample,
-                               intra_op_threads=threads)
+                               intra_op_threads=threads, trace=trace)
     names = [o.name for o in session.get_outputs()]
     seconds = []
     outputs: list = []
@@ -64,6 +66,7 @@ def measure(model: Path, mode: str, device: str, feeds: dict, repeat: int, sampl
         if on_run is not None:
             on_run(mode)
     report = session.memory_report()
+    session.end_profiling()
     result = ModeResult(mode, session.device, report, seconds, names, outputs)
     del session
     gc.collect()

@@ -72,6 +72,9 @@ def memory_report_text(result: ModeResult, top: int = 10) -> str:
         ("latency, first run", ms(result.first_seconds), "run 1"),
         ("latency, median", ms(result.median_seconds), median_note),
     ]
+    if r.first_run_traced:  # data-dependent shapes: the plan was finished by tracing run 1
+        rows.insert(1, ("peak, first run", mib(r.first_run_peak_bytes),
+                        f"{r.first_run_peak_bytes:,} bytes; run 1 traced sizes the plan could not know"))
     head = f"memory report: mode {r.mode} on {r.device} (figures from the last of {runs} run(s))"
     body = format_table(("", "", ""), rows, indent="  ", align="lrl").splitlines()[2:]  # no header row
     steps = [(str(i), str(s.step), s.op, s.node, mib(s.live_bytes), f"{s.live_bytes:,}")

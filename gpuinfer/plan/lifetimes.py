@@ -6,6 +6,8 @@ but never placed, because they are handed to the caller and must outlive the run
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Optional
 
@@ -85,10 +87,23 @@ def _predicted_scratch(graph: Graph, node, types: dict) -> list:
         shape, dtype = _known(graph, name, types)
         shapes.append(shape)
         dtypes.append(dtype)
+    scratch = node.spec.scratch
     try:
-        return list(node.spec.scratch(node.attrs, shapes, dtypes) or ())
+        if _wants_output_shapes(scratch):  # e.g. Resize: its scratch follows the output shape
+            outputs = [_known(graph, name, types)[0] for name in node.outputs]
+            return list(scratch(node.attrs, shapes, dtypes, output_shapes=outputs) or ())
+        return list(scratch(node.attrs, shapes, dtypes) or ())
     except Exception:
         return []  # the kernel will then ask at run time and be served dynamically
+
+
+@functools.lru_cache(maxsize=None)
+def _wants_output_shapes(scratch) -> bool:
+    """Whether a scratch function takes ``output_shapes=`` (the output shapes the plan knows)."""
+    try:
+        return "output_shapes" in inspect.signature(scratch).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _scratch_records(step: int, wanted) -> list[Lifetime]:

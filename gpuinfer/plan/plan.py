@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Optional
 
 from gpuinfer.plan.lifetimes import Lifetime, lower_bound
 
@@ -47,6 +48,8 @@ class MemoryPlan:
     concat: dict = field(default_factory=dict)  # input -> (concat output, offset): lives inside it
     # control-flow step -> the TracePlan of its subgraph tensors, filled in by runs (plan/trace.py)
     traces: dict = field(default_factory=dict)
+    # counted peak of the run whose trace finished this plan (None: complete before any run)
+    first_run_peak_bytes: Optional[int] = None
 
     @property
     def planned_bytes(self) -> int:

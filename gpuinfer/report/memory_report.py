@@ -23,6 +23,14 @@ class MemoryReport:
     ``peak_bytes`` is the pool's exact count (intermediates, scratch, outputs, plus buffers kept
     from earlier runs); ``sampled_peak_bytes`` is the independent sampler's figure for the same
     run over the session's ready baseline (None when no sampler ran; ``sampler`` says why).
+
+    ``first_run_traced``: this input-shape signature's plan could not place every tensor ahead
+    (data-dependent shapes such as NonZero's, or control-flow bodies), so its first run served
+    those on the reduce path and the plan was finished from what it saw; ``first_run_peak_bytes``
+    is that first run's counted peak (None when the plan was complete before any run).
+    ``memory_ceiling`` names what the run was checked against before it started
+    (``"memory_limit_bytes"``, ``"available host memory"``, ``"available device memory"``, or
+    ``"none"`` when the device cannot say) and ``memory_ceiling_bytes`` its figure then.
     """
 
     mode: str
@@ -39,6 +47,10 @@ class MemoryReport:
     run_seconds: float
     inplace_count: int = 0
     timeline: list[StepRecord] = field(default_factory=list)
+    first_run_traced: bool = False
+    first_run_peak_bytes: Optional[int] = None
+    memory_ceiling: str = "none"
+    memory_ceiling_bytes: Optional[int] = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -6,9 +6,10 @@ Exact by construction: a byte is in use from the call that handed it out until t
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 from gpuinfer.backends.base import Backend
+from gpuinfer.errors import MemoryLimitError
 
 
 class CountingAllocator:
@@ -21,8 +22,12 @@ class CountingAllocator:
         self.step_peak = 0
         self.allocations = 0
         self.alloc_seconds = 0.0
+        self.limit: Optional[int] = None  # memory_limit_bytes: no allocation may take in_use past it
 
     def alloc(self, nbytes: int) -> Any:
+        if self.limit is not None and self.in_use + nbytes > self.limit:
+            raise MemoryLimitError(f"an allocation of {nbytes} bytes with {self.in_use} in use would pass "
+                                   f"memory_limit_bytes ({self.limit} bytes)")
         start = time.perf_counter()
         raw = self.backend.raw(nbytes)
         self.alloc_seconds += time.perf_counter() - start

@@ -111,6 +111,13 @@ class NestedTensors:
         place = self.plan.placements.get(key)
         if place is not None and self.plan.lifetimes[key].nbytes == nbytes:
             return self.blocks.block(place.block)[place.offset:place.offset + nbytes]
+        block = self.allocator.alloc(nbytes)  # first: a refused allocation (memory limit) holds nothing
         self._block_dynamic = nbytes
         self.changed = True
-        return self.allocator.alloc(nbytes)
+        return block
+
+    def abandon(self) -> None:
+        """The run failed inside a step: give back the step's block if this run allocated it."""
+        if self._block_dynamic:
+            self.allocator.free(self._block_dynamic)
+            self._block_dynamic = 0

@@ -33,10 +33,12 @@ class BlockSet:
         self.sizes = list(sizes)
         self.raw: list[Optional[Any]] = [None] * len(sizes)
         self.views: dict[int, dict[str, Any]] = {}  # id(plan) -> tensor key -> view, reused every run
+        self.held_bytes = 0  # bytes of the blocks allocated now (read before every run: kept, not summed)
 
     def block(self, index: int) -> Any:
         if self.raw[index] is None:
             self.raw[index] = self.allocator.alloc(self.sizes[index])
+            self.held_bytes += self.sizes[index]
         return self.raw[index]
 
     def grow(self, sizes: list[int]) -> None:
@@ -49,12 +51,9 @@ class BlockSet:
             elif size > self.sizes[i]:
                 if self.raw[i] is not None:
                     self.allocator.free(self.sizes[i])
+                    self.held_bytes -= self.sizes[i]
                     self.raw[i] = None
                 self.sizes[i] = size
-
-    @property
-    def held_bytes(self) -> int:
-        return sum(s for s, r in zip(self.sizes, self.raw) if r is not None)
 
     def views_for(self, plan: MemoryPlan) -> dict[str, Any]:
         return self.views.setdefault(id(plan), {})
@@ -69,6 +68,7 @@ class BlockSet:
             if raw is not None:
                 self.allocator.free(self.sizes[i])
                 self.raw[i] = None
+        self.held_bytes = 0
 
 
 class RunPool:
@@ -150,12 +150,14 @@ class RunPool:
     def _dynamic(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
         if key in self.dynamic:  # a Loop body making the same value again: the old one is gone
             self.release(key)
-        self.dynamic_bytes += nbytes
-        self.dynamic[key] = nbytes
         if dtype.kind in "OUS":  # no typed view of raw bytes exists for these
             self.allocator.track(nbytes)
-            return np.empty(shape, dtype=dtype)
-        return self.backend.view(self.allocator.alloc(nbytes), 0, shape, dtype)
+            buffer = np.empty(shape, dtype=dtype)
+        else:  # allocated before it is recorded: an allocation refused (memory_limit_bytes) holds nothing
+            buffer = self.backend.view(self.allocator.alloc(nbytes), 0, shape, dtype)
+        self.dynamic_bytes += nbytes
+        self.dynamic[key] = nbytes
+        return buffer
 
     def release(self, key: str) -> None:
         """The tensor is dead: a dynamic buffer goes back now; a planned view just stops being used."""

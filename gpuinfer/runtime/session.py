@@ -14,6 +14,8 @@ owned by the caller.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import threading
 import weakref
 import time
@@ -25,19 +27,23 @@ import numpy as np
 from gpuinfer.backends import make_backend, resolve_device
 from gpuinfer.errors import DataRemovedError, GpuinferError, InputError, MemoryLimitError
 from gpuinfer.graph.build import load_graph
-from gpuinfer.graph.passes import resolve as resolve_optimizations
+from gpuinfer.graph.passes import removed_value_advice, resolve as resolve_optimizations
 from gpuinfer.graph.read import ModelSource
 from gpuinfer.graph.specialize import signature_of, static_value_types
 from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.plan import MODES, MemoryPlan, make_plan
+from gpuinfer.report.chrome_trace import TraceRecorder
 from gpuinfer.report.memory_report import MemoryReport, StepRecord
 from gpuinfer.runtime.actual_bound import run_lower_bound
 from gpuinfer.runtime.allocator import CountingAllocator
-from gpuinfer.runtime.executor import Executor
+from gpuinfer.runtime.executor import Executor, subgraphs_of
 from gpuinfer.runtime.feeds import NodeArg, check_feeds, type_string
 from gpuinfer.runtime.pool import BlockSet, RunPool, nbytes_of
 
 DEFAULT_PLAN_CACHE = 8  # input-shape signatures whose plans (and kept buffers) stay cached
+# Reading the device's available memory costs microseconds (/proc/meminfo: ~7 us, a tenth of a small
+# model's run), so a reading is reused this long unless the run would take half of it.
+AVAILABLE_MAX_AGE_S = 0.5
 
 
 class InferenceSession:
@@ -55,6 +61,19 @@ class InferenceSession:
     default leaves BLAS at its own default, one thread per core.  ``device_allocator`` (CUDA only)
     is the backing store of the run's CuPy allocator hook: ``"pool"`` (CuPy's MemoryPool),
     ``"async"`` (stream-ordered, returns memory) or ``"cuda_malloc"`` (plain cudaMalloc/cudaFree).
+
+    Memory ceiling: a run is refused (``MemoryLimitError``, naming the modes that would fit and
+    their planned figures) when the counted peak it will reach is over ``memory_limit_bytes``, or,
+    without a limit, when what it must add is over what the device can give now (available host
+    memory, free device memory).  Under a limit the pool also refuses any allocation past it, so
+    tensors a plan could not foresee cannot take a run over it, and identical runs get the same
+    answer.
+
+    ``trace="run.json"`` records every run as a Chrome trace (chrome://tracing, ui.perfetto.dev):
+    one span per node, a counter of the pool's live bytes per step.  The file is written by
+    ``end_profiling()`` (which returns its path, as onnxruntime's does), ``close()``, or when the
+    session is collected.  onnxruntime's ``SessionOptions.enable_profiling`` (passed as
+    ``sess_options``) turns it on too, named from ``profile_file_prefix``.
     """
 
     def __init__(self, model: ModelSource, device: str = "auto", memory_mode: str = "per_tensor",
@@ -62,7 +81,8 @@ class InferenceSession:
                  keep: Iterable[str] = (), sample_memory: bool = False,
                  memory_limit_bytes: Optional[int] = None, plan_cache_size: int = DEFAULT_PLAN_CACHE,
                  profile: bool = False, optimizations: Union[bool, Iterable[str]] = True,
-                 intra_op_threads: Optional[int] = None, device_allocator: str = "pool") -> None:
+                 intra_op_threads: Optional[int] = None, device_allocator: str = "pool",
+                 trace: Optional[str] = None) -> None:
         if memory_mode not in MODES:
             raise GpuinferError(f"unknown memory_mode {memory_mode!r}; choose one of {sorted(MODES)}")
         if plan_cache_size < 1:
@@ -71,11 +91,12 @@ class InferenceSession:
         self.device = resolve_device(device, providers)
         self._backend = make_backend(self.device, device_allocator)
         self._backend.mode = memory_mode  # named in device errors
-        self._graph, self._model = load_graph(model, resolve_optimizations(optimizations))
+        self._optimizations = resolve_optimizations(optimizations)
+        self._graph, self._model = load_graph(model, self._optimizations)
         self._keep = frozenset(keep)
-        unknown = sorted(k for k in self._keep if k not in self._graph.values)
+        unknown = sorted(k for k in self._keep if k not in self._graph.values and k not in self._graph.constants)
         if unknown:
-            raise GpuinferError(f"keep= names values the model does not have: {unknown}")
+            raise GpuinferError(_unknown_keep(self._graph, unknown, self._optimizations))
         self._executor = Executor(self._graph, self._backend)
         if profile:
             self._executor.profile = {}
@@ -84,6 +105,8 @@ class InferenceSession:
         self._plan_cache_size = plan_cache_size
         self._shared_blocks = BlockSet(self._allocator, []) if memory_mode == "arena" else None
         self._memory_limit = memory_limit_bytes
+        self._allocator.limit = memory_limit_bytes  # no run's allocations may pass it
+        self._available_cache: Optional[tuple] = None  # (available bytes, when read)
         self._lock = threading.Lock()
         self._report: Optional[MemoryReport] = None
         self._last_run: Optional[tuple] = None  # what memory_report() needs, kept cheap per run
@@ -92,6 +115,8 @@ class InferenceSession:
         if self._sampler is not None:
             weakref.finalize(self, self._sampler.close)
         self._threads = _thread_limiter(intra_op_threads)
+        self._trace = _trace_recorder(trace, sess_options, model)
+        self._trace_finalizer = weakref.finalize(self, self._trace.write) if self._trace is not None else None
 
     # --- onnxruntime-shaped description -------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -154,21 +179,23 @@ class InferenceSession:
 
     def _run_locked(self, feeds: dict, hold: frozenset):
         plan, blocks = self._plan_for(feeds)
-        self._check_limit(plan)
+        ceiling = self._check_limit(plan, blocks)
         # reduce allocates every tensor on first need, subgraph ones included: no trace plans there
         pool = RunPool(self._allocator, plan, blocks, None if self.memory_mode == "reduce" else plan.traces)
         steps: list[tuple] = []  # (node, live bytes); turned into a timeline only when asked for
+        stamps: Optional[list] = [] if self._trace is not None else None  # step times, when tracing
 
         if self._sampler:
             self._sampler.begin_run()
         self._allocator.start_run()
+        held_before = self._allocator.in_use
         if self._device_hook is not None:
             self._device_hook.start_run()
         started = time.perf_counter()
         try:
             # feeds go up inside the hook's scope, so the run's peak counts them
             feeds = {k: self._to_device(v) for k, v in feeds.items()}
-            env = self._executor.run(feeds, pool, hold | self._keep, steps)
+            env = self._execute(feeds, pool, hold | self._keep, steps, stamps)
             self._backend.synchronize()
         finally:
             seconds = time.perf_counter() - started
@@ -178,8 +205,9 @@ class InferenceSession:
         for name in returned:
             pool.hand_over(name)
         traced = pool.nested is not None and pool.nested.changed  # a body's block to place (or drop)
+        first_peak = plan.first_run_peak_bytes
         if ((pool.unforeseen and not plan.from_run) or traced) and self.memory_mode != "reduce":
-            self._replan_from_run(feeds, plan, pool)
+            first_peak = self._replan_from_run(feeds, plan, pool)
         counter = self._device_hook or self._allocator  # on CUDA the hook sees every device allocation
         fields = dict(
             mode=self.memory_mode, device=self.device, peak_bytes=counter.peak,
@@ -187,8 +215,12 @@ class InferenceSession:
             sampler=self._sampler.name if self._sampler else "off (sample_memory=False)",
             allocations=counter.allocations, alloc_seconds=counter.alloc_seconds,
             dynamic_bytes=pool.dynamic_bytes, held_bytes_after_run=self._allocator.in_use,
-            run_seconds=seconds, inplace_count=len(plan.inplace))
+            run_seconds=seconds, inplace_count=len(plan.inplace), first_run_traced=first_peak is not None,
+            first_run_peak_bytes=first_peak, memory_ceiling=ceiling[0], memory_ceiling_bytes=ceiling[1])
         self._last_run = (fields, plan, pool.seen, pool.inner_peaks, steps)
+        if self._trace is not None:
+            self._trace.add_run(started, started + seconds, steps, stamps, held_before, self._allocator.in_use,
+                                {"mode": self.memory_mode, "device": self.device, "peak_bytes": counter.peak})
         self._report = None
         return env, owned
 
@@ -207,12 +239,13 @@ class InferenceSession:
             self._drop(old_plan, old_blocks)
         return self._plans[signature]
 
-    def _replan_from_run(self, feeds: dict, plan: MemoryPlan, pool: RunPool) -> None:
+    def _replan_from_run(self, feeds: dict, plan: MemoryPlan, pool: RunPool) -> int:
         """Plan again with the shapes this run revealed, so later runs of this signature place them.
 
         Shape inference cannot see through every data-dependent shape computation; a first run
         can.  Tensors whose size still changes from run to run keep taking the reduce path.  The
         blocks of traced control-flow steps (runtime/nested.py) are placed as their steps' scratch.
+        Returns the counted peak of the first run of this signature (the report's first-run figure).
         """
         types = dict(plan.value_types)
         scratch: dict[int, list] = {}
@@ -224,10 +257,25 @@ class InferenceSession:
                 scratch.setdefault(int(step), []).append((int(index), shape, dtype))
         seen_scratch = {step: [(s, d) for _, s, d in sorted(items, key=lambda t: t[0])]
                         for step, items in scratch.items()}
+        new = make_plan(self._graph, types, self.memory_mode, self._keep, seen_scratch, plan.traces)
+        first = plan.first_run_peak_bytes
+        if first is None:
+            first = (self._device_hook or self._allocator).peak
+        new.first_run_peak_bytes = first
         signature = signature_of(feeds, self._graph)
-        self._drop(*self._plans.pop(signature))
-        self._plans[signature] = self._blocks_for(
-            make_plan(self._graph, types, self.memory_mode, self._keep, seen_scratch, plan.traces))
+        old_plan, old_blocks = self._plans.pop(signature)
+        limit = self._memory_limit
+        if limit is not None and self._run_need(new, self._shared_blocks, old_blocks) > limit:
+            # The finished plan would not fit the limit this run kept to: later runs repeat this
+            # one instead (the same tensors on the dynamic path, bodies untraced), so an identical
+            # run under the same limit gets the same answer.
+            old_blocks.forget(old_plan)
+            self._plans[signature] = (dataclasses.replace(old_plan, from_run=True, traces=dict.fromkeys(plan.traces),
+                                                          first_run_peak_bytes=first), old_blocks)
+            return first
+        self._drop(old_plan, old_blocks)
+        self._plans[signature] = self._blocks_for(new)
+        return first
 
     def _drop(self, plan: MemoryPlan, blocks: BlockSet) -> None:
         """A plan leaves the cache: its own blocks go back; shared arena blocks stay."""
@@ -241,21 +289,113 @@ class InferenceSession:
             return plan, self._shared_blocks
         return plan, BlockSet(self._allocator, plan.blocks)
 
-    def _check_limit(self, plan: MemoryPlan) -> None:
-        """Refuse, before allocating anything, a run that cannot fit the limit (or the machine)."""
-        limit, what = self._memory_limit, "memory_limit_bytes"
-        if limit is None:
-            limit, what = self._backend.total_memory(), f"the {self.device} memory of this machine"
-        if limit is None:
-            return
-        need = plan.need_bytes
-        if need > limit:
-            fits = "arena" if plan.lower_bound_bytes <= limit else None
-            advice = (f"memory_mode='arena' needs about {plan.lower_bound_bytes} bytes here and would fit"
-                      if fits and self.memory_mode != "arena" else
-                      f"no mode fits: the least any needs is about {plan.lower_bound_bytes} bytes")
-            raise MemoryLimitError(f"a run in memory_mode={self.memory_mode!r} needs about {need} bytes, "
-                                   f"over {what} ({limit} bytes); {advice}")
+    def _check_limit(self, plan: MemoryPlan, blocks: BlockSet) -> tuple[str, Optional[int]]:
+        """Refuse, before allocating anything, a run that cannot fit; returns (ceiling, its bytes).
+
+        The figure checked is the counted peak the run will reach (``_run_need``: the same figure
+        ``peak_bytes`` reports once it has run).  With ``memory_limit_bytes`` that is the ceiling;
+        without, the device's available memory now (MemAvailable on the host, free memory on CUDA)
+        plus what this session already holds."""
+        need = self._run_need(plan, blocks)
+        limit = self._memory_limit
+        if limit is not None:
+            if need > limit:
+                raise MemoryLimitError(
+                    f"a run in memory_mode={self.memory_mode!r} needs {need} bytes (its counted peak; "
+                    f"{plan.planned_bytes} of them planned), over memory_limit_bytes ({limit} bytes); "
+                    f"{self._limit_advice(plan, limit)}")
+            return "memory_limit_bytes", limit
+        held = self._allocator.in_use
+        available = self._available(need - held)
+        if available is None:
+            return "none", None
+        on_device = self._device_hook is not None
+        what = "available device memory" if on_device else "available host memory"
+        # the CUDA device counts what its hook holds (this session's buffers) as available to it;
+        # the host's MemAvailable does not: add back what the session holds
+        ceiling = available if on_device else available + held
+        if need > ceiling:
+            raise MemoryLimitError(
+                f"a run in memory_mode={self.memory_mode!r} needs {need} bytes ({max(need - held, 0)} more "
+                f"than this session holds), over the {what} ({available} bytes now); "
+                f"{self._limit_advice(plan, ceiling)}")
+        return what, ceiling
+
+    def _run_need(self, plan: MemoryPlan, blocks: Optional[BlockSet], replacing: Optional[BlockSet] = None) -> int:
+        """The counted peak a run of ``plan`` reaches: what the pool keeps for other signatures'
+        plans, ``plan``'s blocks at the sizes they will have (the arena's shared block may be kept
+        larger for another signature), and the busiest step of what the plan leaves unplaced
+        (outputs outside the arena, tensors it could not foresee).  ``blocks``: the plan's blocks
+        (None: fresh ones); ``replacing``: blocks released when ``plan`` takes over."""
+        others = self._allocator.in_use
+        sizes: list[int] = []
+        if blocks is not None:
+            others -= blocks.held_bytes
+            sizes = blocks.sizes
+        if replacing is not None and replacing is not blocks:
+            others -= replacing.held_bytes
+        if blocks is not self._shared_blocks or blocks is None:  # the plan's own blocks, at its sizes
+            return others + plan.need_bytes
+        own = 0
+        for i in range(max(len(sizes), len(plan.blocks))):
+            mine = plan.blocks[i] if i < len(plan.blocks) else 0
+            kept = sizes[i] if i < len(sizes) else 0
+            if mine or blocks.raw[i] is not None:
+                own += max(mine, kept)
+        return others + own + plan.need_bytes - plan.planned_bytes
+
+    def _available(self, adds: int) -> Optional[int]:
+        """The device's available memory, read again when older than ``AVAILABLE_MAX_AGE_S`` or
+        when the run would add more than half of the last reading."""
+        now = time.monotonic()
+        cached = self._available_cache
+        if (cached is None or now - cached[1] > AVAILABLE_MAX_AGE_S
+                or (cached[0] is not None and 2 * adds > cached[0])):
+            cached = self._available_cache = (self._backend.available_memory(), now)
+        return cached[0]
+
+    def _limit_advice(self, plan: MemoryPlan, ceiling: int) -> str:
+        """Which memory modes would fit under ``ceiling`` for this signature, with their planned needs.
+
+        Where the plans cannot see every tensor ahead (data-dependent shapes, control-flow bodies)
+        their figures are lower bounds, and the advice says so."""
+        needs = {}
+        for mode in MODES:
+            other = plan if mode == self.memory_mode else make_plan(self._graph, plan.value_types, mode, self._keep)
+            needs[mode] = other.need_bytes
+        listed = ", ".join(f"{mode} {need}" for need, mode in sorted((n, m) for m, n in needs.items()))
+        partial = bool(plan.dynamic) or any(True for _ in subgraphs_of(self._graph))
+        at_least, fit = ("at least ", "may fit") if partial else ("", "would fit")
+        listed = f"each mode's plan for these shapes{' (without data-dependent tensors)' if partial else ''}: {listed}"
+        # arena first where it fits (as lean as any, and fast), else the leanest that fits
+        fitting = sorted((mode != "arena", need, mode) for mode, need in needs.items()
+                         if need <= ceiling and mode != self.memory_mode)
+        if fitting:
+            _, need, mode = fitting[0]
+            return f"memory_mode={mode!r} {fit}: its plan needs {at_least}{need} bytes ({listed})"
+        need, mode = min((n, m) for m, n in needs.items())
+        return f"no mode fits: the least any needs is {at_least}{need} bytes, memory_mode={mode!r} ({listed})"
+
+    def _execute(self, feeds: dict, pool: RunPool, hold: frozenset, steps: list, stamps: Optional[list]) -> dict:
+        """The executor's run.  One that fails gives back what it held on the dynamic path (the
+        pool's count stays true for the next run); one the allocator stopped at
+        ``memory_limit_bytes`` (tensors its plan could not foresee took it over) says where."""
+        try:
+            return self._executor.run(feeds, pool, hold, steps, stamps)
+        except BaseException as exc:
+            for key in list(pool.dynamic):
+                pool.release(key)
+            if pool.nested is not None:
+                pool.nested.abandon()
+            if not isinstance(exc, MemoryLimitError) or self._memory_limit is None:
+                raise
+            nodes = self._graph.nodes
+            where = nodes[len(steps)].describe() if len(steps) < len(nodes) else "the end of the run"
+            raise MemoryLimitError(
+                f"a run in memory_mode={self.memory_mode!r} went over memory_limit_bytes "
+                f"({self._memory_limit} bytes) at {where} ({exc}): its plan ({pool.plan.need_bytes} bytes) left "
+                f"{len(pool.plan.dynamic)} value(s) of data-dependent shape to the run; "
+                f"{self._limit_advice(pool.plan, self._memory_limit)}") from None
 
     def _check_output_names(self, names: list[str]) -> frozenset:
         """Intermediates to hold past their last use; raises for ones this mode frees."""
@@ -271,7 +411,8 @@ class InferenceSession:
                     f"{name!r} is an intermediate value, freed after its last use in "
                     f"memory_mode={self.memory_mode!r}; list it in InferenceSession(..., keep=[{name!r}]) "
                     f"or use memory_mode='per_tensor' to read it")
-            raise InputError(f"unknown output name {name!r}; the model's outputs are {self._graph.outputs}")
+            removed = removed_value_advice(self._graph, name, self._optimizations)
+            raise InputError(removed or f"unknown output name {name!r}; the model's outputs are {self._graph.outputs}")
         return frozenset(hold)
 
     def _output(self, name: str, env: dict, owned: set) -> Any:
@@ -314,15 +455,51 @@ class InferenceSession:
             raise GpuinferError("profiling is off: create the session with profile=True")
         return {k: (v[0], v[1]) for k, v in self._executor.profile.items()}
 
+    def end_profiling(self) -> str:
+        """Write the Chrome trace of every run so far (``trace=``) and stop tracing; returns the
+        file's path, or "" when tracing is off (onnxruntime's ``end_profiling``)."""
+        with self._lock:
+            recorder, self._trace = self._trace, None
+        if recorder is None:
+            return ""
+        self._trace_finalizer.detach()
+        return recorder.write()
+
     def close(self) -> None:
-        """Stop this session's sampler now (it also stops when the session is collected)."""
+        """Stop this session's sampler now and write its trace, if any (both also happen when the
+        session is collected)."""
         if self._sampler is not None:
             self._sampler.close()
+        self.end_profiling()
 
     @property
     def held_bytes(self) -> int:
         """Bytes the pool keeps between runs (kept buffers of the cached plans)."""
         return self._allocator.in_use
+
+
+def _unknown_keep(graph, names: list[str], enabled: list[str]) -> str:
+    """Why ``keep=`` cannot hold ``names``: a graph pass removed them (and how to keep it), or the
+    model never had them."""
+    lines = [removed_value_advice(graph, name, enabled) for name in names if name in graph.removed_by]
+    missing = [name for name in names if name not in graph.removed_by]
+    if missing:
+        lines.append(f"keep= names values the model does not have: {missing}")
+    return "; ".join(lines)
+
+
+def _trace_recorder(trace: Optional[str], sess_options: Any, model: Any) -> Optional[TraceRecorder]:
+    """The Chrome-trace recorder ``trace=`` (or onnxruntime's ``enable_profiling``) asks for."""
+    if trace is None and getattr(sess_options, "enable_profiling", False):
+        prefix = getattr(sess_options, "profile_file_prefix", "") or "onnxruntime_profile_"
+        trace = f"{prefix}_{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    if trace is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(os.fspath(trace)))
+    if not os.path.isdir(folder) or os.path.isdir(os.fspath(trace)):
+        raise GpuinferError(f"trace={os.fspath(trace)!r}: give a file name in a folder that exists")
+    label = f"gpuinfer {os.path.basename(os.fspath(model))}" if isinstance(model, (str, os.PathLike)) else "gpuinfer"
+    return TraceRecorder(trace, label)
 
 
 def _thread_limiter(threads: Optional[int]):

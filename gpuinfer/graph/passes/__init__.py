@@ -46,12 +46,30 @@ def resolve(optimizations: Union[bool, Iterable[str]]) -> list[str]:
 
 
 def optimize(graph: Graph, names: list[str]) -> dict[str, int]:
-    """Run the named passes on the top-level graph; returns nodes changed per pass."""
+    """Run the named passes on the top-level graph; returns nodes changed per pass.
+
+    Values a pass removes (an Identity's output, a Conv output folded into its BatchNorm or fused
+    with its activation) are recorded in ``graph.removed_by`` with the pass's name, so asking for
+    one (``keep=``, an output name) can say which pass to turn off.
+    """
     changed = {}
     for name in names:
+        before = set(graph.values) | set(graph.constants)
         changed[name] = PASSES[name](graph)
         relink(graph)
+        for value in before.difference(graph.values, graph.constants):
+            graph.removed_by.setdefault(value, name)
     return changed
 
 
-__all__ = ["PASSES", "optimize", "resolve"]
+def removed_value_advice(graph: Graph, name: str, enabled: list[str]) -> str:
+    """Why ``name`` is not in the optimised graph and how to keep it ('' if no pass removed it)."""
+    removed = graph.removed_by.get(name)
+    if removed is None:
+        return ""
+    others = [n for n in enabled if n != removed]
+    return (f"{name!r} was removed by the graph pass {removed!r}; to keep it, load the model with "
+            f"optimizations={others!r} (every enabled pass but that one) or optimizations=False")
+
+
+__all__ = ["PASSES", "optimize", "removed_value_advice", "resolve"]
