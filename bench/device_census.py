@@ -10,7 +10,8 @@ so what is counted is the run itself:
 
 - ``device_ops``: CuPy calls that launch device work (kernels, device copies);
 - ``syncs``: device-to-host reads, but for ``control_flow_syncs`` (If/Loop/Scan conditions and
-  trip counts, which data-dependent control flow needs);
+  trip counts, which data-dependent control flow needs) and ``check_syncs`` (the one read, after
+  the run, of the index-range flags that Gather/Scatter compute on the device);
 - ``uploads``: host-to-device copies during the run (the feeds are not among them);
 - ``hook_allocations``: allocations through the session's counting allocator hook;
 - ``bytes_outside_hook``: bytes allocated with no hook installed (hidden from the report);
@@ -31,6 +32,7 @@ from common import (add_model_arguments, machine, main_guard, markdown_table, pr
 
 MODES = ["per_tensor", "reduce", "reuse", "arena"]
 CONTROL_FLOW = ("If", "Loop", "Scan")
+CHECKS = "deferred checks"
 
 
 def census(source, feeds: dict, mode: str) -> dict:
@@ -49,11 +51,13 @@ def census(source, feeds: dict, mode: str) -> dict:
     sess.run(None, device_feeds, output_device="cuda")
     d = counters.delta(before, counters.snapshot())
     control = sum(n for op, n in counters.syncs_by_op.items() if op in CONTROL_FLOW)
+    checks = counters.syncs_by_op.get(CHECKS, 0)
     return {"mode": mode, "onnx_nodes": _count_nodes(sess.graph), "device_ops": d["launches"],
-            "syncs": d["syncs"] - control, "control_flow_syncs": control, "uploads": d["uploads"],
+            "syncs": d["syncs"] - control - checks, "control_flow_syncs": control, "check_syncs": checks,
+            "uploads": d["uploads"],
             "hook_allocations": d["hook_allocations"], "bytes_outside_hook": d["outside_bytes"],
             "weights_bytes": weights,
-            "sync_ops": {op: n for op, n in counters.syncs_by_op.items() if op not in CONTROL_FLOW}}
+            "sync_ops": {op: n for op, n in counters.syncs_by_op.items() if op not in CONTROL_FLOW + (CHECKS,)}}
 
 
 def _upload(cp, value):
@@ -85,10 +89,10 @@ def main(argv=None) -> int:
             for mode in args.modes:
                 bar.advance(f"{model.name} [{mode}]")
                 records.append({"model": model.id, **census(source, feeds, mode)})
-    header = ["model", "mode", "onnx nodes", "device ops", "syncs", "control-flow syncs", "uploads",
+    header = ["model", "mode", "onnx nodes", "device ops", "syncs", "control-flow syncs", "check syncs", "uploads",
               "hook allocs", "bytes outside hook", "weights MB"]
     rows = [[r["model"], r["mode"], str(r["onnx_nodes"]), str(r["device_ops"]), str(r["syncs"]),
-             str(r["control_flow_syncs"]), str(r["uploads"]), str(r["hook_allocations"]),
+             str(r["control_flow_syncs"]), str(r["check_syncs"]), str(r["uploads"]), str(r["hook_allocations"]),
              str(r["bytes_outside_hook"]), f"{r['weights_bytes'] / 1e6:.1f}"] for r in records]
     table = markdown_table(header, rows)
     print(table)

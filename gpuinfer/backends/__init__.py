@@ -15,26 +15,13 @@ PROVIDER_DEVICES = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cp
 
 
 DEVICES = ("auto", "cpu", "cuda", "strict")
-_NO_DRIVER = ("insufficient driver", "no cuda-capable device", "cudaErrorNoDevice", "cudaErrorInsufficientDriver",
-              "libcuda", "CUDA driver")
 
 
 def cuda_unavailable_reason() -> Optional[str]:
     """None when CuPy and a CUDA GPU are usable, else why not, in words a user can act on."""
-    try:
-        import cupy  # noqa: F401
-    except Exception as exc:
-        return f"cupy is not installed ({type(exc).__name__}); pip install -e '.[cuda12]' or '.[cuda13]'"
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return "no CUDA GPU is visible"
-    except Exception as exc:
-        text = str(exc)
-        if any(marker.lower() in text.lower() for marker in _NO_DRIVER):
-            return ("no NVIDIA GPU driver was found on this machine (CUDA reported: "
-                    f"{text.strip()}); gpuinfer runs on the CPU with device='cpu'")
-        return f"CUDA is not usable: {text}"
-    return None
+    from gpuinfer.backends.cuda.installed import unavailable_reason
+
+    return unavailable_reason()
 
 
 def resolve_device(device: str = "auto", providers: Optional[Sequence] = None) -> str:

@@ -1,7 +1,7 @@
 """What the runtime needs from a device: raw byte blocks, typed views, counted transfers, the
 allocator hook's scope, error translation, a memory sampler, and declared capabilities.
 
-Ops never ask which array library they run on (``xp is np``); they ask the device's
+Ops never ask which array library they run on (numpy or not); they ask the device's
 ``caps``.  Everything that differs between numpy and CUDA lives behind this protocol, in one
 package per device (``numpy_backend``, ``cuda/``).
 """

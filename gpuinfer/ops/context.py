@@ -20,7 +20,7 @@ class OpContext:
     """Base of the contexts kernels receive; subclasses decide where buffers come from."""
 
     xp: Any = np
-    device: Any = NumpyBackend()  # what kernels ask about the hardware (``device.caps``), never ``xp is np``
+    device: Any = NumpyBackend()  # what kernels ask about the hardware (``device.caps``), never which module xp is
     attrs: dict
     opset: int = 1
     node_name: str = ""

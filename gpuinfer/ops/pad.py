@@ -58,9 +58,11 @@ def pad_array(ctx, x, pads, mode, value):
             if mode == "constant":
                 out[dst] = value
             else:
-                t = np.arange(part.start, part.stop) - lo[a]
-                idx = _border_index(t, src.shape[a], mode) + lo[a]
-                out[dst] = xp.take(out[tuple(full + [inner[a]] + rest)], xp.asarray(idx - lo[a]), axis=a)
+                # the border's source positions depend on shapes alone: made (and uploaded) once
+                idx = ctx.memo(("pad-index", mode, a, part.start, part.stop, lo[a], src.shape[a]),
+                               lambda: xp.asarray(_border_index(np.arange(part.start, part.stop) - lo[a],
+                                                                src.shape[a], mode)))
+                out[dst] = xp.take(out[tuple(full + [inner[a]] + rest)], idx, axis=a)
     return out
 
 

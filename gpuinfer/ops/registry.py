@@ -28,6 +28,14 @@ class OpSpec:
     scratch: Optional[ScratchFn] = None
     shape_only: bool = False  # reads only shapes of its inputs (Shape, Size): inputs need no data
 
+    def scratch_for(self, device_kind: str) -> Optional[ScratchFn]:
+        """The scratch function matching ``kernel_for(device_kind)``: a variant's own (handed this
+        spec's shared one, for the cases it leaves to the shared kernel), else the shared one."""
+        own = _VARIANT_SCRATCH.get((self.domain, self.op_type, device_kind))
+        if own is None:
+            return self.scratch
+        return _bound_scratch(own, self.scratch)
+
     def kernel_for(self, device_kind: str) -> Kernel:
         """The kernel to run on a device of ``device_kind``: its registered variant (which gets this
         spec's shared kernel first, to fall back on for cases it does not cover), else the shared one."""
@@ -37,20 +45,41 @@ class OpSpec:
         return functools.partial(variant, self.kernel)
 
 
+@functools.lru_cache(maxsize=None)
+def _bound_scratch(own: Callable, shared: Optional[Callable]) -> Callable:
+    """One partial per (variant scratch, shared scratch): planners cache by function identity."""
+    return functools.partial(own, shared)
+
+
 _TABLE: dict[tuple[str, str], list[OpSpec]] = {}
 _VARIANTS: dict[tuple[str, str, str], Kernel] = {}
+_VARIANT_SCRATCH: dict[tuple[str, str, str], Callable[..., list]] = {}
 
 
-def variant(op_type: str, device_kind: str, domain: str = "") -> Callable[[Kernel], Kernel]:
+def variant(op_type: str, device_kind: str, domain: str = "",
+            scratch: Optional[Callable[..., list]] = None) -> Callable[[Kernel], Kernel]:
     """Register a device's own kernel for ``op_type`` (every opset): ``kernel(shared, ctx, *inputs)``,
     where ``shared`` is the op's kernel for the node's opset, called for what the variant does not
-    handle.  E.g. a CUDA Conv that launches fused kernels from ``backends/cuda/kernels``."""
+    handle.  E.g. a CUDA Conv that launches fused kernels from ``backends/cuda/kernels``.
+    ``scratch(shared_scratch, attrs, shapes, dtypes)`` predicts the variant's scratch for the plan."""
     def register(kernel: Kernel) -> Kernel:
         key = ("" if domain == "ai.onnx" else domain, op_type, device_kind)
         if key in _VARIANTS:
             raise RuntimeError(f"{op_type} variant for {device_kind} registered twice")
         _VARIANTS[key] = kernel
+        if scratch is not None:
+            variant_scratch(op_type, device_kind, domain)(scratch)
         return kernel
+
+    return register
+
+
+def variant_scratch(op_type: str, device_kind: str, domain: str = "") -> Callable[[Callable], Callable]:
+    """Register only the scratch a device's path of ``op_type`` needs (when the op's shared kernel
+    takes the device path itself, as Resize does): ``fn(shared_scratch, attrs, shapes, dtypes, ...)``."""
+    def register(fn: Callable) -> Callable:
+        _VARIANT_SCRATCH[("" if domain == "ai.onnx" else domain, op_type, device_kind)] = fn
+        return fn
 
     return register
 

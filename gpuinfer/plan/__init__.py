@@ -57,15 +57,17 @@ def inplace_pairs(graph: Graph, lifetimes: dict[str, Lifetime]) -> list[tuple[st
 
 
 def make_plan(graph: Graph, types: dict, mode: str, keep: frozenset = frozenset(),
-              seen_scratch: Optional[dict] = None, traces: Optional[dict] = None) -> MemoryPlan:
+              seen_scratch: Optional[dict] = None, traces: Optional[dict] = None,
+              device_kind: str = "cpu") -> MemoryPlan:
     """Plan ``graph`` for one signature under ``mode``.
 
     ``types``: value -> (static shape, dtype) known ahead (or seen in a run); ``seen_scratch``:
     step -> scratch a run really asked for (see ``graph_lifetimes``); ``traces``: step -> the
     ``TracePlan`` of its subgraph tensors (or None: not traced), whose blocks the plan places.
+    ``device_kind``: whose kernels run ("cpu" or "cuda"): their scratch differs.
     """
     blocks_of = {step: t.block_bytes for step, t in (traces or {}).items() if t is not None}
-    records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch, blocks_of)
+    records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch, blocks_of, device_kind)
     lifetimes = {l.key: l for l in records}
     # The arena holds outputs too (copied out once the run is over), so a run never needs the
     # whole block plus the outputs beside it; the other modes give outputs their own buffers.

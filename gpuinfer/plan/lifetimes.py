@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -43,13 +45,15 @@ def trace_block_key(step: int) -> str:
 
 def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = frozenset(),
                     seen_scratch: Optional[dict[int, list]] = None,
-                    trace_blocks: Optional[dict[int, int]] = None) -> tuple[list[Lifetime], list[str]]:
+                    trace_blocks: Optional[dict[int, int]] = None,
+                    device_kind: str = "cpu") -> tuple[list[Lifetime], list[str]]:
     """Lifetimes of every node output with a known shape, plus op scratch; and the names left dynamic.
 
     ``types`` maps value names to (static shape, dtype) for this signature.  ``seen_scratch``
     (step -> [(shape, dtype), ...]) holds the scratch a run really asked for; where given it wins
     over what the op's scratch function predicts.  ``trace_blocks`` (step -> bytes) are the blocks
     control-flow steps hold their subgraph tensors in, as earlier runs traced them.
+    ``device_kind``: whose kernels will run (a CUDA variant asks other scratch than the CPU kernel).
     """
     end = max(len(graph.nodes) - 1, 0)
     records: list[Lifetime] = []
@@ -63,7 +67,7 @@ def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = fro
                 dynamic.append(name)
                 continue
             shape, dtype = types[name]
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize  # exact: no int64 wrap
             if value.is_graph_output or name in keep:
                 records.append(Lifetime(name, node.step, end, nbytes, "output", shape, str(dtype)))
             else:
@@ -71,46 +75,63 @@ def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = fro
         if seen_scratch is not None:
             records.extend(_scratch_records(node.step, seen_scratch.get(node.step, ())))
         else:
-            records.extend(_scratch_records(node.step, _predicted_scratch(graph, node, types)))
+            records.extend(_scratch_records(node.step, _predicted_scratch(graph, node, types, device_kind)))
         if trace_blocks and node.step in trace_blocks:
             records.append(Lifetime(trace_block_key(node.step), node.step, node.step, trace_blocks[node.step],
                                     "scratch", (trace_blocks[node.step],), "uint8"))
     return records, dynamic
 
 
-def _predicted_scratch(graph: Graph, node, types: dict) -> list:
-    """What the op's scratch function says this node will ask for, or [] if it cannot say."""
-    if node.spec is None or node.spec.scratch is None:
+def _predicted_scratch(graph: Graph, node, types: dict, device_kind: str = "cpu") -> list:
+    """What the op's scratch function (for ``device_kind``) says this node will ask for, or [] if it cannot say."""
+    if node.spec is None:
+        return []
+    scratch = node.spec.scratch_for(device_kind) if hasattr(node.spec, "scratch_for") else node.spec.scratch
+    if scratch is None:
         return []
     shapes, dtypes = [], []
     for name in node.inputs:
         shape, dtype = _known(graph, name, types)
         shapes.append(shape)
         dtypes.append(dtype)
-    scratch = node.spec.scratch
+    extra = {"device_kind": device_kind} if _takes(scratch, "device_kind") else {}
     try:
-        if _wants_output_shapes(scratch):  # e.g. Resize: its scratch follows the output shape
+        if _takes(scratch, "output_shapes"):  # e.g. Resize: its scratch follows the output shape
             outputs = [_known(graph, name, types)[0] for name in node.outputs]
-            return list(scratch(node.attrs, shapes, dtypes, output_shapes=outputs) or ())
-        return list(scratch(node.attrs, shapes, dtypes) or ())
+            return list(scratch(node.attrs, shapes, dtypes, output_shapes=outputs, **extra) or ())
+        return list(scratch(node.attrs, shapes, dtypes, **extra) or ())
     except Exception:
         return []  # the kernel will then ask at run time and be served dynamically
 
 
-@functools.lru_cache(maxsize=None)
-def _wants_output_shapes(scratch) -> bool:
-    """Whether a scratch function takes ``output_shapes=`` (the output shapes the plan knows)."""
+def _takes(scratch, keyword: str) -> bool:
+    """Whether a scratch function takes ``keyword``: ``output_shapes=`` (the output shapes the plan
+    knows), ``device_kind=`` (whose kernel runs: fused steps forward it to their halves)."""
+    return keyword in _keywords(scratch)
+
+
+@functools.lru_cache(maxsize=1024)
+def _keywords(scratch) -> frozenset:
     try:
-        return "output_shapes" in inspect.signature(scratch).parameters
+        params = inspect.signature(scratch).parameters.values()
     except (TypeError, ValueError):
-        return False
+        return frozenset()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return frozenset({"output_shapes", "device_kind"})
+    return frozenset(p.name for p in params)
 
 
 def _scratch_records(step: int, wanted) -> list[Lifetime]:
+    """Scratch lifetimes of one step; none when any predicted shape is not a known one (a scratch
+    function handed unknown input shapes may pass a None through): the kernel's asks are then
+    served dynamically, as when the function cannot say."""
+    if not all(shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape)
+               for shape, _ in wanted):
+        return []
     records = []
     for i, (shape, dtype) in enumerate(wanted):
         shape = tuple(int(d) for d in shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         records.append(Lifetime(scratch_key(step, i), step, step, nbytes, "scratch", shape, str(np.dtype(dtype))))
     return records
 
@@ -130,8 +151,8 @@ def lower_bound(lifetimes: list[Lifetime], steps: int) -> int:
     """Most bytes alive at any one step: no plan without in-place sharing can do better."""
     if not lifetimes:
         return 0
-    delta = np.zeros(max(steps, max(l.last for l in lifetimes) + 1) + 1, dtype=np.int64)
-    for l in lifetimes:
+    delta = [0] * (max(steps, max(l.last for l in lifetimes) + 1) + 1)  # Python ints: a corrupt
+    for l in lifetimes:  # shape's exabytes must reach the memory-limit check, not overflow int64
         delta[l.first] += l.nbytes
         delta[l.last + 1] -= l.nbytes
-    return int(np.cumsum(delta).max())
+    return max(itertools.accumulate(delta))

@@ -55,3 +55,9 @@ class RunContext(OpContext):
 
     def run_graph(self, graph: Any, inputs: Sequence[Any]) -> list:
         return self._run_subgraph(graph, inputs)
+
+    def defer_check(self, flag: Any, message: str) -> None:
+        """A device-side check of this step (``flag``: a 0-d device bool, true = failed), read with
+        every other one of the run in a single transfer after it (``runtime/deferred.py``): reading
+        it now would stall the host until the device caught up."""
+        self.pool.deferred.append((flag, f"{self.node.describe()}: {message}"))

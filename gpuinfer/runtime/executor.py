@@ -47,7 +47,7 @@ class Step:
     """
 
     __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields", "nested", "single", "on_host",
-                 "keep_host", "special", "steer", "lift")
+                 "keep_host", "special", "steer", "lift", "lifted")
 
     def __init__(self, node: Node, scope: str, frees: list[str], places: Optional[HostPlan] = None):
         self.node = node
@@ -69,6 +69,7 @@ class Step:
         self.steer = places.steer.get(step, ()) if places is not None else ()
         self.lift = places.lift.get(step, ()) if places is not None else ()
         self.special = bool(self.steer or self.lift)
+        self.lifted: dict = {}  # input position -> (host value, its device copy), see device_args
 
 
 class Executor:

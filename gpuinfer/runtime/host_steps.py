@@ -92,7 +92,8 @@ class HostPlan:
         self.dtype_host = {n.step for n in graph.nodes if needs_host(n, graph, device, host_only)}
         self.upload: set[str] = set()
         for node in graph.nodes:
-            if node.step in self.chain or node.step in self.dtype_host:
+            if node.step in self.chain or node.step in self.dtype_host:  # host steps read host copies
+                self.steer[node.step] = tuple(i for i, n in enumerate(node.inputs) if n)
                 continue
             steer = steering_positions(node.op_type)
             self.steer[node.step] = tuple(i for i in steer if i < len(node.inputs) and node.inputs[i])
@@ -110,12 +111,19 @@ class HostPlan:
 
 
 def device_args(step: Any, args: list, host_constants: dict, device: Any) -> list:
-    """A device step's arguments: host copies where it steers, uploads where a host value feeds it."""
+    """A device step's arguments: host copies where it steers, device copies where a host-made
+    value feeds its arithmetic.  Such values come from shapes, so they repeat run after run: the
+    copy made for the last value is reused while the value is the same (one upload, not one a run)."""
     for i in step.steer:
         host = host_constants.get(step.inputs[i])
         if host is not None:
             args[i] = host
     for i in step.lift:
-        if isinstance(args[i], np.ndarray):
-            args[i] = device.to_device(args[i])
+        value = args[i]
+        if isinstance(value, np.ndarray):
+            cached = step.lifted.get(i)
+            if cached is None or cached[0].shape != value.shape or cached[0].dtype != value.dtype \
+                    or not np.array_equal(cached[0], value):
+                cached = step.lifted[i] = (value.copy(), device.to_device(value))
+            args[i] = cached[1]
     return args

@@ -84,6 +84,7 @@ class RunPool:
         self.dynamic: dict[str, int] = {}  # key -> bytes, held on the reduce path right now
         self.dynamic_bytes = 0  # total served on the reduce path in this run
         self.seen: dict[str, tuple] = {}  # top-level key -> (shape, dtype) of every buffer handed out
+        self.deferred: list[tuple] = []  # (device flag, message) of checks read after the run
         self.unforeseen = False  # a top-level tensor (not an output) took the reduce path
         self.inner_in_use = 0  # bytes of subgraph tensors alive now
         self.inner_peak = 0  # most of them alive at once during the current top-level step

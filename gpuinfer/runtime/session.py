@@ -36,6 +36,7 @@ from gpuinfer.report.chrome_trace import TraceRecorder
 from gpuinfer.report.memory_report import MemoryReport, StepRecord
 from gpuinfer.runtime.actual_bound import run_lower_bound
 from gpuinfer.runtime.allocator import CountingAllocator
+from gpuinfer.runtime.deferred import verify_deferred
 from gpuinfer.runtime.executor import Executor, subgraphs_of
 from gpuinfer.runtime.feeds import NodeArg, check_feeds, type_string
 from gpuinfer.runtime.pool import BlockSet, RunPool, nbytes_of
@@ -196,6 +197,7 @@ class InferenceSession:
             # feeds go up inside the hook's scope, so the run's peak counts them
             feeds = {k: self._to_device(v) for k, v in feeds.items()}
             env = self._execute(feeds, pool, hold | self._keep, steps, stamps)
+            verify_deferred(pool.deferred, self._backend)  # device-side index checks: one read
             self._backend.synchronize()
         finally:
             seconds = time.perf_counter() - started
@@ -233,7 +235,8 @@ class InferenceSession:
         shapes = {n: tuple(feeds[n].shape) for n in tensors}
         dtypes = {n: feeds[n].dtype for n in tensors}
         types = static_value_types(self._graph, shapes, dtypes)
-        self._plans[signature] = self._blocks_for(make_plan(self._graph, types, self.memory_mode, self._keep))
+        self._plans[signature] = self._blocks_for(make_plan(self._graph, types, self.memory_mode, self._keep,
+                                                               device_kind=self._backend.kind))
         while len(self._plans) > self._plan_cache_size:
             _, (old_plan, old_blocks) = self._plans.popitem(last=False)
             self._drop(old_plan, old_blocks)
@@ -257,7 +260,8 @@ class InferenceSession:
                 scratch.setdefault(int(step), []).append((int(index), shape, dtype))
         seen_scratch = {step: [(s, d) for _, s, d in sorted(items, key=lambda t: t[0])]
                         for step, items in scratch.items()}
-        new = make_plan(self._graph, types, self.memory_mode, self._keep, seen_scratch, plan.traces)
+        new = make_plan(self._graph, types, self.memory_mode, self._keep, seen_scratch, plan.traces,
+                        device_kind=self._backend.kind)
         first = plan.first_run_peak_bytes
         if first is None:
             first = (self._device_hook or self._allocator).peak
@@ -361,7 +365,8 @@ class InferenceSession:
         their figures are lower bounds, and the advice says so."""
         needs = {}
         for mode in MODES:
-            other = plan if mode == self.memory_mode else make_plan(self._graph, plan.value_types, mode, self._keep)
+            other = plan if mode == self.memory_mode else make_plan(self._graph, plan.value_types, mode, self._keep,
+                                                                                     device_kind=self._backend.kind)
             needs[mode] = other.need_bytes
         listed = ", ".join(f"{mode} {need}" for need, mode in sorted((n, m) for m, n in needs.items()))
         partial = bool(plan.dynamic) or any(True for _ in subgraphs_of(self._graph))
@@ -426,7 +431,12 @@ class InferenceSession:
         return self._executor.constants[id(self._graph)][name].copy()
 
     def _to_device(self, value: Any) -> Any:
-        if isinstance(value, (TensorSequence, OptionalValue)) or self._backend.is_array(value):
+        """One upload per feed tensor (sequence and optional feeds element by element)."""
+        if isinstance(value, TensorSequence):
+            return TensorSequence(self._to_device(v) for v in value)
+        if isinstance(value, OptionalValue):
+            return OptionalValue(None if value.value is None else self._to_device(value.value))
+        if self._backend.is_array(value):
             return value
         return self._backend.to_device(value)
 

@@ -19,10 +19,9 @@ import numpy as np
 
 from gpuinfer.backends.strict.array import _host_address, check_dtype, ndarray, record
 
-try:  # the API the stand-in checks against; absent, only numpy's names bound what exists
-    import cupy as REAL  # noqa: N812
-except Exception:  # pragma: no cover - CI installs cupy
-    REAL = None
+from gpuinfer.backends.cuda.installed import installed_cupy
+
+REAL = installed_cupy()  # the API the stand-in checks against; absent, only numpy's names bound what exists
 
 UFUNC_KEYWORDS = frozenset({"out", "dtype", "casting"})  # cupy._core._kernel.ufunc.__call__
 ANY = None  # keywords not checkable (the real function takes **kwargs)

@@ -21,7 +21,7 @@ class StrictCounters:
     hook_bytes: int = 0
     outside_allocations: int = 0  # allocations made with no hook installed (CuPy's default pool)
     outside_bytes: int = 0
-    sync_sites: list = field(default_factory=list)  # why each sync happened (bounded)
+    sync_sites: list = field(default_factory=list)  # why the latest syncs happened
     syncs_by_op: dict = field(default_factory=dict)  # op type -> syncs it caused
     upload_sites: list = field(default_factory=list)
 
@@ -38,14 +38,14 @@ class StrictCounters:
         self.syncs += 1
         op = running_op()
         self.syncs_by_op[op] = self.syncs_by_op.get(op, 0) + 1
-        if len(self.sync_sites) < self.SITES:
-            self.sync_sites.append(f"{op}: {why}")
+        self.sync_sites.append(f"{op}: {why}")
+        del self.sync_sites[:-self.SITES]  # the latest few
 
     def note_upload(self, nbytes: int, why: str) -> None:
         self.uploads += 1
         self.upload_bytes += int(nbytes)
-        if len(self.upload_sites) < self.SITES:
-            self.upload_sites.append(f"{running_op()}: {why}")
+        self.upload_sites.append(f"{running_op()}: {why}")
+        del self.upload_sites[:-self.SITES]
 
 
 def running_op() -> str:
@@ -55,6 +55,8 @@ def running_op() -> str:
     happens, so the counting costs nothing on the common path."""
     frame = sys._getframe(2)
     while frame is not None:
+        if frame.f_code.co_name == "verify_deferred":
+            return "deferred checks"  # the one read after a run of the flags ops computed on the device
         node = frame.f_locals.get("node") if frame.f_code.co_name == "_run" else None
         if node is not None and hasattr(node, "op_type"):
             return node.op_type

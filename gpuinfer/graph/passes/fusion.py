@@ -55,19 +55,17 @@ def fused_proto(first: Node, output: str):
 
 def _chain_scratch(first: Node, act: Node):
     """The fused step's scratch: the producer's buffers, then the activation's (PRelu wants one),
-    in the order the two halves ask for them; the activation's input is the producer's output."""
-    if act.spec.scratch is None:
-        return first.spec.scratch
+    in the order the two halves ask for them; the activation's input is the producer's output.
+    ``device_kind`` picks each half's scratch function as ``OpSpec.scratch_for`` does."""
     n_first = len(first.inputs)
 
-    def scratch(attrs, shapes, dtypes, output_shapes=None):
-        wanted = list(first.spec.scratch(first.attrs, shapes[:n_first], dtypes[:n_first]) or ()) \
-            if first.spec.scratch is not None else []
+    def scratch(attrs, shapes, dtypes, output_shapes=None, device_kind="cpu"):
+        head, tail = first.spec.scratch_for(device_kind), act.spec.scratch_for(device_kind)
+        wanted = list(head(first.attrs, shapes[:n_first], dtypes[:n_first]) or ()) if head is not None else []
         made = output_shapes[0] if output_shapes else None
-        if made is None:
-            return wanted  # the activation's buffer is then served (and learnt) at the first run
-        return wanted + list(act.spec.scratch(act.attrs, [made, *shapes[n_first:]],
-                                              [dtypes[0], *dtypes[n_first:]]) or ())
+        if tail is None or made is None:
+            return wanted  # (no shape: the activation's buffer is served, and learnt, at the first run)
+        return wanted + list(tail(act.attrs, [made, *shapes[n_first:]], [dtypes[0], *dtypes[n_first:]]) or ())
 
     return scratch
 

@@ -50,14 +50,32 @@ def geometry(attrs: dict, x_shape: tuple, w_shape: tuple) -> Optional[Geometry2d
                       tuple(dil), group, pointwise)
 
 
+def applies(x_shape: tuple, w_shape: tuple, dtypes: list) -> bool:
+    """Whether the CUDA path runs for these inputs (else the shared kernel does)."""
+    return (len(x_shape) in (3, 4) and len(w_shape) == len(x_shape)
+            and all(d is None or np.dtype(d) == np.float32 for d in dtypes[:3]))
+
+
+def conv_scratch(shared: Any, attrs: dict, shapes: list, dtypes: list) -> list:
+    """The plan's view of what the CUDA path asks: one image's columns (none for pointwise)."""
+    x_shape, w_shape = shapes[0], shapes[1]
+    if not applies(x_shape, w_shape, dtypes):
+        return list(shared(attrs, shapes, dtypes) or ()) if shared is not None else []
+    g = geometry(attrs, x_shape, w_shape)
+    if g is None:
+        return list(shared(attrs, shapes, dtypes) or ()) if shared is not None else []
+    if g.pointwise:
+        return []
+    return [((x_shape[1] * g.kernel[0] * g.kernel[1], math.prod(g.out_shape[2:])), np.dtype(np.float32))]
+
+
 def _ints(*values: int) -> list:
     return [np.int32(v) for v in values]
 
 
-@variant("Conv", "cuda")
+@variant("Conv", "cuda", scratch=conv_scratch)
 def conv_cuda(shared: Any, ctx: Any, x: Any, w: Any, b: Any = None) -> Any:
-    if x.dtype != np.float32 or w.dtype != np.float32 or (b is not None and b.dtype != np.float32) \
-            or x.ndim not in (3, 4) or w.ndim != x.ndim:
+    if not applies(x.shape, w.shape, [x.dtype, w.dtype, None if b is None else b.dtype]):
         return shared(ctx, x, w, b)
     g = ctx.memo(("cuda", x.shape, w.shape), lambda: geometry(ctx.attrs, x.shape, w.shape))
     if g is None:

@@ -9,7 +9,14 @@ from gpuinfer.ops.pool import pool_geometry
 from gpuinfer.ops.registry import variant
 
 
-@variant("MaxPool", "cuda")
+def _scratch(shared: Any, attrs: dict, shapes: list, dtypes: list, **known: Any) -> list:
+    """None on the CUDA path (a 1-D/2-D float32 pool); else the shared kernel's."""
+    if len(shapes[0]) in (3, 4) and np.dtype(dtypes[0]) == np.float32 and not int(attrs.get("storage_order", 0)):
+        return []
+    return list(shared(attrs, shapes, dtypes) or ()) if shared is not None else []
+
+
+@variant("MaxPool", "cuda", scratch=_scratch)
 def max_pool_cuda(shared: Any, ctx: Any, x: Any) -> Any:
     if x.dtype != np.float32 or x.ndim not in (3, 4) or ctx.wants(1) or int(ctx.attr("storage_order", 0)):
         return shared(ctx, x)

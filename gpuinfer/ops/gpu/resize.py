@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from gpuinfer.ops.registry import variant_scratch
+
 
 
 def resize_on_device(ctx: Any, x: Any, out: Any, taps: list) -> bool:
@@ -46,3 +48,19 @@ def _tables(ctx: Any, th_taps: Any, tw_taps: Any, h: int, w: int) -> tuple:
     up = ctx.device.to_device
     return (up(np.ascontiguousarray(ih)), up(np.ascontiguousarray(wh)), up(np.ascontiguousarray(iw)),
             up(np.ascontiguousarray(ww)), ih.shape[1], iw.shape[1])
+
+
+def resize_scratch(shared: Any, attrs: dict, shapes: list, dtypes: list, output_shapes: Any = None) -> list:
+    """The plan's view of a CUDA Resize: no scratch where the kernel runs (float32, only the last
+    two axes resized, no crop-and-resize); the shared path's buffers otherwise."""
+    out = output_shapes[0] if output_shapes else None
+    mode = attrs.get("coordinate_transformation_mode", b"")
+    crop = (mode.decode() if isinstance(mode, bytes) else mode) == "tf_crop_and_resize"
+    if out is not None and shapes[0] is not None and np.dtype(dtypes[0]) == np.float32 and not crop \
+            and tuple(out[:-2]) == tuple(shapes[0][:-2]):
+        return []
+    return list(shared(attrs, shapes, dtypes, output_shapes=output_shapes) or ()) if shared is not None else []
+
+
+for _op in ("Resize", "Upsample"):
+    variant_scratch(_op, "cuda")(resize_scratch)
