@@ -5,11 +5,12 @@ as an intermediate.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from gpuinfer.errors import GpuinferError, InvalidModelError, UnsupportedOpError
 from gpuinfer.graph.attributes import attribute_value, outer_scope_reads, subgraph_attributes
@@ -122,6 +123,8 @@ def build_graph(proto: onnx.GraphProto, opsets: dict[str, int], types: dict,
         domain = "" if proto_node.domain in ("", "ai.onnx") else proto_node.domain
         opset = opsets.get(domain, 0)
         spec = lookup(proto_node.op_type, opset, domain)
+        check_against_schema(proto_node, names[idx], opset, domain,
+                             lambda v: _dtype_of(v, constants, visible_constants, types))
         visible_constants.update(constants)
 
         def compile_sub(g: onnx.GraphProto) -> Graph:
@@ -152,6 +155,102 @@ def build_graph(proto: onnx.GraphProto, opsets: dict[str, int], types: dict,
     return graph
 
 
+def check_against_schema(node: onnx.NodeProto, name: str, opset: int, domain: str, dtype_of) -> None:
+    """Refuse a node its ONNX schema rules out: wrong number of inputs (or too many outputs), an
+    attribute of the wrong type, a required attribute missing, an input of a type the op does not
+    take, or inputs that must share a type and do not.  ``dtype_of(name)`` is a value's numpy dtype
+    when known (declared, inferred or constant), else None: unknown types are not checked.
+
+    The ONNX checker would say most of this, but its complaints only warn (``read.check_model``);
+    a kernel would fail on such a node with a bare TypeError, or compute nonsense."""
+    if domain not in ONNX_DOMAINS:
+        return
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return  # an op ONNX does not define is refused by name before this
+    where = f"node {name!r} ({node.op_type}, opset {opset})"
+    given, made = len(node.input), len(node.output)
+    if not schema.min_input <= given <= schema.max_input:
+        wanted = (f"{schema.min_input}" if schema.min_input == schema.max_input else
+                  f"at least {schema.min_input}" if schema.max_input > 1000 else
+                  f"{schema.min_input} to {schema.max_input}")
+        raise InvalidModelError(f"{where} takes {wanted} input(s), got {given}: {list(node.input)}")
+    if made > schema.max_output:
+        raise InvalidModelError(f"{where} makes at most {schema.max_output} output(s), "
+                                f"got {made} output name(s): {list(node.output)}")
+    present = set()
+    for attr in node.attribute:
+        present.add(attr.name)
+        declared = schema.attributes.get(attr.name)
+        if declared is not None and int(declared.type) != int(attr.type):
+            raise InvalidModelError(
+                f"{where}: attribute {attr.name!r} must be {_attr_type_name(int(declared.type))}, "
+                f"got {_attr_type_name(int(attr.type))}")
+    missing = sorted(a for a, spec in schema.attributes.items() if spec.required and a not in present)
+    if missing:
+        raise InvalidModelError(f"{where}: required attribute(s) {missing} missing")
+    _check_input_types(node, schema, where, dtype_of)
+
+
+def _check_input_types(node: onnx.NodeProto, schema, where: str, dtype_of) -> None:
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    bound: dict[str, tuple[str, str]] = {}  # type parameter -> (type, the input that fixed it)
+    formals = schema.inputs
+    for i, value in enumerate(node.input):
+        if not formals:
+            return
+        formal = formals[min(i, len(formals) - 1)]
+        if not value:
+            if formal.option == onnx.defs.OpSchema.FormalParameterOption.Single:
+                raise InvalidModelError(f"{where}: input {i} ({formal.name}) is required, but the node leaves it "
+                                        f"out (an empty name)")
+            continue
+        type_str = _tensor_type(dtype_of(value))
+        if type_str is None:
+            continue
+        accepted = allowed.get(formal.type_str, {formal.type_str})
+        if type_str not in accepted:
+            tensors = sorted(t[len("tensor("):-1] for t in accepted if t.startswith("tensor("))
+            raise InvalidModelError(f"{where}: input {i} ({formal.name}) {value!r} is {type_str}; "
+                                    f"the op takes {', '.join(tensors) or 'no tensor'} there")
+        variadic_mixed = formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic \
+            and not formal.is_homogeneous
+        if formal.type_str in allowed and not variadic_mixed:
+            first = bound.setdefault(formal.type_str, (type_str, value))
+            if first[0] != type_str:
+                raise InvalidModelError(f"{where}: inputs {first[1]!r} ({first[0]}) and {value!r} ({type_str}) "
+                                        f"must have the same type ({formal.type_str})")
+
+
+def _tensor_type(dtype) -> Optional[str]:
+    """``tensor(float)``-style name of a numpy dtype, None when unknown."""
+    if dtype is None:
+        return None
+    dtype = np.dtype(dtype)
+    if dtype.kind in "OUS":
+        return "tensor(string)"
+    try:
+        return f"tensor({onnx.TensorProto.DataType.Name(helper.np_dtype_to_tensor_dtype(dtype)).lower()})"
+    except Exception:  # a numpy dtype ONNX has no name for
+        return None
+
+
+def _attr_type_name(value: int) -> str:
+    try:
+        return onnx.AttributeProto.AttributeType.Name(value)
+    except ValueError:
+        return f"type {value}"
+
+
+def _dtype_of(name: str, constants: dict, outer_constants: dict, types: dict):
+    """A value's dtype as known at load (a constant's own, else the declared or inferred one)."""
+    value = constants.get(name, outer_constants.get(name))
+    if value is not None:
+        return getattr(value, "dtype", None)
+    return types.get(name, (None, None))[1]
+
+
 def _initializers(proto: onnx.GraphProto) -> dict[str, np.ndarray]:
     constants = {}
     for tensor in proto.initializer:
@@ -160,13 +259,32 @@ def _initializers(proto: onnx.GraphProto) -> dict[str, np.ndarray]:
         except Exception as exc:
             raise InvalidModelError(f"initializer {tensor.name!r} cannot be read: {exc}") from None
     for sparse in proto.sparse_initializer:
-        values = numpy_helper.to_array(sparse.values)
-        indices = numpy_helper.to_array(sparse.indices)
-        dense = np.zeros(int(np.prod(sparse.dims)), dtype=values.dtype)
-        flat = indices if indices.ndim == 1 else np.ravel_multi_index(indices.T, tuple(sparse.dims))
-        dense[flat] = values
-        constants[sparse.values.name] = dense.reshape(tuple(sparse.dims))
+        constants[sparse.values.name] = _densify(sparse)
     return constants
+
+
+def _densify(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    """A sparse initializer as a dense array; bad dims, indices or data are an ``InvalidModelError``."""
+    name, dims = sparse.values.name, tuple(int(d) for d in sparse.dims)
+    try:
+        values = numpy_helper.to_array(sparse.values)
+        indices = numpy_helper.to_array(sparse.indices).astype(np.int64, copy=False)
+    except Exception as exc:
+        raise InvalidModelError(f"sparse initializer {name!r} cannot be read: {exc}") from None
+    count = math.prod(dims)
+    if any(d < 0 for d in dims) or count * values.dtype.itemsize > MAX_FOLDED_BYTES:
+        raise InvalidModelError(f"sparse initializer {name!r} has dims {list(dims)}: negative, or over "
+                                f"the {MAX_FOLDED_BYTES}-byte limit for one constant")
+    flat = indices.reshape(-1) if indices.ndim == 1 else None
+    if indices.ndim == 2 and indices.shape[1] == len(dims) and all(
+            (0 <= indices[:, k]).all() and (indices[:, k] < d).all() for k, d in enumerate(dims)):
+        flat = np.ravel_multi_index(tuple(indices.T), dims) if len(dims) else indices[:, :0].sum(axis=1)
+    if flat is None or flat.shape != values.reshape(-1).shape or ((flat < 0) | (flat >= count)).any():
+        raise InvalidModelError(f"sparse initializer {name!r}: indices of shape {list(indices.shape)} do not fit "
+                                f"{values.size} value(s) in dims {list(dims)}")
+    dense = np.zeros(count, dtype=values.dtype)
+    dense[flat] = values.reshape(-1)
+    return dense.reshape(dims)
 
 
 def _try_fold(node: Node, constants: dict[str, np.ndarray], types: dict) -> Optional[dict]:

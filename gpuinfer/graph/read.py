@@ -41,6 +41,7 @@ def read_model(source: ModelSource) -> onnx.ModelProto:
     else:
         raise ModelLoadError(f"cannot load a model from {type(source).__name__}; "
                              "give a path, bytes or an onnx.ModelProto")
+    _check_text(model, where)
     return check_model(model, where)
 
 
@@ -53,6 +54,40 @@ def _parse(data: bytes, where: str) -> onnx.ModelProto:
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError(f"{where} is not an ONNX model (no graph in it)")
     return model
+
+
+def _check_text(model: onnx.ModelProto, where: str) -> None:
+    """Refuse names and op types that are not UTF-8 text (the parser hands those over as bytes)."""
+    for imp in model.opset_import:
+        if isinstance(imp.domain, bytes):
+            raise InvalidModelError(f"{where}: an opset_import domain is not valid UTF-8 text: {imp.domain!r}")
+    _check_graph_text(model.graph, where)
+
+
+def _check_graph_text(graph: onnx.GraphProto, where: str) -> None:
+    if isinstance(graph.name, bytes):
+        raise InvalidModelError(f"{where}: a graph name is not valid UTF-8 text: {graph.name!r}")
+    values = [("graph input", v) for v in graph.input] + [("graph output", v) for v in graph.output]
+    values += [("value_info", v) for v in graph.value_info]
+    named = [(f"{what} name", v.name) for what, v in values] + [("initializer name", t.name) for t in graph.initializer]
+    named += [(f"dim name of {what} {v.name!r}", d.dim_param) for what, v in values
+              if v.type.HasField("tensor_type") for d in v.type.tensor_type.shape.dim]
+    for what, name in named:
+        if isinstance(name, bytes):
+            raise InvalidModelError(f"{where}: a {what} is not valid UTF-8 text: {name!r}")
+    for i, node in enumerate(graph.node):
+        texts = [("op type", node.op_type), ("domain", node.domain), ("name", node.name)]
+        texts += [("input", n) for n in node.input] + [("output", n) for n in node.output]
+        texts += [("attribute name", a.name) for a in node.attribute]
+        for what, text in texts:
+            if isinstance(text, bytes):
+                raise InvalidModelError(f"{where}: node #{i} of graph {graph.name!r}: its {what} is not "
+                                        f"valid UTF-8 text: {text!r}")
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _check_graph_text(attr.g, where)
+            for sub in attr.graphs:
+                _check_graph_text(sub, where)
 
 
 def _load_external(model: onnx.ModelProto, path: Path) -> None:

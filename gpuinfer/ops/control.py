@@ -82,7 +82,10 @@ def if_(ctx, cond):
     flag = ctx.host(cond)
     if flag.size != 1:
         raise NodeExecutionError(f"If: condition must hold one element, got shape {list(flag.shape)}")
-    branch = ctx.attr("then_branch") if bool(flag.reshape(-1)[0]) else ctx.attr("else_branch")
+    taken = "then_branch" if bool(flag.reshape(-1)[0]) else "else_branch"
+    branch = ctx.attr(taken)
+    if len(branch.outputs) != ctx.n_outputs:
+        raise NodeExecutionError(f"If: {taken} has {len(branch.outputs)} output(s), the node {ctx.n_outputs}")
     return _emit(ctx, ctx.run_graph(branch, []))
 
 
@@ -96,6 +99,12 @@ def loop(ctx, max_trip, cond, *initial):
     carried = list(initial)
     n_carried = len(carried)
     n_scan = len(body.outputs) - 1 - n_carried
+    if len(body.inputs) != 2 + n_carried or n_scan < 0 or ctx.n_outputs > n_carried + n_scan:
+        raise NodeExecutionError(
+            f"Loop: the body takes {len(body.inputs)} input(s) and makes {len(body.outputs)} output(s); with "
+            f"{n_carried} carried value(s) it must take {2 + n_carried} (iteration, condition, carried) and "
+            f"make at least {1 + n_carried} (condition, carried, scan outputs), and the node's "
+            f"{ctx.n_outputs} output(s) at most {max(n_carried + n_scan, n_carried)}")
     scans: list[list[Any]] = [[] for _ in range(n_scan)]
     state = _Carried(ctx)
     i = 0
@@ -181,6 +190,14 @@ def scan(ctx, *inputs):
     in_axes = ctx.attr("scan_input_axes", [0] * n_scan_in)
     in_dirs = ctx.attr("scan_input_directions", [0] * n_scan_in)
     n_scan_out = len(body.outputs) - n_state
+    if not 0 <= n_state <= len(inputs) or len(body.inputs) != len(inputs) or n_scan_out < 0:
+        raise NodeExecutionError(
+            f"Scan: the body takes {len(body.inputs)} input(s) and makes {len(body.outputs)} output(s); the node "
+            f"gives {len(inputs)} ({n_state} state, num_scan_inputs={n_scan_in}), and the body must make every "
+            f"state value and then the scan outputs")
+    if any(getattr(x, "ndim", 0) == 0 for x in scan_inputs):
+        raise NodeExecutionError(f"Scan: scan inputs need a scan axis, got shapes "
+                                 f"{[tuple(getattr(x, 'shape', ())) for x in scan_inputs]}")
     out_axes = ctx.attr("scan_output_axes", [0] * n_scan_out)
     out_dirs = ctx.attr("scan_output_directions", [0] * n_scan_out)
     moved = [xp.moveaxis(x, a % x.ndim, 0) for x, a in zip(scan_inputs, in_axes)]

@@ -13,8 +13,15 @@ def auto_pad_name(v) -> str:
 
 
 def window_pads(auto_pad, pads, in_sp, kernel, strides, dilations, ceil_mode=0):
-    """(begin pads, end pads, output sizes) of a sliding window, as Conv and the pools define them."""
+    """(begin pads, end pads, output sizes) of a sliding window, as Conv and the pools define them.
+
+    Raises ``NodeExecutionError`` for a kernel, strides or dilations that are not one positive
+    value per spatial axis, or pads that are not 2 non-negative values per axis."""
     n = len(in_sp)
+    for name, values in (("kernel_shape", kernel), ("strides", strides), ("dilations", dilations)):
+        if len(values) != n or any(int(v) < 1 for v in values):
+            raise NodeExecutionError(f"{name} must be {n} positive value(s), one per spatial axis of the "
+                                     f"input {list(in_sp)}, got {list(values)}")
     auto_pad = auto_pad_name(auto_pad)
     eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -28,6 +35,9 @@ def window_pads(auto_pad, pads, in_sp, kernel, strides, dilations, ceil_mode=0):
         begin, end = [0] * n, [0] * n
     elif auto_pad == "NOTSET":
         pads = list(pads) if pads else [0] * (2 * n)
+        if len(pads) != 2 * n or any(int(p) < 0 for p in pads):
+            raise NodeExecutionError(f"pads must be {2 * n} non-negative values (begin and end of each spatial "
+                                     f"axis of the input {list(in_sp)}), got {pads}")
         begin, end = pads[:n], pads[n:]
     else:
         raise NodeExecutionError(f"unknown auto_pad {auto_pad!r}")

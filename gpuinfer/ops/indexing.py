@@ -18,8 +18,10 @@ from gpuinfer.ops.registry import op
 
 
 def _axis(op_type, axis, rank):
-    if not -rank <= axis < max(rank, 1):
-        raise NodeExecutionError(f"{op_type}: axis {axis} out of range for rank {rank}")
+    """``axis`` in [0, rank); every op here indexes a real axis, so a scalar (rank 0) has none."""
+    if not -rank <= axis < rank:
+        raise NodeExecutionError(f"{op_type}: axis {axis} out of range for rank {rank}"
+                                 + (" (the input is a scalar; the op needs rank >= 1)" if rank == 0 else ""))
     return axis + rank if axis < 0 else axis
 
 
@@ -144,6 +146,9 @@ def _nd_scratch(attrs, shapes, dtypes):
 def gather_nd(ctx, x, indices):
     """Pick slices of x addressed by the index tuples in the last dim of ``indices`` (batch_dims)."""
     b = int(ctx.attr("batch_dims", 0))
+    if x.ndim == 0 or indices.ndim == 0:
+        raise NodeExecutionError(f"GatherND: data and indices must have rank >= 1, "
+                                 f"got shapes {x.shape} and {indices.shape}")
     k = int(indices.shape[-1])
     if b + k > x.ndim or tuple(indices.shape[:b]) != tuple(x.shape[:b]):
         raise NodeExecutionError(f"GatherND: indices {indices.shape} do not fit data {x.shape} with batch_dims {b}")
@@ -236,6 +241,9 @@ def scatter(ctx, x, indices, updates):
 @op("ScatterND", since=11, scratch=_nd_scratch)
 def scatter_nd(ctx, x, indices, updates):
     """A copy of x with slices replaced (or reduced) at the index tuples of ``indices``."""
+    if x.ndim == 0 or indices.ndim == 0:
+        raise NodeExecutionError(f"ScatterND: data and indices must have rank >= 1, "
+                                 f"got shapes {x.shape} and {indices.shape}")
     k = int(indices.shape[-1])
     rest = tuple(int(d) for d in x.shape[k:])
     if k > x.ndim or tuple(updates.shape) != tuple(indices.shape[:-1]) + rest:

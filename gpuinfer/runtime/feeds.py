@@ -72,8 +72,16 @@ def _as_sequence(name: str, value: Any) -> TensorSequence:
 
 def _check_one(name: str, value: Any, dims: Optional[tuple], dtype: Optional[np.dtype], is_array) -> Any:
     if not is_array(value):
+        if value is None:  # np.asarray(None, float32) would quietly be NaN
+            raise InputError(f"input {name!r} is None; give an array"
+                             + (f" of {dtype.name}" if dtype is not None else ""))
         if not isinstance(value, np.ndarray):
-            value = np.asarray(value, dtype=dtype if (dtype is not None and not isinstance(value, np.generic)) else None)
+            try:
+                value = np.asarray(value, dtype=dtype if (dtype is not None and not isinstance(value, np.generic))
+                                   else None)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InputError(f"input {name!r}: a {type(value).__name__} cannot be made an array"
+                                 + (f" of {dtype.name}" if dtype is not None else "") + f" ({exc})") from None
     if dtype is not None and value.dtype != dtype:
         if dtype.kind in "OUS" and value.dtype.kind in "OUS":
             pass

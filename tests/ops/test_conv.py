@@ -84,7 +84,7 @@ def test_conv_paths_chosen():
 def test_depthwise_layout_heuristic():
     """Channels-last (one einsum) for 2-D maps, window views for other ranks and for big maps with
     small kernels (the transposes cost more than the einsum saves)."""
-    def layout(x_shape, k, strides=(1, 1), **attrs):
+    def layout(x_shape, k, strides=(1, 1, 1), **attrs):
         c = x_shape[1]
         n_sp = len(x_shape) - 2
         attrs = dict(group=c, pads=[k // 2] * 2 * n_sp, strides=list(strides)[:n_sp], **attrs)
