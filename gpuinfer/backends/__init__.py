@@ -73,3 +73,12 @@ def make_backend(device: str, allocator: str = "pool") -> Backend:
         raise GpuinferError(f"device_allocator={allocator!r} is for CUDA; the CPU device has no "
                             f"allocator choice (leave it out)")
     return NumpyBackend()
+
+
+def tile_bytes_for(kind: str) -> int:
+    """The ``caps.tile_bytes`` of a device kind, for planning without a device object at hand."""
+    if kind == "cuda":
+        from gpuinfer.backends.cuda.device import CudaDevice
+
+        return CudaDevice.caps.tile_bytes
+    return NumpyBackend.caps.tile_bytes

@@ -17,7 +17,7 @@ from gpuinfer.graph.attributes import attribute_value, outer_scope_reads, subgra
 from gpuinfer.graph.ir import Graph, Node, link
 from gpuinfer.graph.read import ModelSource, read_model
 from gpuinfer.graph.toposort import topological_order
-from gpuinfer.graph.types import collect_value_types, is_static, type_shape, value_kind
+from gpuinfer.graph.types import collect_value_types, host_only_values, is_static, type_shape, value_kind
 from gpuinfer.ops.context import OptionalValue, StandaloneContext, TensorSequence
 from gpuinfer.ops.registry import lookup
 
@@ -40,8 +40,10 @@ def load_graph(source: ModelSource, optimizations: list[str] = ()) -> tuple[Grap
     if missing:
         _refuse_unknown_ops(missing)
         raise UnsupportedOpError(missing)
-    types = collect_value_types(infer_shapes(model).graph)
+    inferred = infer_shapes(model).graph
+    types = collect_value_types(inferred)
     graph = build_graph(model.graph, opsets, types, {}, set())
+    graph.host_only = host_only_values(inferred)
     if optimizations:
         from gpuinfer.graph.passes import optimize
 

@@ -95,6 +95,8 @@ def _predicted_scratch(graph: Graph, node, types: dict, device_kind: str = "cpu"
         shapes.append(shape)
         dtypes.append(dtype)
     extra = {"device_kind": device_kind} if _takes(scratch, "device_kind") else {}
+    if _takes(scratch, "tile_bytes"):  # tiles follow the device (ops/tiles.py)
+        extra["tile_bytes"] = tile_bytes_for(device_kind)
     try:
         if _takes(scratch, "output_shapes"):  # e.g. Resize: its scratch follows the output shape
             outputs = [_known(graph, name, types)[0] for name in node.outputs]
@@ -108,6 +110,17 @@ def _takes(scratch, keyword: str) -> bool:
     """Whether a scratch function takes ``keyword``: ``output_shapes=`` (the output shapes the plan
     knows), ``device_kind=`` (whose kernel runs: fused steps forward it to their halves)."""
     return keyword in _keywords(scratch)
+
+
+def tile_bytes_for(kind: str) -> int:
+    from gpuinfer.backends import tile_bytes_for as of_kind
+
+    return of_kind(kind)
+
+
+def scratch_keywords(scratch) -> frozenset:
+    """The keywords a scratch function takes (cached per function)."""
+    return _keywords(scratch)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -47,8 +47,11 @@ def test_steady_state_run_has_no_sync_no_upload_no_hidden_allocation(model_id, m
     assert d["outside_bytes"] == 0
 
 
+# u2netp: 11,096 launches a run before the CUDA kernels; 475 with whole-image im2col columns, but
+# those took the arena from 105 to 560 MB: banded columns (ops/gpu/conv.py) cost ~220 launches
+# and keep the arena at the CPU's size (test_arena_stays_near_the_cpu_plan).
 @pytest.mark.parametrize("model_id, budget", [("light/resnet50", 250)] + (
-    [("shared/u2netp.onnx", 600)] if shared_available() else []))
+    [("shared/u2netp.onnx", 700)] if shared_available() else []))
 def test_launches_per_run_stay_within_budget(model_id, budget):
     source, feeds = model_case(model_id)
     sess = gpuinfer.InferenceSession(source, device="strict", memory_mode="arena")
@@ -149,3 +152,18 @@ def test_async_backing_raises_the_release_threshold():
     gpuinfer.InferenceSession(conv_net(), device="strict", device_allocator="async")
     rt = STRICT.cuda.runtime
     assert rt.pool_attributes[(1, rt.cudaMemPoolAttrReleaseThreshold)] > 1 << 40
+
+
+@pytest.mark.parametrize("model_id", ["light/resnet50", "light/vgg19"] + (
+    ["shared/u2netp.onnx", "shared/ch_PP-OCRv4_det_infer.onnx"] if shared_available() else []))
+def test_arena_stays_near_the_cpu_plan(model_id):
+    """The CUDA kernels' scratch (im2col columns) may not blow the arena up: at most one column
+    band over the numpy device's plan (whole-image columns made u2netp's 5.3x the CPU's)."""
+    from gpuinfer.ops.gpu.conv import COLUMN_BUDGET
+
+    source, feeds = model_case(model_id)
+    plans = {}
+    for device in ("cpu", "strict"):
+        sess = gpuinfer.InferenceSession(source, device=device, memory_mode="arena")
+        plans[device] = sess.plan_for(feeds).planned_bytes
+    assert plans["strict"] <= plans["cpu"] + COLUMN_BUDGET, plans

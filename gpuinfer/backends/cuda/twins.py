@@ -32,13 +32,15 @@ def _padded(x: np.ndarray, ph: int, pw: int, need_h: int, need_w: int, fill: flo
 
 
 @twin
-def im2col_2d(x, cols, N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW):  # noqa: N803 (the kernel's names)
+def im2col_2d(x, cols, N, C, H, W, KH, KW, OH0, OH, OW, SH, SW, PH, PW, DH, DW):  # noqa: N803 (the kernel's names)
     xs = x.reshape(int(N), int(C), int(H), int(W))
-    padded = _padded(xs, int(PH), int(PW), (OH - 1) * SH + (KH - 1) * DH + 1, (OW - 1) * SW + (KW - 1) * DW + 1, 0.0)
+    rows = (OH0 + OH - 1) * SH + (KH - 1) * DH + 1  # padded rows the band's last output row reaches
+    padded = _padded(xs, int(PH), int(PW), rows, (OW - 1) * SW + (KW - 1) * DW + 1, 0.0)
+    band = padded[:, :, int(OH0) * int(SH):]
     out = cols.reshape(int(N), int(C), int(KH), int(KW), int(OH), int(OW))
     for kh in range(int(KH)):
         for kw in range(int(KW)):
-            out[:, :, kh, kw] = _windows(padded, kh, kw, int(OH), int(OW), int(SH), int(SW), int(DH), int(DW))
+            out[:, :, kh, kw] = _windows(band, kh, kw, int(OH), int(OW), int(SH), int(SW), int(DH), int(DW))
 
 
 @twin

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from gpuinfer.backends.strict.counters import running_op
 from gpuinfer.backends.strict.memory import SPACE, MemoryPointer, allocate
 
 HOST_ONLY_KINDS = "OUSVM"  # object, strings, void, datetime: no CuPy dtype
@@ -41,7 +42,11 @@ _ZERO = MemoryPointer(_Zero(), 0)
 
 def record(fn: Callable[[], Any]) -> None:
     """Note a device operation: counted, and kept for replay while a graph is being captured."""
-    SPACE.counters.launches += 1
+    counters = SPACE.counters
+    counters.launches += 1
+    if counters.by_op is not None:  # attribution asked for (bench/device_census.py --by-op)
+        op = running_op()
+        counters.by_op[op] = counters.by_op.get(op, 0) + 1
     capture = SPACE.capture
     if capture.active:
         capture.recorded.append(fn)
@@ -222,8 +227,9 @@ class ndarray:  # noqa: N801 (CuPy's name)
     def __getitem__(self, key: Any) -> "ndarray":
         key, fancy = _device_key(key)
         result = self._a[key]
-        if not fancy and isinstance(result, np.ndarray) and result.base is not None \
-                and result.base is self._a.base:
+        if not fancy:  # basic indexing: always a view (CuPy gives a 0-d array where numpy a scalar)
+            if not isinstance(result, np.ndarray):
+                result = self._a[(key if isinstance(key, tuple) else (key,)) + (None,)].reshape(())
             return ndarray._view(self, result)
         src = self._a
         out = ndarray._fresh(result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 
 @dataclass
@@ -23,12 +24,13 @@ class StrictCounters:
     outside_bytes: int = 0
     sync_sites: list = field(default_factory=list)  # why the latest syncs happened
     syncs_by_op: dict = field(default_factory=dict)  # op type -> syncs it caused
+    by_op: Optional[dict] = None  # op type -> launches, when set to a dict (costs a frame walk a launch)
     upload_sites: list = field(default_factory=list)
 
     SITES = 32
 
     def snapshot(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if not isinstance(v, (list, dict))}
+        return {k: v for k, v in asdict(self).items() if not isinstance(v, (list, dict, type(None)))}
 
     @staticmethod
     def delta(before: dict, after: dict) -> dict:
@@ -53,7 +55,7 @@ def running_op() -> str:
 
     Read from the caller's frames (the executor's ``node`` local), only when a sync or an upload
     happens, so the counting costs nothing on the common path."""
-    frame = sys._getframe(2)
+    frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "verify_deferred":
             return "deferred checks"  # the one read after a run of the flags ops computed on the device

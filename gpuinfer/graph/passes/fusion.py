@@ -11,6 +11,7 @@ from typing import Any
 from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.graph.passes.relink import consumers_of, producers_of
 from gpuinfer.ops.context import OpContext
+from gpuinfer.backends import tile_bytes_for
 from gpuinfer.ops.registry import OpSpec
 
 PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -61,13 +62,23 @@ def _chain_scratch(first: Node, act: Node):
 
     def scratch(attrs, shapes, dtypes, output_shapes=None, device_kind="cpu"):
         head, tail = first.spec.scratch_for(device_kind), act.spec.scratch_for(device_kind)
-        wanted = list(head(first.attrs, shapes[:n_first], dtypes[:n_first]) or ()) if head is not None else []
+        wanted = list(_call_scratch(head, first.attrs, shapes[:n_first], dtypes[:n_first], device_kind)) \
+            if head is not None else []
         made = output_shapes[0] if output_shapes else None
         if tail is None or made is None:
             return wanted  # (no shape: the activation's buffer is served, and learnt, at the first run)
-        return wanted + list(tail(act.attrs, [made, *shapes[n_first:]], [dtypes[0], *dtypes[n_first:]]) or ())
+        return wanted + list(_call_scratch(tail, act.attrs, [made, *shapes[n_first:]], [dtypes[0], *dtypes[n_first:]],
+                                           device_kind))
 
     return scratch
+
+
+def _call_scratch(fn, attrs, shapes, dtypes, device_kind):
+    """A half's scratch, with the device's tile size where its function takes one."""
+    from gpuinfer.plan.lifetimes import scratch_keywords
+
+    extra = {"tile_bytes": tile_bytes_for(device_kind)} if "tile_bytes" in scratch_keywords(fn) else {}
+    return fn(attrs, shapes, dtypes, **extra) or ()
 
 
 def _chain(first: Node, act: Node):

@@ -1,8 +1,9 @@
 """Conv on CUDA: ``im2col_2d`` + one batched matmul + ``bias_act`` (bias and a fused activation).
 
 Three launches a convolution (two for a pointwise one without bias or activation to apply,
-where the input itself is the column matrix), whatever the image size: the column scratch holds
-one image's columns, (C*KH*KW, OH*OW), planned and counted like every scratch buffer.
+where the input itself is the column matrix) where one image's columns (C*KH*KW, OH*OW) fit
+``COLUMN_BUDGET``; larger ones run in bands of output rows, two launches a band.  The column
+scratch is planned and counted like every scratch buffer.
 """
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ import numpy as np
 
 from gpuinfer.ops.conv_window import window_attrs, window_pads
 from gpuinfer.ops.registry import variant
+
+# Bytes of im2col columns at most (the scratch of one band of output rows).  Whole-image columns
+# of a wide early layer are many times its output (u2netp's first 64-channel 3x3 convs: 236 MB of
+# columns for a 26 MB output; arena 559 MB against 105 MB on the CPU): banding holds the scratch
+# near the tensors' own peak, at two launches a band.  Measured on the stand-in, u2netp arena
+# (launches a run / peak): 8 MiB 959 / 96.6 MB, 16 MiB 693 / 101.4 MB, 32 MiB 671 / 115.6 MB,
+# 64 MiB 613 / 148.0 MB, whole images 475 / 560.7 MB.  Memory first: launches are what a CUDA
+# graph replays for free.
+COLUMN_BUDGET = 16 << 20
 
 # activation fused into the epilogue: op type -> (code in kernels/conv.cu bias_act, its parameters)
 ACTIVATIONS = {
@@ -66,7 +76,9 @@ def conv_scratch(shared: Any, attrs: dict, shapes: list, dtypes: list) -> list:
         return list(shared(attrs, shapes, dtypes) or ()) if shared is not None else []
     if g.pointwise:
         return []
-    return [((x_shape[1] * g.kernel[0] * g.kernel[1], math.prod(g.out_shape[2:])), np.dtype(np.float32))]
+    ck = x_shape[1] * g.kernel[0] * g.kernel[1]
+    oh, ow = (1, g.out_shape[2]) if len(g.out_shape) == 3 else g.out_shape[2:]
+    return [((ck, band_rows(ck, oh, ow) * ow), np.dtype(np.float32))]
 
 
 def _ints(*values: int) -> list:
@@ -99,22 +111,34 @@ def conv_cuda(shared: Any, ctx: Any, x: Any, w: Any, b: Any = None) -> Any:
 
 
 def conv_into(ctx: Any, x: Any, w: Any, g: Geometry2d, out: Any) -> None:
-    """The convolution without bias into ``out``: per image one im2col launch and one matmul."""
+    """The convolution without bias into ``out``: per image and band of output rows one im2col
+    launch and one matmul (pointwise: one matmul per image, the input is the column matrix)."""
     n, c = x.shape[:2]
     h, wd = (1, x.shape[2]) if x.ndim == 3 else x.shape[2:]
     oh, ow = (1, out.shape[2]) if out.ndim == 3 else out.shape[2:]
     m, grp = w.shape[0], g.group
-    k = g.kernel[0] * g.kernel[1]
-    p = oh * ow
-    wr = w.reshape(grp, m // grp, (c // grp) * k)
+    ck = c * g.kernel[0] * g.kernel[1]
+    wr = w.reshape(grp, m // grp, ck // grp)
     xc = ctx.xp.ascontiguousarray(x)
-    cols = None if g.pointwise else ctx.scratch((c * k, p), x.dtype)
+    if g.pointwise:
+        for ni in range(n):
+            ctx.xp.matmul(wr, xc[ni].reshape(grp, c // grp, oh * ow), out=out[ni].reshape(grp, m // grp, oh * ow))
+        return
+    rows = band_rows(ck, oh, ow)
+    cols = ctx.scratch((ck, rows * ow), x.dtype).reshape(-1)
     for ni in range(n):
-        if cols is None:
-            src = xc[ni].reshape(grp, c // grp, p)
-        else:
-            ctx.device.launch("im2col_2d", cols.size, xc[ni], cols,
-                              *_ints(1, c, h, wd, g.kernel[0], g.kernel[1], oh, ow, g.strides[0], g.strides[1],
+        planes = out[ni].reshape(grp, m // grp, oh * ow)
+        for r0 in range(0, oh, rows):
+            r = min(rows, oh - r0)
+            band = cols[:ck * r * ow]
+            ctx.device.launch("im2col_2d", band.size, xc[ni], band,
+                              *_ints(1, c, h, wd, g.kernel[0], g.kernel[1], r0, r, ow, g.strides[0], g.strides[1],
                                      g.pads[0], g.pads[1], g.dilations[0], g.dilations[1]))
-            src = cols.reshape(grp, (c // grp) * k, p)
-        ctx.xp.matmul(wr, src, out=out[ni].reshape(grp, m // grp, p))
+            target = planes if r == oh else planes[:, :, r0 * ow:(r0 + r) * ow]
+            ctx.xp.matmul(wr, band.reshape(grp, ck // grp, r * ow), out=target)
+
+
+def band_rows(ck: int, oh: int, ow: int) -> int:
+    """Output rows whose columns fit ``COLUMN_BUDGET`` bytes (at least one): the whole image where
+    it fits, so most convolutions stay three launches."""
+    return max(1, min(oh, COLUMN_BUDGET // max(ck * ow * 4, 1)))

@@ -2,9 +2,10 @@
 // A Conv is im2col_2d (one launch) + one batched cuBLAS matmul + bias_act (one launch).
 // Each kernel has a numpy twin in gpuinfer/backends/cuda/twins.py that the strict stand-in runs.
 
-// cols[n, (c*KH + kh)*KW + kw, oh*OW + ow] = x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW] (0 outside)
+// The columns of output rows OH0 .. OH0+OH-1 (a band; OH0 = 0 and OH = all rows for a whole image):
+// cols[n, (c*KH + kh)*KW + kw, oh*OW + ow] = x[n, c, (OH0 + oh)*SH - PH + kh*DH, ow*SW - PW + kw*DW] (0 outside)
 extern "C" __global__ void im2col_2d(const float* __restrict__ x, float* __restrict__ cols,
-                                     int N, int C, int H, int W, int KH, int KW, int OH, int OW,
+                                     int N, int C, int H, int W, int KH, int KW, int OH0, int OH, int OW,
                                      int SH, int SW, int PH, int PW, int DH, int DW)
 {
     const long long total = (long long)N * C * KH * KW * OH * OW;
@@ -17,7 +18,7 @@ extern "C" __global__ void im2col_2d(const float* __restrict__ x, float* __restr
         const int kh = (int)(t % KH); t /= KH;
         const int c = (int)(t % C);
         const long long n = t / C;
-        const int h = oh * SH - PH + kh * DH;
+        const int h = (OH0 + oh) * SH - PH + kh * DH;
         const int w = ow * SW - PW + kw * DW;
         float v = 0.0f;
         if (h >= 0 && h < H && w >= 0 && w < W) {
