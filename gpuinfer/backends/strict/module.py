@@ -15,8 +15,7 @@ import numpy as np
 
 from gpuinfer.backends.strict import cuda as cuda_namespace, memory
 from gpuinfer.backends.strict.array import check_dtype, ndarray, record, sync, upload
-from gpuinfer.backends.strict.calls import (ANY, REAL, UFUNC_KEYWORDS, check_keywords, device_call,
-                                            keywords_of, real_attr, unwrap)
+from gpuinfer.backends.strict.calls import ANY, REAL, UFUNC_KEYWORDS, device_call, keywords_of, real_attr, unwrap
 from gpuinfer.backends.strict.memory import SPACE
 
 # ufunc.at works where CuPy has a scatter op for the ufunc (its ``_scatter_op``), on atomics' dtypes
@@ -402,4 +401,3 @@ def _install_methods() -> None:
 
 _install_methods()
 STRICT = StrictCupy()
-check_keywords  # re-exported for tests
