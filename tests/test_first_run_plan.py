@@ -14,6 +14,7 @@ import pytest
 import gpuinfer
 from gpuinfer.graph.specialize import specialize
 from gpuinfer.plan import MODES
+from gpuinfer.values import value_key
 from tests.model_zoo import reference_outputs, shared_available, shared_feeds, shared_model_path
 from tests.shape_chain_models import CHAINS, nonzero_feeds, nonzero_model, resize_chain, resize_chain_feeds
 
@@ -36,7 +37,7 @@ def _assert_complete_plan(sess, plan, mode: str) -> None:
     for node in sess.graph.nodes:
         for name in node.outputs:
             if name:
-                assert name in plan.lifetimes, f"{mode}: {name!r} ({node.op_type}) has no lifetime"
+                assert value_key(name) in plan.lifetimes, f"{mode}: {name!r} ({node.op_type}) has no lifetime"
     if mode in PLANNED_MODES:
         unplaced = [k for k, life in plan.lifetimes.items()
                     if k not in plan.placements and (life.kind != "output" or mode == "arena")]

@@ -18,7 +18,8 @@ from gpuinfer.graph.ir import Graph, Node, link
 from gpuinfer.graph.read import ModelSource, read_model
 from gpuinfer.graph.toposort import topological_order
 from gpuinfer.graph.types import collect_value_types, host_only_values, is_static, type_shape, value_kind
-from gpuinfer.ops.context import OptionalValue, StandaloneContext, TensorSequence
+from gpuinfer.ops.context import StandaloneContext
+from gpuinfer.values import OptionalValue, TensorSequence
 from gpuinfer.ops.registry import lookup
 
 # Ops whose result must not be computed once at load even when their inputs are constant.

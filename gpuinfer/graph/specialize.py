@@ -22,7 +22,8 @@ from onnx import helper, numpy_helper
 
 from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.graph.types import collect_value_types, is_static
-from gpuinfer.ops.context import OptionalValue, StandaloneContext, TensorSequence
+from gpuinfer.ops.context import StandaloneContext
+from gpuinfer.values import OptionalValue, TensorSequence
 
 SMALL_CONSTANT_BYTES = 4096  # constants this small stay as data so shape arithmetic can use them
 MAX_FOLD_ROUNDS = 8  # inference + host folding rounds per signature (each round unlocks the next)

@@ -135,20 +135,3 @@ class StandaloneContext(OpContext):
         if self._runner is None:
             raise NotImplementedError("this context cannot run subgraphs")
         return self._runner(graph, inputs)
-
-
-class TensorSequence(list):
-    """A value of ONNX sequence type: a list of tensors.  Lives outside the pool (its tensors are
-    copies the sequence owns) and passes through the executor untouched."""
-
-
-class OptionalValue:
-    """A value of ONNX optional type: a tensor or sequence, or nothing (``value is None``)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value=None):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"OptionalValue({self.value!r})"

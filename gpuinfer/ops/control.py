@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
-from gpuinfer.ops.context import OptionalValue, TensorSequence
+from gpuinfer.values import OptionalValue, TensorSequence
 from gpuinfer.ops.registry import op
 
 

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
-from gpuinfer.ops.context import OptionalValue, TensorSequence
+from gpuinfer.values import OptionalValue, TensorSequence
 from gpuinfer.ops.registry import op
 from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled, tile_bytes_of
 
@@ -130,10 +130,21 @@ def _scalar(x, value):
     return _work_dtype(x.dtype).type(value)
 
 
+# float dtype -> (0, inf) as scalars of that dtype: the same clip, without numpy converting two
+# Python scalars on every call (0.75 -> 0.52 us on a small tensor, a quarter of a tiny Relu's time)
+_RELU_BOUNDS: dict = {}
+
+
 @op("Relu", since=1, inplace=True)
 def relu(ctx, x):
     """max(x, 0), for float and signed integer types."""
-    return clamp(ctx.xp, x, 0, None, ctx.out(0, x.shape, x.dtype))
+    out = ctx.out(0, x.shape, x.dtype)
+    if x.dtype.kind != "f":
+        return clamp(ctx.xp, x, 0, None, out)
+    bounds = _RELU_BOUNDS.get(x.dtype)
+    if bounds is None:
+        bounds = _RELU_BOUNDS[x.dtype] = (x.dtype.type(0), x.dtype.type(np.inf))
+    return _clip(ctx.xp, x, bounds[0], bounds[1], out)
 
 
 @op("Sigmoid", since=1, inplace=True)

@@ -25,6 +25,7 @@ from gpuinfer.plan.reduce import plan_reduce
 from gpuinfer.plan.reuse import plan_reuse
 from gpuinfer.plan.sharing import Sharing
 from gpuinfer.plan.verify import PlanVerificationError, verify_plan
+from gpuinfer.values import TensorKey, value_key
 
 Planner = Callable[[list, list], tuple]
 
@@ -36,22 +37,22 @@ MODES: dict[str, Planner] = {
 }
 
 
-def inplace_pairs(graph: Graph, lifetimes: dict[str, Lifetime]) -> list[tuple[str, str]]:
+def inplace_pairs(graph: Graph, lifetimes: dict[TensorKey, Lifetime]) -> list[tuple[TensorKey, TensorKey]]:
     """(output, input) pairs where an in-place-safe op may write over an input that dies there."""
     pairs = []
-    taken: set[str] = set()
+    taken: set[TensorKey] = set()
     for node in graph.nodes:
         if node.spec is None or not node.spec.inplace or not node.outputs or not node.outputs[0]:
             continue
-        out = lifetimes.get(node.outputs[0])
+        out = lifetimes.get(value_key(node.outputs[0]))
         if out is None or out.kind != "value":
             continue
         for name in node.inputs:
-            inp = lifetimes.get(name)
+            inp = lifetimes.get(value_key(name)) if name else None
             if (inp is not None and inp.kind == "value" and inp.last == node.step
-                    and inp.nbytes == out.nbytes and name not in taken):
-                pairs.append((out.key, name))
-                taken.add(name)
+                    and inp.nbytes == out.nbytes and inp.key not in taken):
+                pairs.append((out.key, inp.key))
+                taken.add(inp.key)
                 break
     return pairs
 

@@ -17,7 +17,7 @@ from gpuinfer.plan.lifetimes import Lifetime
 from gpuinfer.plan.plan import ALIGNMENT, Placement, align
 from gpuinfer.plan.sharing import Groups, Sharing
 
-# (size, first, last, key) -> sort key
+# (size, first, last, rank) -> sort key
 ORDERS = {
     "largest_first": lambda s: (-s[0], s[1], s[3]),
     "largest_footprint_first": lambda s: (-s[0] * (s[2] - s[1] + 1), -s[0], s[1], s[3]),
@@ -47,8 +47,8 @@ def _group(lifetimes, inplace_pairs, concat_aliases):
     """Join tensors that share bytes; returns the groups and the sharings actually used."""
     keys = {l.key for l in lifetimes}
     groups = Groups()
-    inplace: dict[str, str] = {}
-    concat: dict[str, tuple[str, int]] = {}
+    inplace: dict = {}  # output key -> input key
+    concat: dict = {}  # input key -> (output key, offset)
     for out, inp in inplace_pairs:
         if out in keys and inp in keys and out not in inplace and groups.join(out, inp, 0):
             inplace[out] = inp
@@ -59,18 +59,22 @@ def _group(lifetimes, inplace_pairs, concat_aliases):
 
 
 def _group_spans(lifetimes, groups: Groups):
-    """One (size, first, last, root) span per group, and each tensor's (root, offset in the span)."""
-    members: dict[str, list] = {}
+    """One (size, first, last, rank) span per group, and each tensor's (rank, offset in the span).
+
+    A group's rank is where its first tensor comes in ``lifetimes`` (run order): ties between
+    spans are broken by it, not by the tensors' names, so a model's plan does not depend on how
+    its exporter named its values."""
+    members: dict = {}
     for life in lifetimes:
         root, off = groups.find(life.key)
         members.setdefault(root, []).append((life, off))
     spans, rel = [], {}
-    for root, items in members.items():
+    for rank, items in enumerate(members.values()):
         base = min(off for _, off in items)
         size = max(off - base + life.nbytes for life, off in items)
-        spans.append((size, min(l.first for l, _ in items), max(l.last for l, _ in items), root))
+        spans.append((size, min(l.first for l, _ in items), max(l.last for l, _ in items), rank))
         for life, off in items:
-            rel[life.key] = (root, off - base)
+            rel[life.key] = (rank, off - base)
     return spans, rel
 
 
@@ -113,12 +117,12 @@ def _busiest_step(spans) -> int:
 
 
 def place_spans(spans, alignment: int = ALIGNMENT):
-    """Greedy placement of (size, first, last, key) spans in the order given: (offsets by key, block size)."""
+    """Greedy placement of (size, first, last, rank) spans in the order given: (offsets by rank, block size)."""
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
-    offsets: dict[str, int] = {}
-    for size, first, last, key in spans:
+    offsets: dict[int, int] = {}
+    for size, first, last, rank in spans:
         offset = _lowest_free_offset(placed, size, first, last, alignment)
-        offsets[key] = offset
+        offsets[rank] = offset
         placed.append((offset, size, first, last))
     return offsets, max((align(o + s, alignment) for o, s, _, _ in placed), default=0)
 

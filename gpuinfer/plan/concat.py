@@ -14,16 +14,17 @@ import numpy as np
 
 from gpuinfer.graph.ir import Graph
 from gpuinfer.plan.lifetimes import Lifetime
+from gpuinfer.values import TensorKey, value_key
 
 
-def concat_aliases(graph: Graph, lifetimes: dict[str, Lifetime]) -> list[tuple[str, str, int]]:
+def concat_aliases(graph: Graph, lifetimes: dict[TensorKey, Lifetime]) -> list[tuple[TensorKey, TensorKey, int]]:
     """(input, concat output, byte offset of the input inside the output) for every alias allowed."""
     aliases = []
     taken: set[str] = set()
     for node in graph.nodes:
         if node.op_type != "Concat" or node.domain or not node.outputs or not node.outputs[0]:
             continue
-        out = lifetimes.get(node.outputs[0])
+        out = lifetimes.get(value_key(node.outputs[0]))
         if out is None or out.kind == "scratch" or not out.shape:
             continue
         axis = int(node.attrs.get("axis", 1)) % len(out.shape)
@@ -33,13 +34,13 @@ def concat_aliases(graph: Graph, lifetimes: dict[str, Lifetime]) -> list[tuple[s
         offset = 0
         names = [n for n in node.inputs if n]
         for name in names:
-            life = lifetimes.get(name)
+            life = lifetimes.get(value_key(name))
             size = _nbytes(graph, name, life, out, axis, itemsize)
             if size is None:
                 break  # an input of unknown size: offsets after it are unknown too
             if (life is not None and life.kind == "value" and life.last == node.step and names.count(name) == 1
                     and name not in taken and life.nbytes == size):
-                aliases.append((name, out.key, offset))
+                aliases.append((life.key, out.key, offset))
                 taken.add(name)
             offset += size
     return aliases

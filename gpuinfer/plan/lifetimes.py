@@ -1,6 +1,7 @@
 """Lifetime records: what the planners place.  ``{key, first step, last step, bytes}`` per tensor.
 
-Keys are value names, or ``"<step>#scratch<i>"`` for an op's i-th scratch buffer at a step.
+Keys are ``TensorKey``s (gpuinfer/values.py): a value's name, or an op's i-th scratch buffer at
+a step, or a control-flow step's traced block.
 Graph outputs (and values the caller keeps) are ``output`` lifetimes: counted in the lower bound
 but never placed, because they are handed to the caller and must outlive the run.
 """
@@ -16,13 +17,14 @@ from typing import Optional
 import numpy as np
 
 from gpuinfer.graph.ir import Graph
+from gpuinfer.values import TensorKey, scratch_key, trace_block_key, value_key
 
 
 @dataclass(frozen=True)
 class Lifetime:
     """One tensor to place: alive from step ``first`` to step ``last``, both included."""
 
-    key: str
+    key: TensorKey
     first: int
     last: int
     nbytes: int
@@ -32,15 +34,6 @@ class Lifetime:
 
     def overlaps(self, other: "Lifetime") -> bool:
         return self.first <= other.last and other.first <= self.last
-
-
-def scratch_key(step: int, index: int) -> str:
-    return f"{step}#scratch{index}"
-
-
-def trace_block_key(step: int) -> str:
-    """The key of a control-flow step's block for its subgraph tensors (plan/trace.py)."""
-    return f"{step}#trace"
 
 
 def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = frozenset(),
@@ -69,9 +62,9 @@ def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = fro
             shape, dtype = types[name]
             nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize  # exact: no int64 wrap
             if value.is_graph_output or name in keep:
-                records.append(Lifetime(name, node.step, end, nbytes, "output", shape, str(dtype)))
+                records.append(Lifetime(value_key(name), node.step, end, nbytes, "output", shape, str(dtype)))
             else:
-                records.append(Lifetime(name, node.step, value.last_use, nbytes, "value", shape, str(dtype)))
+                records.append(Lifetime(value_key(name), node.step, value.last_use, nbytes, "value", shape, str(dtype)))
         if seen_scratch is not None:
             records.extend(_scratch_records(node.step, seen_scratch.get(node.step, ())))
         else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from gpuinfer.plan.lifetimes import Lifetime, lower_bound
+from gpuinfer.values import TensorKey
 
 ALIGNMENT = 256  # bytes; offsets in a block are multiples of this (GPU-friendly, SIMD-friendly)
 
@@ -37,15 +38,15 @@ class MemoryPlan:
 
     mode: str
     steps: int
-    lifetimes: dict[str, Lifetime]
-    placements: dict[str, Placement] = field(default_factory=dict)
+    lifetimes: dict[TensorKey, Lifetime]
+    placements: dict[TensorKey, Placement] = field(default_factory=dict)
     blocks: list[int] = field(default_factory=list)
-    inplace: dict[str, str] = field(default_factory=dict)
-    dynamic: list[str] = field(default_factory=list)
+    inplace: dict[TensorKey, TensorKey] = field(default_factory=dict)
+    dynamic: list[str] = field(default_factory=list)  # value names
     lower_bound_bytes: int = 0
     value_types: dict = field(default_factory=dict)  # value -> (shape, dtype) the plan was made for
     from_run: bool = False  # made from the shapes a first run observed, not from inference alone
-    concat: dict = field(default_factory=dict)  # input -> (concat output, offset): lives inside it
+    concat: dict = field(default_factory=dict)  # input key -> (concat output key, offset): lives inside it
     # control-flow step -> the TracePlan of its subgraph tensors, filled in by runs (plan/trace.py)
     traces: dict = field(default_factory=dict)
     # counted peak of the run whose trace finished this plan (None: complete before any run)

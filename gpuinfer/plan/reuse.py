@@ -19,11 +19,11 @@ def plan_reuse(lifetimes: list[Lifetime], sharing: Sharing):
     for life in lifetimes:
         classes.setdefault((life.shape, life.dtype), []).append(life)
     blocks: list[int] = []
-    placements: dict[str, Placement] = {}
+    placements: dict = {}
     for members in classes.values():
         busy: list[tuple[int, int]] = []  # (last step, block) of buffers in use, soonest free first
         free: list[int] = []
-        for life in sorted(members, key=lambda l: (l.first, l.key)):
+        for life in sorted(members, key=lambda l: l.first):  # stable: run order, never names
             while busy and busy[0][0] < life.first:
                 free.append(heapq.heappop(busy)[1])
             if free:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from gpuinfer.plan.arena import ORDERS, place_spans
+from gpuinfer.values import TensorKey
 
 # A trace longer than this (a loop with many turns) is not planned: the greedy placement is
 # quadratic in it, and such steps are dominated by their kernels, not by allocations.
@@ -30,21 +31,21 @@ TRACE_ALIGNMENT = 16
 class TracePlan:
     """The allocations a step is expected to make, in order, and where each one goes."""
 
-    keys: tuple[str, ...]
+    keys: tuple[TensorKey, ...]
     sizes: tuple[int, ...]
     offsets: tuple[int, ...]
     block_bytes: int
 
 
-def plan_trace(events: list[tuple[str, Optional[int]]]) -> Optional[TracePlan]:
+def plan_trace(events: list[tuple[TensorKey, Optional[int]]]) -> Optional[TracePlan]:
     """A ``TracePlan`` for recorded ``events``: ``(key, nbytes)`` for an allocation, ``(key, None)``
     for the free of that key's latest allocation; allocations never freed live to the step's end.
     None when the trace is empty or too long to plan."""
-    keys: list[str] = []
+    keys: list[TensorKey] = []
     sizes: list[int] = []
     first: list[int] = []
     last: list[int] = []
-    latest: dict[str, int] = {}
+    latest: dict[TensorKey, int] = {}
     for t, (key, nbytes) in enumerate(events):
         if nbytes is None:
             i = latest.pop(key, None)

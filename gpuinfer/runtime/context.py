@@ -5,24 +5,24 @@ from typing import Any, Callable, Sequence
 
 from gpuinfer.graph.ir import Node
 from gpuinfer.ops.context import OpContext
-from gpuinfer.plan.lifetimes import scratch_key
 from gpuinfer.runtime.pool import RunPool
+from gpuinfer.values import TensorKey, scratch_key, unused_key
 
 
 class RunContext(OpContext):
     """Bound to one node at a time by the executor; remembers which buffers it handed out."""
 
-    def __init__(self, pool: RunPool, device: Any, scope: str,
+    def __init__(self, pool: RunPool, device: Any, scope: tuple,
                  run_subgraph: Callable[[Any, Sequence[Any]], list]):
         self.pool = pool
         self.device = device
         self.xp = device.xp
-        self.scope = scope  # "" at the top level; a prefix inside subgraphs
+        self.scope = scope  # () at the top level; the subgraphs entered inside them (TensorKey.scope)
         self._run_subgraph = run_subgraph
         self.node: Node
         self.keys: tuple = ()  # pool key of each output, None where omitted
         self.handed: dict[int, Any] = {}
-        self.temporaries: list[str] = []
+        self.temporaries: list[TensorKey] = []
 
     def bind(self, step: Any) -> None:
         """Point at ``step``'s node; its attributes come precomputed (``executor.Step.fields``)."""
@@ -34,11 +34,11 @@ class RunContext(OpContext):
     def wants(self, i: int) -> bool:
         return i < len(self.keys) and self.keys[i] is not None
 
-    def key_of(self, i: int) -> str:
+    def key_of(self, i: int) -> TensorKey:
         key = self.keys[i] if i < len(self.keys) else None
         if key is not None:
             return key
-        key = f"{self.scope}{self.node.step}#unused{i}"
+        key = unused_key(self.node.step, i, self.scope)
         self.temporaries.append(key)
         return key
 
@@ -49,7 +49,7 @@ class RunContext(OpContext):
         return buf
 
     def scratch(self, shape: Sequence[int], dtype: Any) -> Any:
-        key = self.scope + scratch_key(self.node.step, len(self.temporaries))
+        key = scratch_key(self.node.step, len(self.temporaries), self.scope)
         self.temporaries.append(key)
         return self.pool.buffer(key, shape, dtype)
 

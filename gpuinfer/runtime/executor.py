@@ -17,10 +17,10 @@ import numpy as np
 from gpuinfer.backends.base import Backend
 from gpuinfer.errors import GpuinferError, NodeExecutionError
 from gpuinfer.graph.ir import Graph, Node
-from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.host_steps import HostPlan, device_args, run_on_host
 from gpuinfer.runtime.pool import RunPool
+from gpuinfer.values import OptionalValue, TensorKey, TensorSequence
 
 Timeline = list  # (node, most bytes in use during its step) per top-level step, appended by the run
 Stamps = list  # (start, end) perf_counter seconds per top-level step, appended only when tracing
@@ -49,14 +49,14 @@ class Step:
     __slots__ = ("node", "kernel", "inputs", "named", "frees", "fields", "nested", "single", "on_host",
                  "keep_host", "special", "steer", "lift", "lifted")
 
-    def __init__(self, node: Node, scope: str, frees: list[str], places: Optional[HostPlan] = None):
+    def __init__(self, node: Node, scope: tuple, frees: list[str], places: Optional[HostPlan] = None):
         self.node = node
         self.kernel = node.spec.kernel if places is None else node.spec.kernel_for(places.kind)
         self.inputs = tuple(node.inputs)  # "" (omitted) reads as None: env[""] is None
         self.named = tuple((i, name) for i, name in enumerate(node.outputs) if name)
         self.single = node.outputs[0] if len(node.outputs) == 1 and node.outputs[0] else None
-        self.frees = tuple((name, scope + name) for name in frees)
-        keys = tuple(scope + name if name else None for name in node.outputs)
+        self.frees = tuple((name, TensorKey(name, scope)) for name in frees)
+        keys = tuple(TensorKey(name, scope) if name else None for name in node.outputs)
         self.fields = dict(node=node, attrs=node.attrs, opset=node.opset, op_type=node.op_type,
                            node_name=node.name, n_outputs=len(node.outputs), keys=keys, _memo={})
         self.nested = any(isinstance(sub, Graph) for value in node.attrs.values()
@@ -90,7 +90,7 @@ class Executor:
             self.frees[id(g)] = self._free_lists(g)
         self.profile: Optional[dict[str, list]] = None  # op type -> [calls, seconds] when profiling
         self._nested_seconds = 0.0  # profiled time so far, for charging control flow its own share
-        self._steps: dict[tuple[int, str], list[Step]] = {}  # (id(graph), scope) -> its steps
+        self._steps: dict[tuple[int, tuple], list[Step]] = {}  # (id(graph), scope) -> its steps
 
     @staticmethod
     def _free_lists(graph: Graph) -> list[list[str]]:
@@ -103,7 +103,7 @@ class Executor:
             frees[last].append(value.name)
         return frees
 
-    def steps_of(self, graph: Graph, scope: str) -> list[Step]:
+    def steps_of(self, graph: Graph, scope: tuple) -> list[Step]:
         """The ``Step`` records of ``graph`` run under ``scope``, made on first use and kept."""
         steps = self._steps.get((id(graph), scope))
         if steps is None:
@@ -124,10 +124,10 @@ class Executor:
         ``np.errstate`` costs about a microsecond, a tenth of a small node's time): ONNX wants IEEE
         results, inf and NaN included, and kernels count on not being interrupted by warnings."""
         with np.errstate(all="ignore"):
-            return self._run(self.graph, feeds, pool, None, "", hold, timeline, stamps)
+            return self._run(self.graph, feeds, pool, None, (), hold, timeline, stamps)
 
     def _run(self, graph: Graph, feeds: dict[str, Any], pool: RunPool, outer: Optional[Callable],
-             scope: str, hold: frozenset, timeline: Optional[Timeline],
+             scope: tuple, hold: frozenset, timeline: Optional[Timeline],
              stamps: Optional[Stamps] = None) -> dict[str, Any]:
         # Constants first, feeds over them: one dict lookup finds either, as the old chain did.
         env: dict[str, Any] = dict(self.constants[id(graph)])
@@ -142,19 +142,19 @@ class Executor:
             raise NodeExecutionError(f"value {name!r} is not available (freed too early or never made)")
 
         def run_subgraph(sub: Graph, inputs: Sequence[Any]) -> list:
-            sub_scope = f"{scope}@{id(sub)}/"
+            sub_scope = (*scope, id(sub))
             sub_feeds = {name: x for name, x in zip(sub.inputs, inputs) if x is not None}
             sub_env = self._run(sub, sub_feeds, pool, get, sub_scope, frozenset(), None)
             results = [sub_env[name] if name in sub_env else get(name) for name in sub.outputs]
             for name in sub.outputs:
-                pool.hand_over(sub_scope + name)
+                pool.hand_over(TensorKey(name, sub_scope))
             return results
 
         ctx = RunContext(pool, self.backend, scope, run_subgraph)
         allocator = pool.allocator
         nested = pool.nested
         profile = self.profile
-        top = scope == ""  # steps, timelines and subgraph peaks are counted at the top level only
+        top = not scope  # steps, timelines and subgraph peaks are counted at the top level only
         for step in self.steps_of(graph, scope):
             node = step.node
             try:

@@ -8,7 +8,7 @@ import numpy as np
 
 from gpuinfer.errors import InputError
 from gpuinfer.graph.ir import Graph
-from gpuinfer.ops.context import OptionalValue, TensorSequence
+from gpuinfer.values import OptionalValue, TensorSequence
 
 ONNX_TYPE_NAMES = {
     "float32": "float", "float64": "double", "float16": "float16", "int8": "int8", "int16": "int16",

@@ -14,7 +14,8 @@ import numpy as np
 
 from gpuinfer.backends.numpy_backend import NumpyBackend
 from gpuinfer.graph.ir import Graph, Node
-from gpuinfer.ops.context import OptionalValue, StandaloneContext, TensorSequence
+from gpuinfer.ops.context import StandaloneContext
+from gpuinfer.values import OptionalValue, TensorSequence
 
 HOST = NumpyBackend()
 

@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from gpuinfer.plan.lifetimes import trace_block_key
 from gpuinfer.plan.trace import TracePlan, plan_trace
+from gpuinfer.values import TensorKey, trace_block_key
 
 
 class NestedTensors:
@@ -32,8 +32,8 @@ class NestedTensors:
         self._next = 0  # index of the allocation the trace expects next
         self._block: Any = None  # the block of the current step, once asked for
         self._block_dynamic = 0  # its bytes, when the plan did not place it (freed at the end)
-        self.in_block: dict[str, int] = {}  # key -> bytes of the live tensors in the block
-        self.handed: list[str] = []  # body results handed over during the step (recording)
+        self.in_block: dict[TensorKey, int] = {}  # key -> bytes of the live tensors in the block
+        self.handed: list[TensorKey] = []  # body results handed over during the step (recording)
         self.handing = False
 
     def begin(self, step: int) -> None:
@@ -59,7 +59,7 @@ class NestedTensors:
         self._block = self._following = self._recording = None
         return alive
 
-    def take(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
+    def take(self, key: TensorKey, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
         """The tensor's view in the block if the run keeps to the trace, else None (the caller
         serves it dynamically; while recording, the allocation is noted)."""
         plan = self._following
@@ -78,12 +78,12 @@ class NestedTensors:
             self._recording.append((key, nbytes))
         return None
 
-    def freed(self, key: str) -> None:
+    def freed(self, key: TensorKey) -> None:
         """A dynamic subgraph tensor went back (handed-over results are freed at the step's end)."""
         if self._recording is not None and not self.handing:
             self._recording.append((key, None))
 
-    def handed_over(self, key: str) -> None:
+    def handed_over(self, key: TensorKey) -> None:
         if self._recording is not None:
             self.handed.append(key)
 

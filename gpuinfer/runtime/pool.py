@@ -16,6 +16,7 @@ from gpuinfer.plan.plan import MemoryPlan
 from gpuinfer.plan.trace import TracePlan
 from gpuinfer.runtime.allocator import CountingAllocator
 from gpuinfer.runtime.nested import NestedTensors
+from gpuinfer.values import TensorKey
 
 
 def nbytes_of(shape: tuple, dtype: Any) -> int:
@@ -32,7 +33,7 @@ class BlockSet:
         self.allocator = allocator
         self.sizes = list(sizes)
         self.raw: list[Optional[Any]] = [None] * len(sizes)
-        self.views: dict[int, dict[str, Any]] = {}  # id(plan) -> tensor key -> view, reused every run
+        self.views: dict[int, dict] = {}  # id(plan) -> tensor key -> view, reused every run
         self.held_bytes = 0  # bytes of the blocks allocated now (read before every run: kept, not summed)
 
     def block(self, index: int) -> Any:
@@ -55,7 +56,7 @@ class BlockSet:
                     self.raw[i] = None
                 self.sizes[i] = size
 
-    def views_for(self, plan: MemoryPlan) -> dict[str, Any]:
+    def views_for(self, plan: MemoryPlan) -> dict:
         return self.views.setdefault(id(plan), {})
 
     def forget(self, plan: MemoryPlan) -> None:
@@ -81,9 +82,9 @@ class RunPool:
         self.plan = plan
         self.blocks = blocks
         self.views = blocks.views_for(plan)
-        self.dynamic: dict[str, int] = {}  # key -> bytes, held on the reduce path right now
+        self.dynamic: dict[TensorKey, int] = {}  # key -> bytes, held on the reduce path right now
         self.dynamic_bytes = 0  # total served on the reduce path in this run
-        self.seen: dict[str, tuple] = {}  # top-level key -> (shape, dtype) of every buffer handed out
+        self.seen: dict[TensorKey, tuple] = {}  # top-level key -> (shape, dtype) of every buffer handed out
         self.deferred: list[tuple] = []  # (device flag, message) of checks read after the run
         self.unforeseen = False  # a top-level tensor (not an output) took the reduce path
         self.inner_in_use = 0  # bytes of subgraph tensors alive now
@@ -92,7 +93,7 @@ class RunPool:
         # Subgraph tensors placed by an earlier run's trace (runtime/nested.py); None: never (reduce)
         self.nested = NestedTensors(self, traces) if traces is not None else None
 
-    def buffer(self, key: str, shape: Any, dtype: Any) -> Any:
+    def buffer(self, key: TensorKey, shape: Any, dtype: Any) -> Any:
         """The buffer for tensor ``key``: its planned view when the plan foresaw this size.
 
         The hit path (the view this key got last run, same shape and dtype) is the common one in
@@ -107,7 +108,7 @@ class RunPool:
                 return cached
         return self._place(key, tuple(map(int, shape)), np.dtype(dtype))
 
-    def _place(self, key: str, shape: tuple, dtype: np.dtype) -> Any:
+    def _place(self, key: TensorKey, shape: tuple, dtype: np.dtype) -> Any:
         """A planned view made now (and cached), or a buffer from the dynamic path."""
         nbytes = math.prod(shape) * dtype.itemsize
         place = self.plan.placements.get(key)
@@ -117,7 +118,7 @@ class RunPool:
                 view = self.backend.view(self.blocks.block(place.block), place.offset, shape, dtype)
                 self.views[key] = view
                 return view
-        if "@" not in key:
+        if not key.scope:
             self.seen[key] = (shape, dtype)
             life = self.plan.lifetimes.get(key)
             self.unforeseen |= life is None or life.kind != "output"
@@ -133,7 +134,7 @@ class RunPool:
         if self.nested is not None:
             self.inner_in_use -= self.nested.end()
 
-    def _inner(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
+    def _inner(self, key: TensorKey, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
         """A subgraph's own tensor (If/Loop/Scan body): in its step's traced block when the run
         keeps to the trace, else dynamic; counted in the inner peak either way."""
         nested = self.nested
@@ -148,7 +149,7 @@ class RunPool:
                 return view
         return self._dynamic(key, shape, dtype, nbytes)
 
-    def _dynamic(self, key: str, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
+    def _dynamic(self, key: TensorKey, shape: tuple, dtype: np.dtype, nbytes: int) -> Any:
         if key in self.dynamic:  # a Loop body making the same value again: the old one is gone
             self.release(key)
         if dtype.kind in "OUS":  # no typed view of raw bytes exists for these
@@ -160,23 +161,23 @@ class RunPool:
         self.dynamic[key] = nbytes
         return buffer
 
-    def release(self, key: str) -> None:
+    def release(self, key: TensorKey) -> None:
         """The tensor is dead: a dynamic buffer goes back now; a planned view just stops being used."""
         nbytes = self.dynamic.pop(key, None)
         if nbytes is not None:
             self.allocator.free(nbytes)
-            if "@" in key:
+            if key.scope:
                 self.inner_in_use -= nbytes
                 if self.nested is not None:
                     self.nested.freed(key)
         elif self.nested is not None and key in self.nested.in_block:
             self.inner_in_use -= self.nested.in_block.pop(key)
 
-    def hand_over(self, key: str) -> None:
+    def hand_over(self, key: TensorKey) -> None:
         """Ownership of an output passes to the caller: it no longer counts as the pool's.  A body's
         result handed to its If/Loop/Scan is still read there, until that node's step is over."""
         nested = self.nested
-        if nested is None or "@" not in key:
+        if nested is None or not key.scope:
             self.release(key)
             return
         nested.handing = True

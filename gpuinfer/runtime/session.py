@@ -30,7 +30,6 @@ from gpuinfer.graph.build import load_graph
 from gpuinfer.graph.passes import removed_value_advice, resolve as resolve_optimizations
 from gpuinfer.graph.read import ModelSource
 from gpuinfer.graph.specialize import signature_of, static_value_types
-from gpuinfer.ops.context import OptionalValue, TensorSequence
 from gpuinfer.plan import MODES, MemoryPlan, make_plan
 from gpuinfer.report.chrome_trace import TraceRecorder
 from gpuinfer.report.memory_report import MemoryReport, StepRecord
@@ -40,6 +39,7 @@ from gpuinfer.runtime.deferred import verify_deferred
 from gpuinfer.runtime.executor import Executor, subgraphs_of
 from gpuinfer.runtime.feeds import NodeArg, check_feeds, type_string
 from gpuinfer.runtime.pool import BlockSet, RunPool, nbytes_of
+from gpuinfer.values import SCRATCH, VALUE, OptionalValue, TensorSequence, value_key
 
 DEFAULT_PLAN_CACHE = 8  # input-shape signatures whose plans (and kept buffers) stay cached
 # Reading the device's available memory costs microseconds (/proc/meminfo: ~7 us, a tenth of a small
@@ -203,9 +203,9 @@ class InferenceSession:
             seconds = time.perf_counter() - started
             sampled = self._sampler.end_run() if self._sampler else None  # the thread always stops
         returned = set(self._graph.outputs) | self._keep | hold
-        owned = {name for name in returned if name in pool.dynamic}  # fresh arrays, not plan views
+        owned = {name for name in returned if value_key(name) in pool.dynamic}  # fresh arrays, not plan views
         for name in returned:
-            pool.hand_over(name)
+            pool.hand_over(value_key(name))
         traced = pool.nested is not None and pool.nested.changed  # a body's block to place (or drop)
         first_peak = plan.first_run_peak_bytes
         if ((pool.unforeseen and not plan.from_run) or traced) and self.memory_mode != "reduce":
@@ -253,11 +253,10 @@ class InferenceSession:
         types = dict(plan.value_types)
         scratch: dict[int, list] = {}
         for key, (shape, dtype) in pool.seen.items():
-            if key in self._graph.values:
-                types[key] = (shape, dtype)
-            elif "#scratch" in key:
-                step, index = key.split("#scratch")
-                scratch.setdefault(int(step), []).append((int(index), shape, dtype))
+            if key.kind == VALUE and key.name in self._graph.values:
+                types[key.name] = (shape, dtype)
+            elif key.kind == SCRATCH:
+                scratch.setdefault(key.step, []).append((key.index, shape, dtype))
         seen_scratch = {step: [(s, d) for _, s, d in sorted(items, key=lambda t: t[0])]
                         for step, items in scratch.items()}
         new = make_plan(self._graph, types, self.memory_mode, self._keep, seen_scratch, plan.traces,

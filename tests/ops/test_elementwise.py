@@ -231,7 +231,7 @@ def test_dropout_training_mode_drops_and_rescales():
 
 
 def test_identity_of_sequence_and_optional_pass_through():
-    from gpuinfer.ops.context import OptionalValue, TensorSequence
+    from gpuinfer.values import OptionalValue, TensorSequence
 
     seq = TensorSequence([X, X[0]])
     (got,) = run_kernel("Identity", [seq], opset=16)

@@ -5,7 +5,7 @@ from onnx import TensorProto, helper
 
 import gpuinfer.ops  # noqa: F401  (registers the kernels)
 from gpuinfer.errors import NodeExecutionError
-from gpuinfer.ops.context import OptionalValue, TensorSequence
+from gpuinfer.values import OptionalValue, TensorSequence
 from gpuinfer.runtime.session import InferenceSession
 from tests.node_helpers import run_kernel, run_onnxruntime
 

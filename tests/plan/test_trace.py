@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 
 import gpuinfer
 from gpuinfer.plan.trace import MAX_TRACE_ALLOCATIONS, TRACE_ALIGNMENT, plan_trace
+from gpuinfer.values import trace_block_key
 
 
 def _overlap(a0, a1, b0, b1):
@@ -123,7 +124,7 @@ def test_arena_places_the_traced_block_in_its_one_block():
     plan = next(iter(sess._plans.values()))[0]
     traced = {step: t for step, t in plan.traces.items() if t is not None}
     assert set(traced) == {0, 1}  # the If and the Loop
-    assert all(f"{step}#trace" in plan.placements for step in traced)
+    assert all(trace_block_key(step) in plan.placements for step in traced)
     assert report.allocations == 0
     assert report.peak_bytes == report.planned_bytes
 
@@ -135,7 +136,7 @@ def test_a_step_that_strays_is_left_untraced():
         sess.run(None, _feeds(True, n))
     plan = next(iter(sess._plans.values()))[0]
     assert plan.traces[1] is None and plan.traces[0] is not None  # the Loop strayed, the If did not
-    assert "1#trace" not in plan.placements
+    assert trace_block_key(1) not in plan.placements
 
 
 @pytest.mark.parametrize("sequence", [[(True, 3), (False, 3), (True, 3), (True, 3)],
