@@ -8,6 +8,8 @@ from gpuinfer.ops import (  # noqa: F401  (imported for their @op registrations)
     cast,
     control,
     conv,
+    conv_integer,
+    conv_transpose,
     deform_conv,
     elementwise,
     indexing,

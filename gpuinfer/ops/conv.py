@@ -193,8 +193,3 @@ def conv(ctx, x, w, b=None):
     conv_into(ctx, x, w, g, out, b)
     return out
 
-
-# The other convolution ops, registered on import; their public names stay importable from here.
-from gpuinfer.ops.conv_integer import conv_integer, qlinear_conv, requantize  # noqa: E402,F401
-from gpuinfer.ops.conv_transpose import (  # noqa: E402,F401
-    ConvTransposeGeometry, col2im, conv_transpose, conv_transpose_geometry, scatter_blocks)

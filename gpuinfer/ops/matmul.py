@@ -123,7 +123,7 @@ def _zero_aligned(z, rows_axis):
 @op("QLinearMatMul", since=10, scratch=_qlinear_matmul_scratch)
 def qlinear_matmul(ctx, a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero):
     """Quantized matmul: exact integer product, rescaled by a_scale*b_scale/y_scale, rounded and saturated."""
-    from gpuinfer.ops.conv import requantize
+    from gpuinfer.ops.conv_integer import requantize
 
     xp = ctx.xp
     shape = matmul_shape(a.shape, b.shape, "QLinearMatMul")

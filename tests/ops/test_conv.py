@@ -4,7 +4,8 @@ import pytest
 
 import gpuinfer.ops  # noqa: F401  (registers the kernels)
 from gpuinfer.errors import NodeExecutionError
-from gpuinfer.ops.conv import conv_geometry, conv_transpose_geometry
+from gpuinfer.ops.conv import conv_geometry
+from gpuinfer.ops.conv_transpose import conv_transpose_geometry
 from gpuinfer.ops.registry import lookup
 from tests.node_helpers import check_against_onnxruntime, requested_scratch, run_kernel
 
@@ -468,7 +469,7 @@ def test_geometry_memo_per_node_follows_shapes():
     for shape in [(1, 4, 8, 8), (2, 4, 5, 9), (1, 4, 8, 8), (3, 4, 16, 3)]:
         x = r(*shape)
         np.testing.assert_allclose(sess.run(None, {"x": x})[0], run_onnxruntime(model, {"x": x})[0], **TOL)
-    memo = sess._executor.steps_of(sess.graph, "")[0].fields["_memo"]
+    memo = sess._executor.steps_of(sess.graph, ())[0].fields["_memo"]
     assert len(memo) == 3 and all(g.out_shape[0] in (1, 2, 3) for g in memo.values())
 
 

@@ -15,6 +15,7 @@ from gpuinfer.ops.context import StandaloneContext
 from gpuinfer.plan.plan import MemoryPlan
 from gpuinfer.runtime.allocator import CountingAllocator
 from gpuinfer.runtime.pool import BlockSet, RunPool
+from gpuinfer.values import TensorKey
 
 
 def _if_model():
@@ -61,7 +62,7 @@ def test_steps_are_made_once_per_graph_and_scope():
     sess.run(None, {"x": x})
     assert executor._steps.keys() == made.keys()
     assert all(executor._steps[k] is made[k] for k in made)
-    top = executor.steps_of(sess.graph, "")
+    top = executor.steps_of(sess.graph, ())
     assert [s.node for s in top] == sess.graph.nodes
 
 
@@ -74,19 +75,19 @@ def _pool():
 def test_remade_subgraph_value_counts_once():
     """A Loop body's value made again frees the old one first: in use and inner peak stay one copy."""
     allocator, pool = _pool()
-    a = pool.buffer("@1/v", (4, 8), np.float32)
-    b = pool.buffer("@1/v", [np.int64(4), 8], "float32")
+    a = pool.buffer(TensorKey("v", (1,)), (4, 8), np.float32)
+    b = pool.buffer(TensorKey("v", (1,)), [np.int64(4), 8], "float32")
     assert a.shape == b.shape == (4, 8) and b.dtype == np.float32
     assert allocator.in_use == 128 and pool.inner_in_use == 128 and pool.inner_peak == 128
     assert allocator.peak == 128 and allocator.allocations == 2
-    pool.release("@1/v")
+    pool.release(TensorKey("v", (1,)))
     assert allocator.in_use == 0 and pool.inner_in_use == 0
 
 
 def test_dynamic_buffers_are_aligned_and_exact():
     allocator, pool = _pool()
     for n in (0, 1, 3, 17, 1000):
-        buf = pool.buffer(f"@1/b{n}", (n,), np.float64)
+        buf = pool.buffer(TensorKey(f"b{n}", (1,)), (n,), np.float64)
         assert buf.shape == (n,) and buf.dtype == np.float64 and buf.flags.writeable
         assert n == 0 or buf.__array_interface__["data"][0] % 64 == 0
     assert allocator.in_use == 8 * (0 + 1 + 3 + 17 + 1000)
