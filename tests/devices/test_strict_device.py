@@ -47,11 +47,12 @@ def test_steady_state_run_has_no_sync_no_upload_no_hidden_allocation(model_id, m
     assert d["outside_bytes"] == 0
 
 
-# u2netp: 11,096 launches a run before the CUDA kernels; 475 with whole-image im2col columns, but
-# those took the arena from 105 to 560 MB: banded columns (ops/gpu/conv.py) cost ~220 launches
-# and keep the arena at the CPU's size (test_arena_stays_near_the_cpu_plan).
+# u2netp: 11,096 launches a run before the CUDA kernels; 693 with im2col columns banded at 16 MiB
+# (whole-image columns took the arena from 105 to 560 MB); 376 with narrow convolutions as one
+# direct kernel and Sigmoid as one launch (ops/gpu/conv.py, ops/gpu/activation.py).  Issue 15 asks
+# for at most 600 and 250.
 @pytest.mark.parametrize("model_id, budget", [("light/resnet50", 250)] + (
-    [("shared/u2netp.onnx", 700)] if shared_available() else []))
+    [("shared/u2netp.onnx", 600)] if shared_available() else []))
 def test_launches_per_run_stay_within_budget(model_id, budget):
     source, feeds = model_case(model_id)
     sess = gpuinfer.InferenceSession(source, device="strict", memory_mode="arena")

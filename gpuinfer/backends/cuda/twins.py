@@ -43,13 +43,10 @@ def im2col_2d(x, cols, N, C, H, W, KH, KW, OH0, OH, OW, SH, SW, PH, PW, DH, DW):
             out[:, :, kh, kw] = _windows(band, kh, kw, int(OH), int(OW), int(SH), int(SW), int(DH), int(DW))
 
 
-@twin
-def bias_act(y, bias, total, M, P, has_bias, act, a, b):  # noqa: N803
-    v = y.reshape(-1, int(M), int(P))
+def _activate(v: np.ndarray, act: int, a: float, b: float) -> None:
+    """``activate`` of kernels/conv.cu, in place on float32 ``v``."""
+    one, zero, a, b = np.float32(1), np.float32(0), np.float32(a), np.float32(b)
     with np.errstate(all="ignore"):
-        if has_bias:
-            v += bias.reshape(-1)[:int(M)].reshape(1, -1, 1)
-        one, zero, a, b = np.float32(1), np.float32(0), np.float32(a), np.float32(b)
         if act == 1:
             np.maximum(v, zero, out=v)
         elif act == 2:
@@ -64,6 +61,35 @@ def bias_act(y, bias, total, M, P, has_bias, act, a, b):  # noqa: N803
             np.copyto(v, np.minimum(np.maximum(a * v + b, zero), one))
         elif act == 7:
             np.copyto(v, v * np.minimum(np.maximum(v / np.float32(6) + np.float32(0.5), zero), one))
+
+
+@twin
+def bias_act(x, y, bias, total, M, P, has_bias, act, a, b):  # noqa: N803
+    v = y.reshape(-1, int(M), int(P))
+    np.copyto(v, x.reshape(v.shape))  # x may be y (in place): copying onto itself is harmless
+    if has_bias:
+        v += bias.reshape(-1)[:int(M)].reshape(1, -1, 1)
+    _activate(v, int(act), a, b)
+
+
+@twin
+def conv2d_direct(x, w, bias, y, N, C, H, W, M, G, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW,  # noqa: N803
+                  has_bias, act, a, b):
+    n, c, h, wd, m, g, kh_, kw_, oh, ow = (int(v) for v in (N, C, H, W, M, G, KH, KW, OH, OW))
+    sh, sw, dh, dw = int(SH), int(SW), int(DH), int(DW)
+    padded = _padded(x.reshape(n, c, h, wd), int(PH), int(PW), (oh - 1) * sh + (kh_ - 1) * dh + 1,
+                     (ow - 1) * sw + (kw_ - 1) * dw + 1, 0.0)
+    weights = w.reshape(g, m // g, c // g, kh_, kw_)
+    acc = np.zeros((n, g, m // g, oh, ow), dtype=np.float32)
+    for kh in range(kh_):
+        for kw in range(kw_):
+            taps = _windows(padded, kh, kw, oh, ow, sh, sw, dh, dw).reshape(n, g, c // g, oh, ow)
+            acc += np.einsum("ngchw,gmc->ngmhw", taps, weights[:, :, :, kh, kw])
+    out = acc.reshape(n, m, oh * ow)
+    if has_bias:
+        out += bias.reshape(-1)[:m].reshape(1, -1, 1)
+    _activate(out, int(act), a, b)
+    y.reshape(n, m, oh * ow)[...] = out
 
 
 @twin

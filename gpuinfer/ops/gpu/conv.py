@@ -1,9 +1,14 @@
-"""Conv on CUDA: ``im2col_2d`` + one batched matmul + ``bias_act`` (bias and a fused activation).
+"""Conv on CUDA: ``im2col_2d`` + one batched matmul + ``bias_act`` (bias and a fused activation),
+or one ``conv2d_direct`` launch for narrow convolutions.
 
-Three launches a convolution (two for a pointwise one without bias or activation to apply,
-where the input itself is the column matrix) where one image's columns (C*KH*KW, OH*OW) fit
-``COLUMN_BUDGET``; larger ones run in bands of output rows, two launches a band.  The column
-scratch is planned and counted like every scratch buffer.
+Wide convolutions (more than ``DIRECT_MAX_M`` output channels a group) are GEMMs worth cuBLAS:
+three launches (two for a pointwise one without bias or activation to apply, where the input
+itself is the column matrix) where one image's columns (C*KH*KW, OH*OW) fit ``COLUMN_BUDGET``;
+larger ones run in bands of output rows, two launches a band.  The column scratch is planned and
+counted like every scratch buffer.  Narrow ones (u2netp's 16-channel RSU convolutions, side
+outputs of one channel, depthwise convolutions) would write C*KH*KW/M times their output as
+columns for a GEMM too thin to use it: ``conv2d_direct`` computes them from the input, bias and
+activation included, in one launch and no scratch.
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ from gpuinfer.ops.registry import variant
 # graph replays for free.
 COLUMN_BUDGET = 16 << 20
 
+# Output channels a group that ``conv2d_direct`` holds in registers (CONV_DIRECT_MAX_M in conv.cu).
+DIRECT_MAX_M = 16
+
 # activation fused into the epilogue: op type -> (code in kernels/conv.cu bias_act, its parameters)
 ACTIVATIONS = {
     "Relu": (1, lambda attrs: (0.0, 0.0)),
@@ -45,6 +53,11 @@ class Geometry2d:
     dilations: tuple
     group: int
     pointwise: bool  # 1x1, stride 1, unpadded: the input is the column matrix
+
+    @property
+    def direct(self) -> bool:
+        """Narrow enough for ``conv2d_direct`` (one launch, no columns)."""
+        return self.out_shape[1] // self.group <= DIRECT_MAX_M
 
 
 def geometry(attrs: dict, x_shape: tuple, w_shape: tuple) -> Optional[Geometry2d]:
@@ -74,7 +87,7 @@ def conv_scratch(shared: Any, attrs: dict, shapes: list, dtypes: list) -> list:
     g = geometry(attrs, x_shape, w_shape)
     if g is None:
         return list(shared(attrs, shapes, dtypes) or ()) if shared is not None else []
-    if g.pointwise:
+    if g.pointwise or g.direct:
         return []
     ck = x_shape[1] * g.kernel[0] * g.kernel[1]
     oh, ow = (1, g.out_shape[2]) if len(g.out_shape) == 3 else g.out_shape[2:]
@@ -95,19 +108,36 @@ def conv_cuda(shared: Any, ctx: Any, x: Any, w: Any, b: Any = None) -> Any:
     out = ctx.out(0, g.out_shape, x.dtype)
     if out.size == 0:
         return out
-    conv_into(ctx, x, w, g, out)
     then = getattr(ctx, "then", None)  # the activation a fusion pass put after this Conv
     code, params = 0, (0.0, 0.0)
     if then is not None and then.op_type in ACTIVATIONS and not then.domain:
         code, make = ACTIVATIONS[then.op_type]
         params = make(then.attrs)
         ctx.absorbed = True
+    epilogue = (np.int32(b is not None), np.int32(code), np.float32(params[0]), np.float32(params[1]))
+    if g.direct:
+        conv_direct(ctx, x, w, b, g, out, epilogue)
+        return out
+    conv_into(ctx, x, w, g, out)
     if b is not None or code:
         m, p = out.shape[1], math.prod(out.shape[2:])
-        ctx.device.launch("bias_act", out.size, out, b if b is not None else out, np.int64(out.size), np.int32(m),
-                          np.int64(p), np.int32(b is not None), np.int32(code), np.float32(params[0]),
-                          np.float32(params[1]))
+        ctx.device.launch("bias_act", out.size, out, out, b if b is not None else out, np.int64(out.size),
+                          np.int32(m), np.int64(p), *epilogue)
     return out
+
+
+def conv_direct(ctx: Any, x: Any, w: Any, b: Any, g: Geometry2d, out: Any, epilogue: tuple) -> None:
+    """The whole convolution, bias and activation (``epilogue``) in one ``conv2d_direct`` launch."""
+    one = x.ndim == 3  # 1-D as H = 1
+    h, wd = (1, x.shape[2]) if one else x.shape[2:]
+    oh, ow = (1, out.shape[2]) if one else out.shape[2:]
+    xp = ctx.xp
+    wc = xp.ascontiguousarray(w)
+    ctx.device.launch("conv2d_direct", out.size // (out.shape[1] // g.group), xp.ascontiguousarray(x), wc,
+                      xp.ascontiguousarray(b) if b is not None else wc, out,
+                      *_ints(x.shape[0], x.shape[1], h, wd, out.shape[1], g.group, g.kernel[0], g.kernel[1], oh, ow,
+                             g.strides[0], g.strides[1], g.pads[0], g.pads[1], g.dilations[0], g.dilations[1]),
+                      *epilogue)
 
 
 def conv_into(ctx: Any, x: Any, w: Any, g: Geometry2d, out: Any) -> None:

@@ -1,5 +1,6 @@
 // Convolution building blocks for the CUDA device (float32, NCHW, 2-D; 1-D runs as H = 1).
-// A Conv is im2col_2d (one launch) + one batched cuBLAS matmul + bias_act (one launch).
+// A Conv is im2col_2d (one launch) + one batched cuBLAS matmul + bias_act (one launch), or, with few
+// output channels a group, one conv2d_direct launch.
 // Each kernel has a numpy twin in gpuinfer/backends/cuda/twins.py that the strict stand-in runs.
 
 // The columns of output rows OH0 .. OH0+OH-1 (a band; OH0 = 0 and OH = all rows for a whole image):
@@ -28,28 +29,88 @@ extern "C" __global__ void im2col_2d(const float* __restrict__ x, float* __restr
     }
 }
 
-// y[n, m, p] = act(y[n, m, p] + bias[m]) in place; act: 0 none, 1 relu, 2 sigmoid, 3 leaky relu (a),
-// 4 clip [a, b], 5 tanh, 6 hard sigmoid (a*v + b clipped to [0, 1]), 7 hard swish.
-extern "C" __global__ void bias_act(float* __restrict__ y, const float* __restrict__ bias,
+// act: 0 none, 1 relu, 2 sigmoid, 3 leaky relu (a), 4 clip [a, b], 5 tanh,
+// 6 hard sigmoid (a*v + b clipped to [0, 1]), 7 hard swish.
+__device__ __forceinline__ float activate(float v, int act, float a, float b)
+{
+    switch (act) {
+        case 1: return v > 0.0f ? v : 0.0f;
+        case 2: return 1.0f / (1.0f + expf(-v));
+        case 3: return v >= 0.0f ? v : a * v;
+        case 4: return fminf(fmaxf(v, a), b);
+        case 5: return tanhf(v);
+        case 6: return fminf(fmaxf(a * v + b, 0.0f), 1.0f);
+        case 7: return v * fminf(fmaxf(v / 6.0f + 0.5f, 0.0f), 1.0f);
+        default: return v;
+    }
+}
+
+// y[n, m, p] = act(x[n, m, p] + bias[m]); x may be y (the conv epilogue, in place), or another
+// tensor (a standalone activation op: one launch where CuPy's ufuncs take several).
+extern "C" __global__ void bias_act(const float* x, float* y, const float* __restrict__ bias,
                                     long long total, int M, long long P, int has_bias, int act,
                                     float a, float b)
 {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
-        float v = y[i];
+        float v = x[i];
         if (has_bias) {
             v += bias[(int)((i / P) % M)];
         }
-        switch (act) {
-            case 1: v = v > 0.0f ? v : 0.0f; break;
-            case 2: v = 1.0f / (1.0f + expf(-v)); break;
-            case 3: v = v >= 0.0f ? v : a * v; break;
-            case 4: v = fminf(fmaxf(v, a), b); break;
-            case 5: v = tanhf(v); break;
-            case 6: v = fminf(fmaxf(a * v + b, 0.0f), 1.0f); break;
-            case 7: v = v * fminf(fmaxf(v / 6.0f + 0.5f, 0.0f), 1.0f); break;
-            default: break;
+        y[i] = activate(v, act, a, b);
+    }
+}
+
+// Direct convolution for narrow outputs (M / G <= CONV_DIRECT_MAX_M output channels a group):
+// one thread per (n, g, oh, ow) keeps all the group's output channels in registers, reads each
+// input value once and multiplies it by the group's weights (the same for a whole warp, so they
+// are broadcast).  im2col would write C*KH*KW/M times the output as columns for such a conv;
+// here there is no scratch, and bias and activation are applied on the way out: one launch.
+#define CONV_DIRECT_MAX_M 16
+extern "C" __global__ void conv2d_direct(const float* __restrict__ x, const float* __restrict__ w,
+                                         const float* __restrict__ bias, float* __restrict__ y,
+                                         int N, int C, int H, int W, int M, int G, int KH, int KW,
+                                         int OH, int OW, int SH, int SW, int PH, int PW, int DH, int DW,
+                                         int has_bias, int act, float a, float b)
+{
+    const int mg = M / G, cg = C / G;
+    const long long wstride = (long long)cg * KH * KW;  // one output channel's weights
+    const long long total = (long long)N * G * OH * OW;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)blockDim.x * gridDim.x) {
+        const int ow = (int)(i % OW);
+        long long t = i / OW;
+        const int oh = (int)(t % OH); t /= OH;
+        const int g = (int)(t % G);
+        const long long n = t / G;
+        float acc[CONV_DIRECT_MAX_M];
+#pragma unroll
+        for (int j = 0; j < CONV_DIRECT_MAX_M; ++j) acc[j] = 0.0f;
+        for (int c = 0; c < cg; ++c) {
+            const float* xp = x + ((n * C + (long long)g * cg + c) * H) * (long long)W;
+            const float* wp = w + ((long long)g * mg * cg + c) * KH * KW;
+            for (int kh = 0; kh < KH; ++kh) {
+                const int h = oh * SH - PH + kh * DH;
+                if (h < 0 || h >= H) continue;
+                for (int kw = 0; kw < KW; ++kw) {
+                    const int iw = ow * SW - PW + kw * DW;
+                    if (iw < 0 || iw >= W) continue;
+                    const float v = xp[(long long)h * W + iw];
+                    const float* wk = wp + kh * KW + kw;
+#pragma unroll
+                    for (int j = 0; j < CONV_DIRECT_MAX_M; ++j) {
+                        if (j < mg) acc[j] += v * wk[j * wstride];
+                    }
+                }
+            }
         }
-        y[i] = v;
+#pragma unroll
+        for (int j = 0; j < CONV_DIRECT_MAX_M; ++j) {
+            if (j < mg) {
+                const int m = g * mg + j;
+                const float v = acc[j] + (has_bias ? bias[m] : 0.0f);
+                y[((n * M + m) * OH + oh) * (long long)OW + ow] = activate(v, act, a, b);
+            }
+        }
     }
 }
