@@ -31,6 +31,11 @@ class MemoryReport:
     ``memory_ceiling`` names what the run was checked against before it started
     (``"memory_limit_bytes"``, ``"available host memory"``, ``"available device memory"``, or
     ``"none"`` when the device cannot say) and ``memory_ceiling_bytes`` its figure then.
+
+    ``cuda_graph``: how the run ran with CUDA graphs asked for (``"replayed"``, or ``"eager: "`` and
+    why: a warm-up, sizing the graph's pool, or what prevents capture); ``"off"`` when not asked
+    for.  ``graph_pool_bytes``: device memory held for captured graphs (their private pools and
+    input buffers), part of ``held_bytes_after_run``.
     """
 
     mode: str
@@ -51,6 +56,8 @@ class MemoryReport:
     first_run_peak_bytes: Optional[int] = None
     memory_ceiling: str = "none"
     memory_ceiling_bytes: Optional[int] = None
+    cuda_graph: str = "off"
+    graph_pool_bytes: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

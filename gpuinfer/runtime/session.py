@@ -35,6 +35,7 @@ from gpuinfer.report.chrome_trace import TraceRecorder
 from gpuinfer.report.memory_report import MemoryReport, StepRecord
 from gpuinfer.runtime.actual_bound import run_lower_bound
 from gpuinfer.runtime.allocator import CountingAllocator
+from gpuinfer.runtime.cuda_graph import make_graph_runner
 from gpuinfer.runtime.deferred import verify_deferred
 from gpuinfer.runtime.executor import Executor, subgraphs_of
 from gpuinfer.runtime.feeds import NodeArg, check_feeds, type_string
@@ -75,6 +76,10 @@ class InferenceSession:
     ``end_profiling()`` (which returns its path, as onnxruntime's does), ``close()``, or when the
     session is collected.  onnxruntime's ``SessionOptions.enable_profiling`` (passed as
     ``sess_options``) turns it on too, named from ``profile_file_prefix``.
+
+    ``cuda_graph=True`` (or onnxruntime's ``("CUDAExecutionProvider", {"enable_cuda_graph": "1"})``)
+    captures a run per input shape into a CUDA graph and replays it (``arena``/``per_tensor``; see
+    runtime/cuda_graph.py for what falls back to eager runs and why).
     """
 
     def __init__(self, model: ModelSource, device: str = "auto", memory_mode: str = "per_tensor",
@@ -83,7 +88,7 @@ class InferenceSession:
                  memory_limit_bytes: Optional[int] = None, plan_cache_size: int = DEFAULT_PLAN_CACHE,
                  profile: bool = False, optimizations: Union[bool, Iterable[str]] = True,
                  intra_op_threads: Optional[int] = None, device_allocator: str = "pool",
-                 trace: Optional[str] = None) -> None:
+                 trace: Optional[str] = None, cuda_graph: bool = False) -> None:
         if memory_mode not in MODES:
             raise GpuinferError(f"unknown memory_mode {memory_mode!r}; choose one of {sorted(MODES)}")
         if plan_cache_size < 1:
@@ -118,6 +123,7 @@ class InferenceSession:
         self._threads = _thread_limiter(intra_op_threads)
         self._trace = _trace_recorder(trace, sess_options, model)
         self._trace_finalizer = weakref.finalize(self, self._trace.write) if self._trace is not None else None
+        self._graphs = make_graph_runner(self, cuda_graph, providers)  # CUDA graph replay, or None
 
     # --- onnxruntime-shaped description -------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -159,6 +165,9 @@ class InferenceSession:
                                 f"session runs on {self.device!r}, whose outputs are host arrays")
         feeds = check_feeds(self._graph, input_feed, self._backend.is_array)
         with self._lock, self._threads(), self._device_scope():
+            replayed = self._graphs.run(feeds, names, hold, output_device) if self._graphs else None
+            if replayed is not None:  # a CUDA graph ran it (runtime/cuda_graph.py)
+                return replayed
             env, owned = self._run_locked(feeds, hold)
             outputs = [self._output(name, env, owned) for name in names]
         if output_device == "cuda":
@@ -283,6 +292,8 @@ class InferenceSession:
     def _drop(self, plan: MemoryPlan, blocks: BlockSet) -> None:
         """A plan leaves the cache: its own blocks go back; shared arena blocks stay."""
         blocks.forget(plan)
+        if self._graphs is not None:
+            self._graphs.forget(plan)
         if blocks is not self._shared_blocks:
             blocks.release_all()
 
@@ -448,7 +459,7 @@ class InferenceSession:
             fields, plan, seen, inner_peaks, steps = self._last_run
             sizes = {key: nbytes_of(shape, dtype) for key, (shape, dtype) in seen.items()}
             self._report = MemoryReport(
-                **fields, lower_bound_bytes=run_lower_bound(self._graph, plan, sizes, inner_peaks),
+                **fields, **(self._graphs.report_fields() if self._graphs else {}), lower_bound_bytes=run_lower_bound(self._graph, plan, sizes, inner_peaks),
                 timeline=[StepRecord(node.step, node.op_type, node.name, live) for node, live in steps])
         return self._report
 

@@ -138,12 +138,15 @@ def test_capture_forbids_syncs_uploads_and_mallocs_and_replays_launches():
     with pytest.raises(cp.cuda.runtime.CUDARuntimeError):
         cp.cuda.Stream.null.begin_capture()
     with stream:
-        stream.begin_capture()
-        cp.multiply(x, 2, out=y)
         for forbidden in (lambda: x.get(), lambda: cp.asarray(np.ones(3, np.float32)),
                           lambda: cp.cuda.Memory(4096), stream.synchronize):
+            stream.begin_capture()
             with pytest.raises(CaptureViolation):
                 forbidden()
+            with pytest.raises(CaptureViolation, match="invalidated"):  # as CUDA: the capture is lost
+                stream.end_capture()
+        stream.begin_capture()
+        cp.multiply(x, 2, out=y)
         graph = stream.end_capture()
     x.set(np.array([5, 6, 7], np.float32))
     _, d = counted(lambda: graph.launch(stream))

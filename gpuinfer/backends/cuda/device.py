@@ -14,6 +14,7 @@ import numpy as np
 from gpuinfer.backends.base import Capabilities
 from gpuinfer.backends.cuda.allocator_hook import DeviceAllocatorHook
 from gpuinfer.backends.cuda.errors import translated
+from gpuinfer.backends.cuda.graph_pool import GraphPool, SizingAllocator
 from gpuinfer.backends.cuda.kernel_library import KernelLibrary
 from gpuinfer.backends.cuda.nvml_sampler import NvmlSampler
 
@@ -82,6 +83,43 @@ class CudaDevice:
         """Every device allocation of the block through the counting hook; failures translated."""
         with translated(self.xp, self.hook, self.mode), self.hook.installed():
             yield
+
+    # --- CUDA graphs (runtime/cuda_graph.py) ------------------------------------------------------
+    def new_stream(self) -> Any:
+        """A non-blocking stream: the legacy default stream cannot be captured."""
+        return self.xp.cuda.Stream(non_blocking=True)
+
+    def sizing_allocator(self) -> SizingAllocator:
+        """Forwards to the allocator in place (the hook) and measures the private pool a capture
+        of the same run needs; install its ``malloc`` with ``using(allocator)``."""
+        return SizingAllocator(self.xp, self.xp.cuda.get_allocator())
+
+    def graph_pool(self, raw: Any, nbytes: int) -> GraphPool:
+        return GraphPool(self.xp, raw, nbytes)
+
+    def using(self, malloc: Any):
+        """Context manager: this thread's CuPy allocations from ``malloc``."""
+        return self.xp.cuda.using_allocator(malloc)
+
+    @contextlib.contextmanager
+    def capture(self, stream: Any, malloc: Any) -> Iterator[list]:
+        """Capture the block's device work on ``stream``, its allocations from ``malloc`` (the
+        graph's private pool); yields a list that holds the ``cupy.cuda.Graph`` once the block
+        ended cleanly.  A failure ends the capture too (its error is dropped: the block's own
+        error says what broke it)."""
+        holder: list = []
+        with stream, self.xp.cuda.using_allocator(malloc):
+            stream.begin_capture()
+            try:
+                yield holder
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    stream.end_capture()
+                raise
+            holder.append(stream.end_capture())
+
+    def launch_graph(self, graph: Any, stream: Any) -> None:
+        graph.launch(stream=stream)
 
     def make_sampler(self) -> NvmlSampler:
         return NvmlSampler(self.xp, use_nvml=self.name == "cuda")

@@ -47,9 +47,8 @@ def record(fn: Callable[[], Any]) -> None:
     if counters.by_op is not None:  # attribution asked for (bench/device_census.py --by-op)
         op = running_op()
         counters.by_op[op] = counters.by_op.get(op, 0) + 1
-    capture = SPACE.capture
-    if capture.active:
-        capture.recorded.append(fn)
+    if SPACE.capture.active:
+        SPACE.capture.note(fn)
 
 
 def sync(why: str) -> None:

@@ -129,11 +129,21 @@ def wrap(res: Any, operands: list[ndarray], out: Optional[Any]) -> tuple[Any, bo
     return res, False
 
 
+def _host_target(result: Any) -> Any:
+    """The numpy data of a result, for replay: holding it keeps the bytes but not the allocation,
+    so a temporary freed during a capture goes back to the graph's pool as it would on CUDA."""
+    if isinstance(result, ndarray):
+        return result._a
+    if isinstance(result, (tuple, list)):
+        return type(result)(_host_target(r) for r in result)
+    return result
+
+
 def refill(target: Any, res: Any) -> None:
     """Replay: write a fresh evaluation into the arrays the first one made."""
-    if isinstance(target, ndarray):
-        if res is not target._a:
-            np.copyto(target._a, res, casting="unsafe")
+    if isinstance(target, np.ndarray):
+        if res is not target:
+            np.copyto(target, res, casting="unsafe")
     elif isinstance(target, (tuple, list)):
         for t, r in zip(target, res):
             refill(t, r)
@@ -159,5 +169,6 @@ def device_call(name: str, func: Callable[..., Any], args: tuple, kwargs: dict,
     res = func(*np_args, **np_kwargs)
     result, launched = wrap(res, operands, out)
     if launched:
-        record(lambda: refill(result, func(*np_args, **np_kwargs)))
+        target = _host_target(result)
+        record(lambda: refill(target, func(*np_args, **np_kwargs)))
     return result

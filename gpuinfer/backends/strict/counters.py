@@ -13,7 +13,8 @@ from typing import Optional
 
 @dataclass
 class StrictCounters:
-    launches: int = 0  # calls that launch device work (kernels, device-to-device copies)
+    launches: int = 0  # calls that launch device work (kernels, device-to-device copies, graphs)
+    graph_launches: int = 0  # of those, CUDA graph replays (each one launch, however many kernels)
     syncs: int = 0  # device->host reads: get(), item(), bool(), int(), float(), tolist(), asnumpy
     uploads: int = 0  # host->device copies: asarray(host), array(host), set(host), host indices
     upload_bytes: int = 0
@@ -71,13 +72,56 @@ class CaptureViolation(RuntimeError):
 
 
 class CaptureState:
-    """Whether a capture is being emulated; the reason text of the first violation."""
+    """The capture being emulated, if any: its stream, its pool and the operations it recorded.
+
+    As CUDA's global capture mode: while active, a sync, an upload, a host read, a ``cudaMalloc``,
+    an allocation from any allocator but the one installed when the capture began (the graph's
+    private pool), or device work issued on another stream raises ``CaptureViolation``, and the
+    capture is invalidated (``end_capture`` then fails, as ``cudaErrorStreamCaptureInvalidated``).
+    """
 
     def __init__(self) -> None:
         self.active = False
         self.recorded: list = []  # the device operations of the capture, replayed by launch()
+        self.stream: object = None  # the capturing stream
+        self.pool: object = None  # the allocator current at begin_capture: the only one allowed
+        self.invalidated: Optional[str] = None  # the first violation's text
+        self.current_stream = lambda: None  # set by the stand-in's cuda module
+
+    def begin(self, stream: object, pool: object) -> None:
+        self.active, self.recorded, self.stream, self.pool, self.invalidated = True, [], stream, pool, None
+
+    def end(self) -> list:
+        """Stop capturing; the recorded operations (raises if the capture was invalidated)."""
+        recorded, invalid = self.recorded, self.invalidated
+        self.active, self.recorded, self.stream, self.pool, self.invalidated = False, [], None, None, None
+        if invalid is not None:
+            raise CaptureViolation(f"the capture was invalidated by {invalid} "
+                                   f"(cudaErrorStreamCaptureInvalidated)")
+        return recorded
 
     def forbid(self, what: str) -> None:
         if self.active:
-            raise CaptureViolation(f"{what} during CUDA graph capture (CUDA forbids it: "
-                                   f"cudaErrorStreamCaptureUnsupported)")
+            self._violate(f"{what} during CUDA graph capture (CUDA forbids it: "
+                          f"cudaErrorStreamCaptureUnsupported)")
+
+    def check_allocation(self, allocator: object, nbytes: int) -> None:
+        """During a capture only the graph's pool (current at ``begin_capture``) may hand out memory."""
+        if self.active and allocator != self.pool:
+            self._violate(f"an allocation of {nbytes} bytes outside the capture's pool during CUDA graph "
+                          f"capture (its memory would not belong to the graph)")
+
+    def note(self, fn: object) -> None:
+        """A device operation: recorded when issued on the capturing stream; elsewhere it breaks the
+        capture (cudaErrorStreamCaptureImplicit: the legacy stream joins every capture)."""
+        if not self.active:
+            return
+        if self.current_stream() is not self.stream:
+            self._violate("device work issued on a stream other than the capturing one "
+                          "(cudaErrorStreamCaptureImplicit)")
+        self.recorded.append(fn)
+
+    def _violate(self, text: str) -> None:
+        if self.invalidated is None:
+            self.invalidated = text
+        raise CaptureViolation(text)

@@ -1,8 +1,11 @@
 """``cupy.cuda`` on the stand-in: memory API, runtime, streams, events and graph capture.
 
 Capture is emulated as CUDA does it: between ``begin_capture`` and ``end_capture`` on a
-non-default stream, a sync, an upload, a host read or a ``cudaMalloc`` raises; the device
-operations run and are recorded, and ``Graph.launch`` replays them on the same buffers.
+non-default stream, a sync, an upload, a host read, a ``cudaMalloc``, an allocation from any
+allocator but the one current when the capture began (the graph's private pool) or device work on
+another stream raises ``CaptureViolation`` and invalidates the capture; the device operations run
+(numpy cannot defer them) and are recorded, and ``Graph.launch`` replays them on the same buffers
+as one counted launch.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ class Graph:
     def launch(self, stream: Any = None) -> None:
         SPACE.capture.forbid("a graph launch")
         SPACE.counters.launches += 1
+        SPACE.counters.graph_launches += 1
         for op in self._recorded:
             op()
 
@@ -58,18 +62,20 @@ class Stream:
             raise CUDARuntimeError(900, "the legacy default stream cannot be captured")
         if SPACE.capture.active:
             raise CaptureViolation("begin_capture while a capture is already active")
-        SPACE.capture.active = True
-        SPACE.capture.recorded = []
+        SPACE.capture.begin(self, memory.get_allocator())
 
     def end_capture(self) -> Graph:
         if not SPACE.capture.active:
             raise CUDARuntimeError(900, "end_capture without begin_capture")
-        SPACE.capture.active = False
-        recorded, SPACE.capture.recorded = SPACE.capture.recorded, []
-        return Graph(recorded)
+        if SPACE.capture.stream is not self:
+            raise CUDARuntimeError(900, "end_capture on a stream that is not capturing")
+        return Graph(SPACE.capture.end())
 
     def is_capturing(self) -> bool:
         return SPACE.capture.active
+
+    def wait_event(self, event: "Event") -> None:
+        """Later work on this stream waits for ``event`` (no host wait: not counted)."""
 
     def record(self, event: Optional["Event"] = None) -> "Event":
         event = event or Event()
@@ -82,6 +88,9 @@ Stream.null = Stream(null=True)  # type: ignore[attr-defined]
 
 def get_current_stream() -> Stream:
     return Stream._current[-1] if Stream._current else Stream.null  # type: ignore[attr-defined]
+
+
+SPACE.capture.current_stream = get_current_stream
 
 
 class Event:

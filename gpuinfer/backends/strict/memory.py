@@ -264,6 +264,7 @@ def allocate(nbytes: int) -> MemoryPointer:
     a capture only memory that needs no ``cudaMalloc`` may be handed out (``AddressSpace.reserve``)."""
     counters = SPACE.counters
     allocator = get_allocator()
+    SPACE.capture.check_allocation(allocator, nbytes)
     hooked = allocator != _DEFAULT_POOL.malloc
     if hooked:
         counters.hook_allocations += 1
