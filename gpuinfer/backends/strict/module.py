@@ -18,9 +18,18 @@ from gpuinfer.backends.strict.array import check_dtype, ndarray, record, sync, u
 from gpuinfer.backends.strict.calls import ANY, REAL, UFUNC_KEYWORDS, device_call, keywords_of, real_attr, unwrap
 from gpuinfer.backends.strict.memory import SPACE
 
-# ufunc.at works where CuPy has a scatter op for the ufunc (its ``_scatter_op``), on atomics' dtypes
-SCATTER_DTYPES = {"add": "efdiIL", "subtract": "fdiIL", "maximum": "fdiIlL", "minimum": "fdiIlL",
-                  "bitwise_and": "iIlL", "bitwise_or": "iIlL", "bitwise_xor": "iIlL"}
+# ufunc.at works where CuPy has a scatter op for the ufunc (its ``_scatter_op``), on the target
+# dtypes whose atomics CuPy 14.2 accepts: ``issubclass(dtype.type, ...)`` with these types, as
+# ``_scatter_op_single`` in cupy/_core/_routines_indexing.pyx (v14.2.0) checks them (14.0.0
+# had no int64 add).  CuPy skips the check for a boolean-mask index, whose
+# atomics then fail to compile on the other dtypes: the stand-in refuses them on every path.
+_INT32 = (np.int32, np.intc, np.uint32, np.uintc)
+_INT64 = (np.int64, np.longlong, np.uint64, np.ulonglong)
+SCATTER_TYPES = {"add": (np.float16, np.float32, np.float64) + _INT32 + _INT64,
+                 "subtract": _INT32,
+                 "maximum": (np.float32, np.float64) + _INT32 + _INT64,
+                 "minimum": (np.float32, np.float64) + _INT32 + _INT64,
+                 "bitwise_and": _INT32 + _INT64, "bitwise_or": _INT32 + _INT64, "bitwise_xor": _INT32 + _INT64}
 HOST_TYPE_FUNCTIONS = ("result_type", "promote_types", "can_cast", "dtype", "iinfo", "finfo",
                        "issubdtype", "isscalar", "ndim", "shape", "size", "broadcast_shapes")
 
@@ -33,7 +42,7 @@ class ufunc:  # noqa: N801 (CuPy's name)
         self._twin = twin
         self.nin, self.nout, self.nargs = twin.nin, twin.nout, twin.nargs
         real = real_attr(name)
-        self._scatter = getattr(real, "_scatter_op", None) if REAL is not None else name in SCATTER_DTYPES
+        self._scatter = getattr(real, "_scatter_op", None) if REAL is not None else name in SCATTER_TYPES
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return device_call(self.__name__, self._twin, args, kwargs, UFUNC_KEYWORDS)
@@ -62,8 +71,7 @@ class ufunc:  # noqa: N801 (CuPy's name)
         if not self._scatter:
             raise NotImplementedError(f"cupy.{self.__name__}.at is not supported (CuPy has no scatter "
                                       f"op for {self.__name__})")
-        allowed = SCATTER_DTYPES.get(self.__name__, "")
-        if a.dtype.char not in allowed:
+        if not issubclass(a.dtype.type, SCATTER_TYPES.get(self.__name__, ())):
             raise TypeError(f"cupy.{self.__name__}.at: no atomic for dtype {a.dtype}")
         target = a._a
         idx = _index_operand(indices)
