@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+# GPUINFER_SHARED_MODELS: where the shared models were staged (bench/gpu_proof.py on a GPU machine)
+SHARED_MODELS = Path(os.environ.get("GPUINFER_SHARED_MODELS") or Path(__file__).resolve().parents[2] / "shared" / "models")
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 LIGHT_NAMES = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
                "squeezenet", "vgg19", "zfnet512"]

@@ -591,7 +591,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--slowest", type=int, default=0, help="print the N slowest tests")
     parser.add_argument("--show", action="store_true", help="print each failure's exception line")
-    parser.add_argument("--device", choices=("cpu", "strict"), default=SUITE_DEVICE or "cpu",
+    parser.add_argument("--device", choices=("cpu", "strict", "cuda"), default=SUITE_DEVICE or "cpu",
                         help="run on numpy (cpu) or on the strict CuPy stand-in (the CUDA path)")
     args = parser.parse_args(argv)
     wanted = None if args.device == "cpu" else args.device

@@ -72,6 +72,8 @@ def memory_report_text(result: ModeResult, top: int = 10) -> str:
         ("latency, first run", ms(result.first_seconds), "run 1"),
         ("latency, median", ms(result.median_seconds), median_note),
     ]
+    if r.graph_pool_bytes:  # CUDA graphs: their private pools and input buffers, held between runs
+        rows.insert(6, ("graph pool", mib(r.graph_pool_bytes), f"{r.graph_pool_bytes:,} bytes; {r.cuda_graph}"))
     if r.first_run_traced:  # data-dependent shapes: the plan was finished by tracing run 1
         rows.insert(1, ("peak, first run", mib(r.first_run_peak_bytes),
                         f"{r.first_run_peak_bytes:,} bytes; run 1 traced sizes the plan could not know"))

@@ -298,3 +298,19 @@ def test_replay_equals_eager_on_the_shared_models(name):
     deferred = len(next(iter(sess._graphs._entries.values())).deferred)
     assert d["graph_launches"] == 1 and d["launches"] == 1 + (deferred > 1) and d["uploads"] == len(feeds)
     assert d["syncs"] == len(got) + (deferred > 0)  # one read per output, nothing else
+
+
+def test_text_report_shows_the_graph_pool_only_when_there_is_one():
+    from gpuinfer.cli.measure import ModeResult
+    from gpuinfer.cli.tables import memory_report_text
+
+    feeds = conv_net_feeds()
+    texts = []
+    for graphs in (False, True):
+        sess = gpuinfer.InferenceSession(conv_net(), device="strict", memory_mode="arena", cuda_graph=graphs)
+        for _ in range(RUNS_BEFORE_REPLAY + 2):
+            out = sess.run(None, feeds)
+        report = sess.memory_report()
+        texts.append(memory_report_text(ModeResult("arena", "strict", report, [0.1, 0.1], ["y"], out)))
+    assert "graph pool" not in texts[0]
+    assert "graph pool" in texts[1] and "replayed" in texts[1]
