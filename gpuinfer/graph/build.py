@@ -15,12 +15,11 @@ from onnx import helper, numpy_helper
 from gpuinfer.errors import GpuinferError, InvalidModelError, UnsupportedOpError
 from gpuinfer.graph.attributes import attribute_value, outer_scope_reads, subgraph_attributes
 from gpuinfer.graph.ir import Graph, Node, link
+from gpuinfer.graph.kernels import kernels
 from gpuinfer.graph.read import ModelSource, read_model
 from gpuinfer.graph.toposort import topological_order
 from gpuinfer.graph.types import collect_value_types, host_only_values, is_static, type_shape, value_kind
-from gpuinfer.ops.context import StandaloneContext
 from gpuinfer.values import OptionalValue, TensorSequence
-from gpuinfer.ops.registry import lookup
 
 # Ops whose result must not be computed once at load even when their inputs are constant.
 # No single constant made at load may exceed this: a corrupt shape must fail fast, not swap.
@@ -81,7 +80,7 @@ def unsupported_ops(graph: onnx.GraphProto, opsets: dict[str, int]) -> list[tupl
     for i, node in enumerate(graph.node):
         domain = "" if node.domain in ("", "ai.onnx") else node.domain
         opset = opsets.get(domain, 0)
-        if lookup(node.op_type, opset, domain) is None:
+        if kernels().lookup(node.op_type, opset, domain) is None:
             missing.append((domain, node.op_type, node.name or f"#{i}", opset))
         for sub in subgraph_attributes(node):
             missing.extend(unsupported_ops(sub, opsets))
@@ -125,7 +124,7 @@ def build_graph(proto: onnx.GraphProto, opsets: dict[str, int], types: dict,
         proto_node = raw[idx]
         domain = "" if proto_node.domain in ("", "ai.onnx") else proto_node.domain
         opset = opsets.get(domain, 0)
-        spec = lookup(proto_node.op_type, opset, domain)
+        spec = kernels().lookup(proto_node.op_type, opset, domain)
         check_against_schema(proto_node, names[idx], opset, domain,
                              lambda v: _dtype_of(v, constants, visible_constants, types))
         visible_constants.update(constants)
@@ -305,11 +304,9 @@ def _try_fold(node: Node, constants: dict[str, np.ndarray], types: dict) -> Opti
             args.append(np.broadcast_to(np.zeros((), dtype=dtype or np.float32), shape))
         else:
             return None
-    ctx = StandaloneContext(attrs=node.attrs, opset=node.opset, n_outputs=len(node.outputs),
-                            op_type=node.op_type, node_name=node.name, max_bytes=MAX_FOLDED_BYTES)
     try:
         with np.errstate(all="ignore"):  # as during a run (executor.run): IEEE results, no warnings
-            result = node.spec.kernel(ctx, *args)
+            result = kernels().evaluate(node, args, MAX_FOLDED_BYTES)
     except GpuinferError as exc:
         raise InvalidModelError(f"{node.describe()} fails on its constant inputs: {exc}") from None
     except Exception as exc:

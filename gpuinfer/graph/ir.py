@@ -10,7 +10,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from gpuinfer.ops.registry import OpSpec
 
 # A dimension is an int when known, a str (symbolic name) or None when not.
 Dim = Any
@@ -28,7 +27,7 @@ class Node:
     inputs: list[str]  # "" marks an omitted optional input
     outputs: list[str]  # "" marks an omitted optional output
     attrs: dict
-    spec: OpSpec
+    spec: Any  # the registry's OpSpec (gpuinfer/ops/registry.py), bound at load; None for an unknown op
     proto: Any  # the NodeProto, kept for shape inference of specialised graphs
     outer_reads: list[str] = field(default_factory=list)  # enclosing-scope values its subgraphs read
 

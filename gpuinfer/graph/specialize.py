@@ -21,8 +21,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from gpuinfer.graph.ir import Graph, Node
+from gpuinfer.graph.kernels import kernels
 from gpuinfer.graph.types import collect_value_types, is_static
-from gpuinfer.ops.context import StandaloneContext
 from gpuinfer.values import OptionalValue, TensorSequence
 
 SMALL_CONSTANT_BYTES = 4096  # constants this small stay as data so shape arithmetic can use them
@@ -144,11 +144,9 @@ def _host_args(graph: Graph, node: Node, types: dict, values: dict) -> Optional[
 
 def _evaluate(node: Node, args: list) -> Optional[list]:
     """The node's outputs computed now, or None if the kernel fails or makes anything large."""
-    ctx = StandaloneContext(attrs=node.attrs, opset=node.opset, n_outputs=len(node.outputs),
-                            op_type=node.op_type, node_name=node.name, max_bytes=SMALL_CONSTANT_BYTES)
     try:
         with np.errstate(all="ignore"):  # as during a run: IEEE results, no warnings
-            result = node.spec.kernel(ctx, *args)
+            result = kernels().evaluate(node, args, SMALL_CONSTANT_BYTES)
     except Exception:
         return None  # the run will meet (and report) the same failure, with the node named
     results = result if type(result) in (tuple, list) else (result,)

@@ -32,6 +32,10 @@ from gpuinfer.ops import (  # noqa: F401  (imported for their @op registrations)
     trees,
 )
 from gpuinfer.ops import gpu  # noqa: F401,E402  (CUDA variants, after the shared kernels they fall back on)
-from gpuinfer.ops.registry import lookup, op, registered_ops
+from gpuinfer.graph.kernels import install as _install_for_graph  # noqa: E402
+from gpuinfer.ops.graph_kernels import RegistryKernels  # noqa: E402
+from gpuinfer.ops.registry import lookup, op, registered_ops  # noqa: E402
+
+_install_for_graph(RegistryKernels())  # the graph layer binds, folds and fuses through this
 
 __all__ = ["lookup", "op", "registered_ops"]

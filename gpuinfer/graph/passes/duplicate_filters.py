@@ -18,7 +18,7 @@ from onnx import helper
 
 from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.graph.passes.relink import fresh_name
-from gpuinfer.ops.registry import lookup
+from gpuinfer.graph.kernels import kernels
 
 
 def share_duplicate_filters(graph: Graph) -> int:
@@ -82,5 +82,5 @@ def _split(graph: Graph, node: Node, keep: np.ndarray, channel_of: np.ndarray) -
     opset = graph.opsets.get("", node.opset)
     gather_proto = helper.make_node("Gather", [small, index_name], [out], name=f"{node.name}/copy_channels", axis=1)
     gather = Node(node.step, gather_proto.name, "Gather", "", opset, [small, index_name], [out], {"axis": 1},
-                  lookup("Gather", opset), gather_proto)
+                  kernels().lookup("Gather", opset), gather_proto)
     return [conv, gather]

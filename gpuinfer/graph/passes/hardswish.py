@@ -14,9 +14,8 @@ import numpy as np
 from onnx import helper
 
 from gpuinfer.graph.ir import Graph, Node
+from gpuinfer.graph.kernels import kernels
 from gpuinfer.graph.passes.relink import consumers_of
-from gpuinfer.ops.elementwise import chunk_scratch, chunked, clamp
-from gpuinfer.ops.registry import OpSpec
 
 FUSED_TYPE = "Add+Clip+Mul+Div"
 
@@ -94,27 +93,7 @@ def _clip_bounds(graph: Graph, clip: Node):
 def _fused_node(graph: Graph, x: str, chain: list[Node]) -> Node:
     add, _, _, div = chain
     dtype = graph.constants[div.inputs[1]].dtype
-    spec = OpSpec("", FUSED_TYPE, 1, _kernel(dtype), True, chunk_scratch(None))
+    spec = kernels().fused_hard_swish(FUSED_TYPE, dtype)  # its kernel: gpuinfer/ops/fused.py
     # Shape inference of specialised graphs sees an Identity: same shape and type as x.
     proto = helper.make_node("Identity", [x], div.outputs[:1], name=f"{add.name}+hardswish")
     return Node(add.step, proto.name, FUSED_TYPE, "", add.opset, [x], div.outputs[:1], {}, spec, proto)
-
-
-def _kernel(dtype: np.dtype):
-    three, six = dtype.type(3), dtype.type(6)
-
-    def kernel(ctx, x):
-        """x * clip(x + 3, 0, 6) / 6, chunk by chunk, in the four nodes' order of operations."""
-        xp = ctx.xp
-        if x.dtype != dtype:
-            raise TypeError(f"{FUSED_TYPE}: x is {x.dtype}, the chain's constants are {dtype}")
-
-        def body(xc, oc, t):
-            xp.add(xc, three, out=t)
-            clamp(xp, t, 0, 6, t)
-            xp.multiply(xc, t, out=oc)
-            xp.divide(oc, six, out=oc)
-
-        return chunked(ctx, x, [None], body)
-
-    return kernel

@@ -8,13 +8,12 @@ output) and ``r`` exists by the producer's step.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from gpuinfer.graph.ir import Graph, Node
-from gpuinfer.graph.passes.fusion import PRODUCERS, PartContext, fused_proto
+from gpuinfer.graph.kernels import kernels
+from gpuinfer.graph.passes.fusion import PRODUCERS, fused_proto
 from gpuinfer.graph.passes.relink import consumers_of, producers_of
-from gpuinfer.ops.context import OpContext
-from gpuinfer.ops.registry import OpSpec
 
 
 def fuse_residual_adds(graph: Graph) -> int:
@@ -59,16 +58,6 @@ def _static_shape(graph: Graph, name: str) -> Optional[tuple]:
 
 
 def _fused(first: Node, add: Node, residual: str) -> Node:
-    n_first = len(first.inputs)
-
-    def kernel(ctx: OpContext, *args: Any):
-        y = first.spec.kernel(PartContext(ctx, first), *args[:n_first])
-        r = args[n_first]
-        if tuple(r.shape) != tuple(y.shape):
-            raise ValueError(f"residual Add: {tuple(r.shape)} does not match {first.op_type} output {tuple(y.shape)}")
-        return ctx.xp.add(y, r, out=y)
-
-    kernel.__doc__ = f"{first.op_type} then the residual Add in place on its output"
-    spec = OpSpec("", f"{first.op_type}+Add", 1, kernel, False, first.spec.scratch)
+    spec = kernels().fused_residual(first, add)  # its kernel: gpuinfer/ops/fused.py
     return Node(first.step, f"{first.name}+{add.name}", spec.op_type, "", first.opset, first.inputs + [residual],
                 add.outputs[:1], first.attrs, spec, fused_proto(first, add.outputs[0]))

@@ -1,0 +1,136 @@
+"""Kernels of the fused steps graph passes make (``gpuinfer/graph/passes``): the passes decide
+which nodes become one step, this module says how that step runs.
+
+* a Conv/ConvTranspose/Gemm/MatMul and the activation after it (``fusion.py``): the producer
+  writes its output, the activation rewrites that buffer where it lies;
+* a producer and the residual Add after it (``residual.py``): the sum lands in the producer's output;
+* the hard-swish chain ``x * Clip(x + 3, 0, 6) / 6`` (``hardswish.py``), chunk by chunk.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpuinfer.backends import tile_bytes_for
+from gpuinfer.ops.context import OpContext
+from gpuinfer.ops.elementwise import chunk_scratch, chunked, clamp
+from gpuinfer.ops.registry import OpSpec
+from gpuinfer.plan.lifetimes import scratch_keywords
+
+
+def activation_spec(first: Any, act: Any) -> OpSpec:
+    """``first``'s kernel, then ``act``'s in place on its output, as one op."""
+    return OpSpec("", f"{first.op_type}+{act.op_type}", 1, _chain(first, act), False, _chain_scratch(first, act))
+
+
+def residual_spec(first: Any, add: Any) -> OpSpec:
+    """``first``'s kernel into the step's output, then the residual added there."""
+    n_first = len(first.inputs)
+
+    def kernel(ctx: OpContext, *args: Any):
+        y = first.spec.kernel(PartContext(ctx, first), *args[:n_first])
+        r = args[n_first]
+        if tuple(r.shape) != tuple(y.shape):
+            raise ValueError(f"residual Add: {tuple(r.shape)} does not match {first.op_type} output {tuple(y.shape)}")
+        return ctx.xp.add(y, r, out=y)
+
+    kernel.__doc__ = f"{first.op_type} then the residual Add in place on its output"
+    return OpSpec("", f"{first.op_type}+Add", 1, kernel, False, first.spec.scratch)
+
+
+def hard_swish_spec(op_type: str, dtype: Any) -> OpSpec:
+    """The hard-swish chain in ``dtype`` (its constants' type), in the four nodes' order of operations."""
+    dtype = np.dtype(dtype)
+    three, six = dtype.type(3), dtype.type(6)
+
+    def kernel(ctx, x):
+        """x * clip(x + 3, 0, 6) / 6, chunk by chunk, in the four nodes' order of operations."""
+        xp = ctx.xp
+        if x.dtype != dtype:
+            raise TypeError(f"{op_type}: x is {x.dtype}, the chain's constants are {dtype}")
+
+        def body(xc, oc, t):
+            xp.add(xc, three, out=t)
+            clamp(xp, t, 0, 6, t)
+            xp.multiply(xc, t, out=oc)
+            xp.divide(oc, six, out=oc)
+
+        return chunked(ctx, x, [None], body)
+
+    return OpSpec("", op_type, 1, kernel, True, chunk_scratch(None))
+
+
+def _chain_scratch(first: Any, act: Any):
+    """The fused step's scratch: the producer's buffers, then the activation's (PRelu wants one),
+    in the order the two halves ask for them; the activation's input is the producer's output.
+    ``device_kind`` picks each half's scratch function as ``OpSpec.scratch_for`` does."""
+    n_first = len(first.inputs)
+
+    def scratch(attrs, shapes, dtypes, output_shapes=None, device_kind="cpu"):
+        head, tail = first.spec.scratch_for(device_kind), act.spec.scratch_for(device_kind)
+        wanted = list(_call_scratch(head, first.attrs, shapes[:n_first], dtypes[:n_first], device_kind)) \
+            if head is not None else []
+        made = output_shapes[0] if output_shapes else None
+        if tail is None or made is None:
+            return wanted  # (no shape: the activation's buffer is served, and learnt, at the first run)
+        return wanted + list(_call_scratch(tail, act.attrs, [made, *shapes[n_first:]], [dtypes[0], *dtypes[n_first:]],
+                                           device_kind))
+
+    return scratch
+
+
+def _call_scratch(fn, attrs, shapes, dtypes, device_kind):
+    """A half's scratch, with the device's tile size where its function takes one."""
+    extra = {"tile_bytes": tile_bytes_for(device_kind)} if "tile_bytes" in scratch_keywords(fn) else {}
+    return fn(attrs, shapes, dtypes, **extra) or ()
+
+
+def _chain(first: Any, act: Any):
+    n_first = len(first.inputs)
+
+    def kernel(ctx: OpContext, *args: Any):
+        kind = ctx.device.kind
+        head = PartContext(ctx, first)
+        head.then = act  # a device kernel may apply the activation itself (ops/gpu/conv.py)
+        y = first.spec.kernel_for(kind)(head, *args[:n_first])
+        if head.absorbed:
+            return y
+        return act.spec.kernel_for(kind)(PartContext(ctx, act, y), y, *args[n_first:])
+
+    kernel.__doc__ = f"{first.op_type} then {act.op_type} in place on its output"
+    return kernel
+
+
+class PartContext(OpContext):
+    """The context one half of a fused node sees: its own attributes, the node's buffers."""
+
+    def __init__(self, ctx: OpContext, node: Any, out0: Any = None):
+        self._ctx = ctx
+        self._out0 = out0
+        self.then = None  # the node whose work follows in this fused step (set for the first half)
+        self.absorbed = False  # set by a kernel that did ``then``'s work too
+        self.device = ctx.device  # the halves ask the same device's capabilities
+        self.xp = ctx.xp
+        self.attrs = node.attrs
+        self.opset = node.opset
+        self.op_type = node.op_type
+        self.node_name = node.name
+        self.n_outputs = 1
+        whole = getattr(ctx, "_memo", None)  # each half its own memo, inside the fused step's
+        self._memo = None if whole is None else whole.setdefault(("part", node.name), {})
+
+    def wants(self, i: int) -> bool:
+        return i == 0
+
+    def out(self, i, shape, dtype):
+        o = self._out0
+        if o is not None and i == 0 and tuple(o.shape) == tuple(shape) and o.dtype == dtype:
+            return o
+        return self._ctx.out(i, shape, dtype)
+
+    def scratch(self, shape, dtype):
+        return self._ctx.scratch(shape, dtype)
+
+    def host(self, x):
+        return self._ctx.host(x)
