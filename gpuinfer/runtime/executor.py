@@ -5,7 +5,9 @@ shapes and dtypes of its inputs.
 
 Small models spend most of a run in this loop, not in kernels, so everything that is the same
 on every run (input names, output keys, what to free after each step) is worked out once per
-(graph, scope) into ``Step`` records, and the loop only reads them.
+(graph, scope) into ``Step`` records, and the loop only reads them.  Runs that are not profiled
+or traced go further: ``runtime/runner.py`` writes each (graph, scope)'s steps out once as a
+straight-line function, and that is what runs (this loop stays for profiling and traces).
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.host_steps import HostPlan, device_args, run_on_host
 from gpuinfer.runtime.pool import RunPool
+from gpuinfer.runtime.runner import Runner, build_runner, describe_args
 from gpuinfer.values import OptionalValue, TensorKey, TensorSequence
 
 Timeline = list  # (node, most bytes in use during its step) per top-level step, appended by the run
 Stamps = list  # (start, end) perf_counter seconds per top-level step, appended only when tracing
+MAX_RUNNERS = 64  # runners kept per executor: one per (graph, scope, held values)
 
 
 def subgraphs_of(graph: Graph):
@@ -91,6 +95,7 @@ class Executor:
         self.profile: Optional[dict[str, list]] = None  # op type -> [calls, seconds] when profiling
         self._nested_seconds = 0.0  # profiled time so far, for charging control flow its own share
         self._steps: dict[tuple[int, tuple], list[Step]] = {}  # (id(graph), scope) -> its steps
+        self._runners: dict[tuple, Runner] = {}  # (id(graph), scope, hold) -> its runner
 
     @staticmethod
     def _free_lists(graph: Graph) -> list[list[str]]:
@@ -112,6 +117,18 @@ class Executor:
             steps = [Step(node, scope, frees[node.step], places) for node in graph.nodes]
             self._steps[(id(graph), scope)] = steps
         return steps
+
+    def runner_of(self, graph: Graph, scope: tuple, hold: frozenset) -> Runner:
+        """The straight-line runner of ``graph`` under ``scope`` (runtime/runner.py), written on
+        first use and kept; values in ``hold`` stay in the environment past their last reader."""
+        key = (id(graph), scope, hold)
+        runner = self._runners.get(key)
+        if runner is None:
+            if len(self._runners) >= MAX_RUNNERS:  # output names that keep changing: start over
+                self._runners.clear()
+            runner = self._runners[key] = build_runner(self, graph, scope, self.steps_of(graph, scope),
+                                                       hold, top=not scope)
+        return runner
 
     def run(self, feeds: dict[str, Any], pool: RunPool, hold: frozenset = frozenset(),
             timeline: Optional[Timeline] = None, stamps: Optional[Stamps] = None) -> dict[str, Any]:
@@ -150,6 +167,10 @@ class Executor:
                 pool.hand_over(TensorKey(name, sub_scope))
             return results
 
+        if self.profile is None and stamps is None and all(name in env for name in graph.inputs):
+            return self.runner_of(graph, scope, hold)(env, pool, get, run_subgraph, timeline)
+        # the general loop: profiling and traces time each node; a subgraph fed fewer inputs than
+        # it declares reads the rest from enclosing scopes
         ctx = RunContext(pool, self.backend, scope, run_subgraph)
         allocator = pool.allocator
         nested = pool.nested
@@ -181,7 +202,7 @@ class Executor:
             except GpuinferError:
                 raise
             except Exception as exc:
-                raise NodeExecutionError(f"{node.describe()} failed on inputs {_describe(args)}: "
+                raise NodeExecutionError(f"{node.describe()} failed on inputs {describe_args(args)}: "
                                          f"{type(exc).__name__}: {exc}") from exc
             if step.single and result is ctx.handed.get(0) and result is not None:
                 env[step.single] = result  # the common case of _store: one output, in its own buffer
@@ -259,12 +280,3 @@ class Executor:
         xp.copyto(buf, result)
         return buf
 
-
-def _describe(args: list) -> str:
-    parts = []
-    for a in args:
-        if a is None:
-            parts.append("(omitted)")
-        else:
-            parts.append(f"{tuple(getattr(a, 'shape', ()))} {getattr(a, 'dtype', type(a).__name__)}")
-    return "[" + ", ".join(parts) + "]"

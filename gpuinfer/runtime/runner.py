@@ -1,0 +1,203 @@
+"""Straight-line runners: one graph's run loop, written out once as a Python function.
+
+Small models spend most of a run between kernels: reading each step's record, binding the shared
+context, testing flags that are the same on every run.  For a given (graph, scope, held values)
+all of that is known before the first run, so ``build_runner`` writes the loop out as source —
+one block of plain statements per node, with the node's kernel, its own bound context, its input
+names, output names and the values it frees inlined as constants — compiles it once, and the
+executor calls the result on every run.  No per-node dictionary of records, no ``bind``, no
+branch on the node's kind is left: what differs between nodes was decided while writing.
+
+What the runner keeps of the general loop (``Executor._run``), statement for statement:
+
+* errors: each kernel call sits in its own ``try`` (free until something raises, Python 3.11+);
+  a failure becomes ``NodeExecutionError`` naming the node, its op and its inputs' shapes;
+* the step's peak bytes, the memory timeline and subgraph peaks at the top level;
+* scratch and unused-output buffers handed back after the step, values freed after their last
+  reader (``reduce`` gives their bytes back there);
+* device steps (``runtime/host_steps.py``): host steps, steering and lifted inputs, in the same
+  calls the loop makes; deferred checks go through the step's own context as before;
+* control flow: If/Loop/Scan get the run's ``run_subgraph`` and the nested-tensor bookkeeping;
+  their bodies get runners of their own.
+
+Profiling and Chrome traces need per-node timing and take the general loop instead.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from gpuinfer.errors import GpuinferError, NodeExecutionError
+from gpuinfer.runtime.context import RunContext
+from gpuinfer.runtime.host_steps import device_args, run_on_host
+
+Runner = Callable[[dict, Any, Callable, Callable, Optional[list]], dict]
+
+
+def describe_args(args: list) -> str:
+    """Shapes and dtypes of a failing node's inputs, for its error message."""
+    parts = []
+    for a in args:
+        if a is None:
+            parts.append("(omitted)")
+        else:
+            parts.append(f"{tuple(getattr(a, 'shape', ()))} {getattr(a, 'dtype', type(a).__name__)}")
+    return "[" + ", ".join(parts) + "]"
+
+
+def node_error(node: Any, exc: BaseException, args: list) -> BaseException:
+    """What a kernel's exception becomes: ``NodeExecutionError`` naming ``node`` (other gpuinfer
+    errors, which name what was wrong already, pass as they are)."""
+    if isinstance(exc, NodeExecutionError):
+        new = NodeExecutionError(f"{node.describe()}: {exc}")
+    elif isinstance(exc, GpuinferError):
+        return exc
+    else:
+        new = NodeExecutionError(f"{node.describe()} failed on inputs {describe_args(args)}: "
+                                 f"{type(exc).__name__}: {exc}")
+    new.__cause__ = exc
+    return new
+
+
+def read_args(env: dict, get: Callable, inputs: tuple) -> list:
+    """A failed step's inputs as far as they can be read (for its message only)."""
+    args = []
+    for name in inputs:
+        try:
+            args.append(env[name] if name in env or not name else get(name))
+        except Exception:  # noqa: BLE001 - a missing input is described as omitted
+            args.append(None)
+    return args
+
+
+class BoundContext(RunContext):
+    """A context bound to one step for good: its fields are set once, not on every run."""
+
+    pool = None  # the run's pool: set on a class made per runner, once per run, for all its steps
+
+    def out(self, i: int, shape: Any, dtype: Any) -> Any:
+        """``RunContext.out`` for the common case (an output the model uses) in fewer steps."""
+        keys = self.keys
+        key = keys[i] if i < len(keys) else None
+        if key is None:
+            return RunContext.out(self, i, shape, dtype)
+        buf = self.handed[i] = self.pool.buffer(key, shape, dtype)
+        return buf
+
+
+def _bound_contexts(steps: list, device: Any, scope: Any) -> tuple[type, list]:
+    """One context per step with that step's fields set for good (no ``bind`` per run).
+
+    The run's pool is a class attribute of a class made for this runner: one assignment per run
+    points every step's context at it."""
+    cls = type("RunnerContext", (BoundContext,), {})
+    contexts = []
+    for step in steps:
+        ctx = cls.__new__(cls)
+        ctx.device = device
+        ctx.xp = device.xp
+        ctx.scope = scope
+        ctx._run_subgraph = None
+        ctx.handed = {}
+        ctx.temporaries = []
+        ctx.__dict__.update(step.fields)
+        contexts.append(ctx)
+    return cls, contexts
+
+
+def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: frozenset, top: bool) -> Runner:
+    """The straight-line runner of ``graph``'s ``steps`` under ``scope``.
+
+    ``run(env, pool, get, run_subgraph, timeline) -> env``: ``env`` holds the constants and feeds
+    (and receives every value made), ``get`` reads values of enclosing scopes, ``timeline``
+    (top level) receives (node, step peak bytes) per step."""
+    device = executor.backend
+    cls, contexts = _bound_contexts(steps, device, scope)
+    own = set(graph.inputs) | set(graph.constants) | {name for node in graph.nodes for name in node.outputs}
+    names: dict[str, Any] = {"Ctx": cls, "store": executor._store, "node_error": node_error, "read_args": read_args,
+                             "device_args": device_args, "run_on_host": run_on_host, "device": device,
+                             "host_constants": graph.constants}
+    with_nested = any(step.nested for step in steps)  # else nothing alive is a subgraph's at the top
+    # named as the general loop, with its ``node`` local: the strict stand-in attributes syncs and
+    # uploads to the op running by looking for them in the caller's frames (strict/counters.py)
+    lines = ["def _run(env, pool, get, run_subgraph, timeline):",
+             "    Ctx.pool = pool",
+             "    release = pool.release",
+             "    allocator = pool.allocator",
+             "    nested = pool.nested",
+             "    dynamic = pool.dynamic",
+             "    timeline_add = timeline.append if timeline is not None else None"]
+    for i, (step, ctx) in enumerate(zip(steps, contexts)):
+        names[f"K{i}"], names[f"S{i}"], names[f"C{i}"], names[f"N{i}"] = step.kernel, step, ctx, step.node
+        lines += _step_lines(i, step, own, hold, top, with_nested, names)
+    lines += ["    Ctx.pool = None  # the finished run's pool is not kept alive by its runner", "    return env"]
+    source = "\n".join(lines)
+    code = compile(source, f"<gpuinfer runner {getattr(graph, 'name', '')!s:.40}>", "exec")
+    exec(code, names)  # noqa: S102 - the source is ours, built from names passed as repr() literals
+    return names["_run"]
+
+
+def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_nested: bool,
+                names: dict) -> list[str]:
+    """The statements of one node (see the module docstring for what each keeps)."""
+    node = step.node
+    reads = ", ".join("None" if not name else (f"env[{name!r}]" if name in own else f"get({name!r})")
+                      for name in step.inputs)
+    out = [f"    c, node = C{i}, N{i}"]
+    if step.nested:
+        out.append("    c._run_subgraph = run_subgraph")
+    if top:
+        out.append("    allocator.step_peak = allocator.in_use")
+        if step.nested:
+            out += ["    pool.inner_peak = pool.inner_in_use", f"    pool.begin_nested({node.step})"]
+    out.append("    try:")
+    if step.special or step.on_host:
+        out.append(f"        args = [{reads}]")
+        if step.special:
+            out.append(f"        args = device_args(S{i}, args, host_constants, device)")
+        out.append(f"        r = run_on_host(S{i}, args, c, device)" if step.on_host else f"        r = K{i}(c, *args)")
+    else:
+        out.append(f"        r = K{i}(c{', ' if reads else ''}{reads})")
+    out += ["    except Exception as exc:",
+            "        c.handed, c.temporaries = {}, []",
+            f"        raise node_error(node, exc, read_args(env, get, S{i}.inputs))"]
+    if step.single and not step.keep_host:
+        out += ["    if r is not None and r is c.handed.get(0):",
+                f"        env[{step.single!r}] = r",
+                "    else:",
+                f"        store(c, S{i}, r, env)"]
+    else:
+        out.append(f"    store(c, S{i}, r, env)")
+    # a fresh record of handed buffers for the next run: the old one would keep this step's output
+    # alive past its release (reduce gives the bytes back there, and the sampler would see them)
+    out += ["    c.handed = {}",
+            "    if c.temporaries:",
+            "        for key in c.temporaries:",
+            "            release(key)",
+            "        c.temporaries = []"]
+    if step.nested:
+        out.append("    c._run_subgraph = None")
+    # Body results handed over to a control-flow step die once the step that read them is done:
+    # that step itself, or, in a body run again by its Loop, the first step of the next turn.
+    # Only those steps can find any (results are handed over only from within control flow).
+    if step.nested or (i == 0 and not top):
+        out += ["    if nested is not None and nested.handed:",
+                "        nested.settle_handed()"]
+    if top:
+        if step.nested:
+            out += ["    pool.end_nested()",
+                    "    if pool.inner_peak:",
+                    f"        pool.inner_peaks[{node.step}] = pool.inner_peak"]
+        elif with_nested:  # no subgraph tensor is made here: the step's inner peak is what is alive
+            out += ["    if pool.inner_in_use:",
+                    f"        pool.inner_peaks[{node.step}] = pool.inner_in_use"]
+        out += ["    if timeline_add is not None:",
+                f"        timeline_add((node, allocator.step_peak))"]
+    for j, (name, key) in enumerate(step.frees):
+        if name in hold:
+            continue
+        names[f"F{i}_{j}"] = key
+        out.append(f"    env.pop({name!r}, None)")
+        # a top-level value takes back bytes only if it took the dynamic path (a planned view
+        # just stops being used); inside a subgraph the pool has more to settle
+        out += [f"    if F{i}_{j} in dynamic:", f"        release(F{i}_{j})"] if top else [f"    release(F{i}_{j})"]
+    return out
