@@ -34,11 +34,6 @@ class TensorKey(NamedTuple):
     step: int = -1
     index: int = 0
 
-    @property
-    def nested(self) -> bool:
-        """Whether the tensor belongs to a subgraph run (If branch, Loop/Scan body)."""
-        return bool(self.scope)
-
     def __str__(self) -> str:  # for messages only: nothing parses this back
         where = "".join(f"{s}/" for s in self.scope)
         if self.kind == VALUE:

@@ -70,12 +70,6 @@ def kernel_offsets(kernel):
     return list(itertools.product(*[range(k) for k in kernel]))
 
 
-def window_slices(offset, dilations, strides, out_sp, lead=2):
-    """Slices picking, for one kernel offset, the input element under every output position."""
-    sl = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offset, dilations, strides, out_sp))
-    return (slice(None),) * lead + sl
-
-
 def pad_into(buf, x, begin, lead):
     """Copy ``x`` into ``buf`` at offset ``begin`` on the trailing axes, zeros around it."""
     zero_margins(buf, begin, x.shape[lead:], lead)
