@@ -54,7 +54,7 @@ def u2net_table(proof: Any) -> str:
                      _mb(eager and eager["lower_bound_bytes"]), _ms(eager and eager["first_s"]),
                      _ms(eager and eager["median_s"]), ratio, _ms(graph and graph["median_s"]),
                      _mb(graph and graph["peak_bytes"]), _mb(graph and graph["graph_pool_bytes"]),
-                     AILIA.get(mode, "-")])
+                     AILIA.get(mode, "-") if model.startswith("u2net.onnx") else "(full u2net only)"])
     torch = proof.torch
     if torch:
         rows.append([f"PyTorch eager ({torch.get('model')}, {torch.get('device')})", _mb(torch.get("peak_bytes")), "-", "-",

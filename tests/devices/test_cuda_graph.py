@@ -314,3 +314,35 @@ def test_text_report_shows_the_graph_pool_only_when_there_is_one():
         texts.append(memory_report_text(ModeResult("arena", "strict", report, [0.1, 0.1], ["y"], out)))
     assert "graph pool" not in texts[0]
     assert "graph pool" in texts[1] and "replayed" in texts[1]
+
+
+def test_first_fit_never_overlaps_and_a_sized_pool_serves_the_same_requests():
+    from gpuinfer.backends.cuda.graph_pool import FirstFit, GraphPoolExhausted
+
+    rng = np.random.default_rng(3)
+    events = []  # the same request sequence, replayed on a pool of the measured size
+    live: list[int] = []
+    for _ in range(400):
+        if live and rng.random() < 0.45:
+            events.append(("free", live.pop(int(rng.integers(len(live))))))
+        else:
+            events.append(("alloc", int(rng.integers(1, 20_000))))
+            live.append(len(events) - 1)
+
+    def play(fit):
+        spans = {}
+        for i, (kind, arg) in enumerate(events):
+            if kind == "alloc":
+                start = fit.alloc(arg)
+                for s, e in spans.values():
+                    assert start + arg <= s or start >= e, "overlapping allocations"
+                spans[i] = (start, start + arg)
+            else:
+                fit.free(spans.pop(arg)[0])
+        return fit.high_water
+
+    need = play(FirstFit())
+    assert play(FirstFit(need)) == need
+    assert need < sum(arg for kind, arg in events if kind == "alloc")  # freed space was reused
+    with pytest.raises(GraphPoolExhausted):
+        play(FirstFit(need - 512))
