@@ -135,8 +135,3 @@ class StandaloneContext(OpContext):
         if self._runner is None:
             raise NotImplementedError("this context cannot run subgraphs")
         return self._runner(graph, inputs)
-
-
-# Moved to gpuinfer/values.py (graph, plan and ops all import them from there).  Kept here only
-# for code written against the old place while other changes land; new code imports values.
-from gpuinfer.values import OptionalValue, TensorSequence  # noqa: E402,F401
