@@ -1,6 +1,6 @@
 """What one steady-state run costs the CUDA path, counted on the strict CuPy stand-in (no GPU).
 
-    python bench/device_census.py [MODEL ...] [--modes arena ...] [--json census.json] [--write] [--quiet]
+    python bench/device_census.py [MODEL ...] [--modes arena ...] [--json census.json] [--by-op] [--write] [--quiet]
 
 MODEL: ONNX files or folders (default ../shared/models and onnx's light networks; see
 bench/common.py).  For each model and memory mode: a session on ``device="strict"`` (the CUDA
@@ -15,27 +15,29 @@ so what is counted is the run itself:
 - ``uploads``: host-to-device copies during the run (the feeds are not among them);
 - ``hook_allocations``: allocations through the session's counting allocator hook;
 - ``bytes_outside_hook``: bytes allocated with no hook installed (hidden from the report);
-- ``weights_bytes``: what went up once, at session creation.
+- ``weights_bytes``: what went up once, at session creation;
+- with ``--by-op``, ``launches_by_op``: device operations per op type (fused nodes as
+  ``Conv+Relu``), to see where the launches go.
+
+Each model runs in a fresh process (the stand-in's device memory of a model with 550 MB of
+weights, in four modes, is gone when its process ends).
 
 Targets (issue 15): syncs, uploads and bytes_outside_hook all 0 in every mode.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_model_arguments, machine, main_guard, markdown_table, progress,  # noqa: E402
-                    resolve_models, write_section)
-
-MODES = ["per_tensor", "reduce", "reuse", "arena"]
+from common import main_guard, markdown_table, one_model, report_progress  # noqa: E402
+from per_model import finish, mode_parser, records_per_model  # noqa: E402
 CONTROL_FLOW = ("If", "Loop", "Scan")
 CHECKS = "deferred checks"
 
 
-def census(source, feeds: dict, mode: str) -> dict:
+def census(source, feeds: dict, mode: str, by_op: bool = False) -> dict:
     """One record: the counted costs of a steady-state run of ``source`` in ``mode``."""
     import gpuinfer
     from gpuinfer.backends.strict import STRICT
@@ -47,9 +49,11 @@ def census(source, feeds: dict, mode: str) -> dict:
     device_feeds = {k: _upload(STRICT, v) for k, v in feeds.items()}
     sess.run(None, device_feeds, output_device="cuda")  # warm-up: plans, kept buffers, traces
     counters.syncs_by_op.clear()
+    counters.by_op = {} if by_op else None
     before = counters.snapshot()
     sess.run(None, device_feeds, output_device="cuda")
     d = counters.delta(before, counters.snapshot())
+    launches_by_op, counters.by_op = counters.by_op, None
     control = sum(n for op, n in counters.syncs_by_op.items() if op in CONTROL_FLOW)
     checks = counters.syncs_by_op.get(CHECKS, 0)
     return {"mode": mode, "onnx_nodes": _count_nodes(sess.graph), "device_ops": d["launches"],
@@ -57,7 +61,19 @@ def census(source, feeds: dict, mode: str) -> dict:
             "uploads": d["uploads"],
             "hook_allocations": d["hook_allocations"], "bytes_outside_hook": d["outside_bytes"],
             "weights_bytes": weights,
-            "sync_ops": {op: n for op, n in counters.syncs_by_op.items() if op not in CONTROL_FLOW + (CHECKS,)}}
+            "sync_ops": {op: n for op, n in counters.syncs_by_op.items() if op not in CONTROL_FLOW + (CHECKS,)},
+            **({"launches_by_op": dict(sorted(launches_by_op.items(), key=lambda kv: -kv[1]))} if by_op else {})}
+
+
+def one(arg: str, modes: list, by_op: bool, tell: bool) -> list:
+    """In a child process: the records of one model, every mode."""
+    model = one_model(arg)
+    source, feeds = model.load()
+    records = []
+    for i, mode in enumerate(modes):
+        records.append({"model": model.id, **census(source, feeds, mode, by_op)})
+        report_progress(tell, f"{model.name} [{modes[i + 1]}]" if i + 1 < len(modes) else model.name)
+    return records
 
 
 def _upload(cp, value):
@@ -75,20 +91,13 @@ def _count_nodes(graph) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_arguments(parser)
-    parser.add_argument("--modes", nargs="*", choices=MODES, default=MODES, help="memory modes (default all)")
-    parser.add_argument("--json", metavar="FILE", help="write the records as JSON")
-    parser.add_argument("--write", action="store_true", help="replace the census section of bench/RESULTS.md")
+    parser = mode_parser(__doc__.split("\n\n")[0], "census")
+    parser.add_argument("--by-op", action="store_true", help="attribute device operations to op types")
     args = parser.parse_args(argv)
-    models = resolve_models(args.paths, args.models)
-    records = []
-    with progress(len(models) * len(args.modes), "device census", args.quiet) as bar:
-        for model in models:
-            source, feeds = model.load()
-            for mode in args.modes:
-                bar.advance(f"{model.name} [{mode}]")
-                records.append({"model": model.id, **census(source, feeds, mode)})
+    if args.one:
+        print(json.dumps(one(args.one, args.modes, args.by_op, args.report_progress)))
+        return 0
+    records, failed = records_per_model(__file__, args, "device census", ["--by-op"] if args.by_op else [])
     header = ["model", "mode", "onnx nodes", "device ops", "syncs", "control-flow syncs", "check syncs", "uploads",
               "hook allocs", "bytes outside hook", "weights MB"]
     rows = [[r["model"], r["mode"], str(r["onnx_nodes"]), str(r["device_ops"]), str(r["syncs"]),
@@ -99,14 +108,10 @@ def main(argv=None) -> int:
     for r in records:
         if r["sync_ops"]:
             print(f"  {r['model']} [{r['mode']}] syncs by op: {r['sync_ops']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=1))
-    if args.write:
-        write_section("Device census (strict CuPy stand-in)",
-                      f"`python bench/device_census.py {' '.join(argv or sys.argv[1:])}` on {machine()}; "
-                      "one steady-state run each, feeds on the device, outputs left there.\n\n" + table)
-    return 0
-
+        if r.get("launches_by_op"):
+            print(f"  {r['model']} [{r['mode']}] device ops by op: {r['launches_by_op']}")
+    return finish(__file__, args, argv, records, failed, "device-census", "Device census (strict CuPy stand-in, no GPU)",
+                  "; one steady-state run each after a warm-up, feeds on the device, outputs left there", table)
 
 if __name__ == "__main__":
     sys.exit(main_guard(main))

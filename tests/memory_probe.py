@@ -1,0 +1,37 @@
+"""What tracemalloc sees of a steady-state run on the numpy device, beside the pool's own count.
+
+Shared by tests/test_memory_discipline.py and bench/memory_discipline.py.  tracemalloc starts
+after a warm-up run, so it sees only what the counted run allocates; the pool's buffers held from
+earlier runs (``held_bytes_after_run``) are added to that.  The outputs handed to the caller are
+copied out of the pool at the end of the run and are not in the pool's count: their bytes are
+reported apart (``output_bytes``) and taken off in ``traced_less_outputs``.
+"""
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import gpuinfer
+
+
+def steady_state_memory(source, feeds: dict, mode: str) -> dict:
+    """Counted peak, lower bound and tracemalloc's view of one steady-state run on the CPU."""
+    sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode)
+    sess.run(None, feeds)  # warm-up: plans, the arena, kept buffers
+    held = sess.memory_report().held_bytes_after_run
+    gc.collect()
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        outputs = sess.run(None, feeds)
+        grown = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        if started:
+            tracemalloc.stop()
+    report = sess.memory_report()
+    output_bytes = sum(o.nbytes for o in outputs)
+    return {"counted": report.peak_bytes, "bound": report.lower_bound_bytes, "traced": held + grown,
+            "traced_less_outputs": held + grown - output_bytes, "output_bytes": output_bytes}
