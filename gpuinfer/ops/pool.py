@@ -168,7 +168,9 @@ def average_pool(ctx, x):
     out, _ = _pool_into(ctx, xp.add, xp.sum, x, 0)
     if out.size:
         div = _divisor(_key(ctx.attrs), tuple(x.shape), int(ctx.attr("count_include_pad", 0)), x.dtype)
-        out /= div if div.ndim == 0 else xp.asarray(div)
+        if div.ndim:  # a table of divisors by position, the same every run: on a device, uploaded once
+            div = ctx.memo(("avgpool-divisor", tuple(x.shape)), lambda: xp.asarray(div))
+        out /= div
     return out
 
 
