@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 
+from gpuinfer.backends.numpy_threads import split_rows
 from gpuinfer.ops.conv_window import kernel_offsets, pad_into, zero_margins
 
 # A padded image above this many elements with at most this many taps runs "strided": the transposes
@@ -95,14 +96,22 @@ def _depthwise_strided(ctx, x, w, g, out):
     tmp = ctx.scratch(g.out_shape, x.dtype)
     wk = w.reshape(c, -1)
     bshape = (1, c) + (1,) * (x.ndim - 2)
-    for ki, sl in enumerate(tap_slices(g, g.out_shape[2:], src.shape[-1], lead=2)):
-        view = src[sl]
-        coef = wk[:, ki].reshape(bshape)
-        if ki == 0:
-            xp.multiply(view, coef, out=out)
-        else:
-            xp.multiply(view, coef, out=tmp)
-            xp.add(out, tmp, out=out)
+    slices = tap_slices(g, g.out_shape[2:], src.shape[-1], lead=2)
+
+    def channels(c0, c1):  # channels are independent: a block of them is a view of src, out and tmp
+        ch = (slice(None), slice(c0, c1))
+        o, t = out[ch], tmp[ch]
+        for ki, sl in enumerate(slices):
+            view = src[sl][ch]
+            coef = wk[c0:c1, ki].reshape((1, c1 - c0) + bshape[2:])
+            if ki == 0:
+                xp.multiply(view, coef, out=o)
+            else:
+                xp.multiply(view, coef, out=t)
+                xp.add(o, t, out=o)
+
+    # big maps: blocks of channels over the run's threads (each pass as before, on fewer channels)
+    split_rows(ctx, c, out.nbytes * len(slices) // max(c, 1), channels)
 
 
 def column_phased(kernel, strides, dilations):

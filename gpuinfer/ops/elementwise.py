@@ -13,6 +13,7 @@ import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.values import OptionalValue, TensorSequence
+from gpuinfer.backends.numpy_threads import ALIGN, SPLIT_MIN_BYTES, row_blocks, run_blocks, split_flat
 from gpuinfer.ops.registry import op
 from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled, tile_bytes_of
 
@@ -42,15 +43,29 @@ def chunk_scratch(*kinds):
 
 
 def chunked(ctx, x, kinds, body):
-    """Run ``body(x_chunk, out_chunk, *tmps)`` over flat chunks; tmps are scratch of each kind."""
+    """Run ``body(x_chunk, out_chunk, *tmps)`` over flat chunks; tmps are scratch of each kind.
+
+    Big inputs go in row blocks over the run's threads (backends/numpy_threads.py): block ``b``
+    of ``B`` works in chunks of ``c // B`` through its own slice of the same scratch, so the
+    scratch is shared out, not multiplied."""
     out = ctx.out(0, x.shape, x.dtype)
     n = int(x.size)
     c = min(n, chunk_elements(tile_bytes_of(ctx)))
     tmps = [ctx.scratch((c,), _work_dtype(x.dtype) if k is None else np.dtype(k)) for k in kinds]
     xf, of = x.reshape(-1), out.reshape(-1)
-    for s in range(0, n, max(c, 1)):
-        e = min(s + c, n)
-        body(xf[s:e], of[s:e], *(t[: e - s] for t in tmps))
+
+    def run(s0, e0, tmp_slices, size):
+        for s in range(s0, e0, max(size, 1)):
+            e = min(s + size, e0)
+            body(xf[s:e], of[s:e], *(t[: e - s] for t in tmp_slices))
+
+    blocks = row_blocks(ctx, n, x.itemsize, ALIGN) if x.nbytes >= SPLIT_MIN_BYTES and x.flags.c_contiguous \
+        and out.flags.c_contiguous else [(0, n)]
+    share = c // len(blocks) // ALIGN * ALIGN  # scratch elements per block
+    if len(blocks) == 1 or not share:
+        run(0, n, tmps, c)
+        return out
+    run_blocks(blocks, lambda i, s0, e0: run(s0, e0, [t[i * share:(i + 1) * share] for t in tmps], share))
     return out
 
 
@@ -58,7 +73,12 @@ def _unary(name, since, ufunc_name, doc):
     """Register a one-ufunc op: out = xp.<ufunc>(x)."""
 
     def kernel(ctx, x):
-        return getattr(ctx.xp, ufunc_name)(x, out=ctx.out(0, x.shape, x.dtype))
+        out = ctx.out(0, x.shape, x.dtype)
+        fn = getattr(ctx.xp, ufunc_name)
+        if x.nbytes < SPLIT_MIN_BYTES:
+            return fn(x, out=out)
+        split_flat(ctx, lambda o, xb: fn(xb, out=o), out, x)  # big: row blocks over the run's threads
+        return out
 
     kernel.__name__ = kernel.__qualname__ = name.lower()
     kernel.__doc__ = doc
@@ -144,7 +164,10 @@ def relu(ctx, x):
     bounds = _RELU_BOUNDS.get(x.dtype)
     if bounds is None:
         bounds = _RELU_BOUNDS[x.dtype] = (x.dtype.type(0), x.dtype.type(np.inf))
-    return _clip(ctx.xp, x, bounds[0], bounds[1], out)
+    if x.nbytes < SPLIT_MIN_BYTES:
+        return _clip(ctx.xp, x, bounds[0], bounds[1], out)
+    split_flat(ctx, lambda o, xb: _clip(ctx.xp, xb, bounds[0], bounds[1], o), out, x)
+    return out
 
 
 @op("Sigmoid", since=1, inplace=True)
@@ -153,10 +176,15 @@ def sigmoid(ctx, x):
     full relative precision (unlike the tanh form, which numpy also runs 2x slower than exp)."""
     xp = ctx.xp
     out = ctx.out(0, x.shape, x.dtype)
-    xp.negative(x, out=out)
-    xp.exp(out, out=out)
-    xp.add(out, 1, out=out)
-    return xp.divide(1, out, out=out)  # the same IEEE quotient; numpy runs it ~2x faster than reciprocal
+
+    def passes(o, xb):
+        xp.negative(xb, out=o)
+        xp.exp(o, out=o)
+        xp.add(o, 1, out=o)
+        xp.divide(1, o, out=o)  # the same IEEE quotient; numpy runs it ~2x faster than reciprocal
+
+    split_flat(ctx, passes, out, x)  # big: the four passes per row block, each block in cache
+    return out
 
 
 @op("HardSigmoid", since=1, inplace=True)
@@ -164,9 +192,15 @@ def hard_sigmoid(ctx, x):
     """max(0, min(1, alpha*x + beta))."""
     xp = ctx.xp
     out = ctx.out(0, x.shape, x.dtype)
-    xp.multiply(x, _scalar(x, ctx.attr("alpha", 0.2)), out=out)
-    xp.add(out, _scalar(x, ctx.attr("beta", 0.5)), out=out)
-    return clamp(xp, out, 0, 1, out)
+    alpha, beta = _scalar(x, ctx.attr("alpha", 0.2)), _scalar(x, ctx.attr("beta", 0.5))
+
+    def passes(o, xb):
+        xp.multiply(xb, alpha, out=o)
+        xp.add(o, beta, out=o)
+        clamp(xp, o, 0, 1, o)
+
+    split_flat(ctx, passes, out, x)
+    return out
 
 
 @op("HardSwish", since=14, inplace=True, scratch=chunk_scratch(None))
@@ -448,7 +482,9 @@ def _bound(ctx, x, value):
 
 
 def _clip_into(ctx, x, lo, hi):
-    return clamp(ctx.xp, x, lo, hi, ctx.out(0, x.shape, x.dtype))
+    out = ctx.out(0, x.shape, x.dtype)
+    split_flat(ctx, lambda o, xb: clamp(ctx.xp, xb, lo, hi, o), out, x)
+    return out
 
 
 @op("Clip", since=1, inplace=True)

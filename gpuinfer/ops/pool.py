@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpuinfer.backends.numpy_threads import SPLIT_MIN_BYTES, row_blocks, run_blocks
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops import pool_fold
 from gpuinfer.ops.conv_window import window_pads
@@ -84,12 +85,27 @@ def _pool_into(ctx, ufunc, reduce, x, fill, use_scratch=True):
     tmp = ctx.scratch(scratch[0], x.dtype) if scratch and use_scratch else None
     if out.size == 0:
         return out, g
-    if kind == "windows":
-        pool_fold.fold_windows(ctx.xp, reduce, x, out, axes, fill)
-    elif kind == "separable":
-        pool_fold.fold_separable(ctx.xp, ufunc, x, out, axes, fill, tmp, tile_bytes)
-    else:
-        pool_fold.fold_taps(ctx.xp, ufunc, x, out, axes, fill)
+
+    def fold(src, dst):
+        if kind == "windows":
+            pool_fold.fold_windows(ctx.xp, reduce, src, dst, axes, fill)
+        elif kind == "separable":
+            pool_fold.fold_separable(ctx.xp, ufunc, src, dst, axes, fill, tmp, tile_bytes)
+        else:
+            pool_fold.fold_taps(ctx.xp, ufunc, src, dst, axes, fill)
+
+    # Big inputs: blocks of (batch x channel) rows over the run's threads, each block a view of x
+    # and of out.  Not with a scratch tile, which all rows share; and a separable sum only in one
+    # piece: where it stops tiling (rows fold tap by tap after) depends on the rows it is given,
+    # and the order of a sum changes its last bit (a maximum's does not).
+    rows = x.shape[0] * x.shape[1]
+    splits = tmp is None and (kind != "separable" or ufunc is ctx.xp.maximum)
+    blocks = row_blocks(ctx, rows, x.nbytes // rows) if splits and x.nbytes >= SPLIT_MIN_BYTES else [(0, rows)]
+    if len(blocks) == 1 or not (x.flags.c_contiguous and out.flags.c_contiguous):
+        fold(x, out)
+        return out, g
+    xr, outr = x.reshape((1, rows) + x.shape[2:]), out.reshape((1, rows) + out.shape[2:])
+    run_blocks(blocks, lambda _, start, stop: fold(xr[:, start:stop], outr[:, start:stop]))
     return out, g
 
 

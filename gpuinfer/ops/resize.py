@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpuinfer.backends.numpy_threads import SPLIT_MIN_BYTES, row_blocks, run_blocks
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.gpu.resize import resize_on_device
 from gpuinfer.ops.registry import op
@@ -245,15 +246,42 @@ def _gather_nearest(ctx, x, out, taps):
     _take(ctx, src, xp.asarray(flat.reshape(-1)), first, dst)
 
 
+def _by_rows(ctx, x, out, taps, fn):
+    """``fn(x_rows, out_rows, start, stop, rows)``: at once, or, for a big resize that leaves batch
+    and channels alone, over blocks of those (batch x channel) rows on the run's threads, each
+    block a view of x and of out (``rows``: how many there are, for sharing out scratch)."""
+    if x.ndim < 3 or taps[0] is not None or taps[1] is not None or out.nbytes < SPLIT_MIN_BYTES:
+        fn(x, out, 0, 1, 1)
+        return
+    rows = x.shape[0] * x.shape[1]
+    blocks = row_blocks(ctx, rows, out.nbytes // rows)
+    if len(blocks) == 1 or not (x.flags.c_contiguous and out.flags.c_contiguous):
+        fn(x, out, 0, 1, 1)
+        return
+    xr, outr = x.reshape((1, rows) + x.shape[2:]), out.reshape((1, rows) + out.shape[2:])
+    run_blocks(blocks, lambda _, start, stop: fn(xr[:, start:stop], outr[:, start:stop], start, stop, rows))
+
+
 def _separable(ctx, x, out, taps):
-    """One gather-scale-add pass per resized axis, intermediates in scratch."""
+    """One gather-scale-add pass per resized axis, intermediates in scratch (each row block of a
+    threaded resize works in its own share of it: the scratch is sized by the rows)."""
+    active = [a for a, t in enumerate(taps) if t is not None]
+    scratch = resize_scratch_for(x.shape, out.shape, x.dtype, active, [taps[a].idx.shape[1] for a in active])
+    tmp_all = ctx.scratch(*scratch[0])
+    inter_all = [ctx.scratch(*s) for s in scratch[1:]]
+
+    def rows(xb, ob, start, stop, count):
+        share = [(f.size // count) for f in (tmp_all, *inter_all)]
+        _separable_passes(ctx, xb, ob, taps, scratch[0][1], tmp_all[start * share[0]:stop * share[0]],
+                          [f[start * n:stop * n] for f, n in zip(inter_all, share[1:])])
+
+    _by_rows(ctx, x, out, taps, rows)
+
+
+def _separable_passes(ctx, x, out, taps, wdt, tmp_flat, inter_flat):
     xp = ctx.xp
     active = [a for a, t in enumerate(taps) if t is not None]
     order = _pass_order(x.shape, out.shape, active)
-    scratch = resize_scratch_for(x.shape, out.shape, x.dtype, active, [taps[a].idx.shape[1] for a in active])
-    wdt = scratch[0][1]
-    tmp_flat = ctx.scratch(*scratch[0])
-    inter_flat = [ctx.scratch(*s) for s in scratch[1:]]
     cur = x
     shape = list(x.shape)
     for i, a in enumerate(order):
@@ -303,7 +331,7 @@ def resize_into(ctx, x, out_shape, scales, roi, cfg):
     if all(t is None for t in taps):
         ctx.xp.copyto(out, x)
     elif all(t is None or t.weight is None for t in taps):
-        _gather_nearest(ctx, x, out, taps)
+        _by_rows(ctx, x, out, taps, lambda xb, ob, *_: _gather_nearest(ctx, xb, ob, taps))
     else:
         for a, t in enumerate(taps):
             if t is not None and t.weight is None:  # a nearest axis inside a linear resize: one tap of weight 1

@@ -13,7 +13,6 @@ owned by the caller.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import threading
@@ -40,6 +39,7 @@ from gpuinfer.runtime.deferred import verify_deferred
 from gpuinfer.runtime.executor import Executor, subgraphs_of
 from gpuinfer.runtime.feeds import NodeArg, check_feeds, type_string
 from gpuinfer.runtime.pool import BlockSet, RunPool, nbytes_of
+from gpuinfer.runtime.run_threads import RunThreads
 from gpuinfer.values import SCRATCH, VALUE, OptionalValue, TensorSequence, value_key
 
 DEFAULT_PLAN_CACHE = 8  # input-shape signatures whose plans (and kept buffers) stay cached
@@ -59,9 +59,13 @@ class InferenceSession:
     it starts.  ``plan_cache_size`` bounds how many input-shape signatures keep a plan.
     ``optimizations``: ``True`` runs every graph pass at load (identity removal, BatchNorm folding,
     activation fusion, dead-node removal), ``False`` none, or a list of pass names.
-    ``intra_op_threads`` caps the BLAS threads used during ``run`` (needs ``threadpoolctl``); the
-    default leaves BLAS at its own default, one thread per core.  ``device_allocator`` (CUDA only)
-    is the backing store of the run's CuPy allocator hook: ``"pool"`` (CuPy's MemoryPool),
+    ``intra_op_threads`` (or onnxruntime's ``SessionOptions.intra_op_num_threads``) is the threads a
+    run uses: BLAS's, and gpuinfer's own for the big passes BLAS does not cover (elementwise,
+    pooling, depthwise, Resize: row blocks, no memory added).  The default is one per core that
+    is free when a run starts, so that a busy machine does not stall a run on threads waiting
+    for a core (``runtime/run_threads.py``); BLAS threads the environment sets are kept.
+    ``device_allocator`` (CUDA only) is the backing store of the run's CuPy allocator hook:
+    ``"pool"`` (CuPy's MemoryPool),
     ``"async"`` (stream-ordered, returns memory) or ``"cuda_malloc"`` (plain cudaMalloc/cudaFree).
 
     Memory ceiling: a run is refused (``MemoryLimitError``, naming the modes that would fit and
@@ -120,7 +124,7 @@ class InferenceSession:
         self._sampler: Any = self._backend.make_sampler() if sample_memory else None
         if self._sampler is not None:
             weakref.finalize(self, self._sampler.close)
-        self._threads = _thread_limiter(intra_op_threads)
+        self._threads = RunThreads(intra_op_threads, sess_options)  # BLAS and row-block threads per run
         self._trace = _trace_recorder(trace, sess_options, model)
         self._trace_finalizer = weakref.finalize(self, self._trace.write) if self._trace is not None else None
         self._graphs = make_graph_runner(self, cuda_graph, providers)  # CUDA graph replay, or None
@@ -520,20 +524,6 @@ def _trace_recorder(trace: Optional[str], sess_options: Any, model: Any) -> Opti
         raise GpuinferError(f"trace={os.fspath(trace)!r}: give a file name in a folder that exists")
     label = f"gpuinfer {os.path.basename(os.fspath(model))}" if isinstance(model, (str, os.PathLike)) else "gpuinfer"
     return TraceRecorder(trace, label)
-
-
-def _thread_limiter(threads: Optional[int]):
-    """A context-manager factory capping BLAS threads during a run (a no-op when ``threads`` is None)."""
-    if threads is None:
-        return contextlib.nullcontext
-    if int(threads) < 1:
-        raise GpuinferError(f"intra_op_threads must be at least 1, got {threads}")
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        raise GpuinferError("intra_op_threads needs the threadpoolctl package: pip install threadpoolctl") from None
-    controller = ThreadpoolController()
-    return lambda: controller.limit(limits=int(threads), user_api="blas")
 
 
 def _shape_list(shape: Optional[tuple]) -> list:

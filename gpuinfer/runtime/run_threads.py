@@ -1,0 +1,109 @@
+"""How many threads a run uses — BLAS's and gpuinfer's own row-block threads — chosen so that a
+busy machine does not make runs collapse.
+
+BLAS's threads spin while they wait for work and split every product evenly: with the cores taken
+by other processes, a product waits for its slowest thread's next time slice (light_resnet50 went
+from 1.7x to 2.9x onnxruntime with two busy processes on two cores, and was 1.2x with one thread).
+So, unless told otherwise, a run uses one thread per core that is free when it starts: the cores
+this process may run on, less the other runnable tasks the kernel counts (``/proc/loadavg``,
+re-read at most every ``LOAD_MAX_AGE_S``), at least one.  BLAS is set to that count for the run
+and put back after.  OpenBLAS's spin time is read from its environment at load only, so it is not
+set here (that would mean changing the caller's environment).
+
+Told otherwise: ``intra_op_threads=N`` (or onnxruntime's ``SessionOptions.intra_op_num_threads``)
+fixes N for both, whatever the load; a BLAS thread variable in the environment (the caller chose
+BLAS's threads) leaves BLAS alone, and only gpuinfer's own threads adapt.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+from gpuinfer.backends.numpy_threads import default_threads, running_with, shared_pool
+from gpuinfer.errors import GpuinferError
+
+BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+LOAD_MAX_AGE_S = 0.5  # reading /proc/loadavg costs ~10 us, a tenth of a small model's run
+
+_blas: Optional[list] = None  # threadpoolctl's BLAS controllers of this process, found once
+_load: list = [0.0, 0]  # (when read, other runnable tasks)
+
+
+def requested_threads(threads: Optional[int], sess_options: Any = None) -> Optional[int]:
+    """The thread count the caller asked for: ``threads``, else onnxruntime's
+    ``intra_op_num_threads`` when above 0 (0 is onnxruntime's "default"); None for neither."""
+    if threads is None:
+        asked = getattr(sess_options, "intra_op_num_threads", 0) or 0
+        threads = int(asked) if int(asked) > 0 else None
+    if threads is not None and int(threads) < 1:
+        raise GpuinferError(f"intra_op_threads must be at least 1, got {threads}")
+    return None if threads is None else int(threads)
+
+
+def blas_controllers(required: bool) -> list:
+    """threadpoolctl's controllers of the BLAS libraries loaded (numpy's OpenBLAS)."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            if required:
+                raise GpuinferError("intra_op_threads needs the threadpoolctl package: "
+                                    "pip install threadpoolctl") from None
+            return []
+        _blas = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    return _blas
+
+
+def other_runnable() -> int:
+    """Runnable tasks on the machine besides the one reading (0 where the kernel does not say)."""
+    now = time.monotonic()
+    if now - _load[0] > LOAD_MAX_AGE_S:
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            running = 1
+        _load[0], _load[1] = now, max(0, running - 1)
+    return _load[1]
+
+
+class RunThreads:
+    """``with run_threads():`` around a run: BLAS and the row-block pool at this run's count."""
+
+    def __init__(self, threads: Optional[int] = None, sess_options: Any = None):
+        self.fixed = requested_threads(threads, sess_options)
+        self.cores = default_threads()
+        # BLAS is left alone when the caller's environment chose its threads (and no count was given)
+        self.blas = blas_controllers(self.fixed is not None) if (
+            self.fixed is not None or not any(os.environ.get(v) for v in BLAS_ENV)) else []
+        self._restore: list = []
+        self._scope: Any = None
+
+    def count(self) -> int:
+        """Threads for a run starting now."""
+        if self.fixed is not None:
+            return self.fixed
+        return max(1, self.cores - other_runnable())
+
+    def __call__(self) -> "RunThreads":
+        return self
+
+    def __enter__(self) -> "RunThreads":
+        n = self.count()
+        for lib in self.blas:
+            before = lib.get_num_threads()
+            if before != n:
+                lib.set_num_threads(n)
+                self._restore.append((lib, before))
+        self._scope = running_with(shared_pool(n))
+        self._scope.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._scope.__exit__(*exc)
+        self._scope = None
+        for lib, before in self._restore:
+            lib.set_num_threads(before)
+        self._restore.clear()

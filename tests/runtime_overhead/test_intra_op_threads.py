@@ -1,0 +1,139 @@
+"""Intra-op threads (backends/numpy_threads.py, runtime/run_threads.py): big passes split into row
+blocks give the single-threaded bytes exactly, add no buffer (the counted peak is the same), and
+actually split (the pool's ``run`` is called); the session's thread count follows its options."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from onnx import TensorProto, helper
+
+import gpuinfer
+from gpuinfer.backends import numpy_threads
+from gpuinfer.runtime import run_threads
+
+F = TensorProto.FLOAT
+
+
+def _model(op, attrs=None, extra_inputs=(), initializers=()):
+    node = helper.make_node(op, ["x", *[name for name, _ in extra_inputs]], ["y"], **(attrs or {}))
+    graph = helper.make_graph([node], op, [helper.make_tensor_value_info("x", F, None)],
+                              [helper.make_tensor_value_info("y", F, None)], initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    return model
+
+
+def _depthwise(c):
+    w = np.random.default_rng(1).standard_normal((c, 1, 3, 3)).astype(np.float32)
+    return _model("Conv", {"group": c, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3]},
+                  [("w", None)], [helper.make_tensor("w", F, w.shape, w.reshape(-1))])
+
+
+def _resize(mode, scale):
+    scales = np.array([1, 1, scale, scale], np.float32)
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode=mode)
+    graph = helper.make_graph([node], "resize", [helper.make_tensor_value_info("x", F, None)],
+                              [helper.make_tensor_value_info("y", F, None)],
+                              initializer=[helper.make_tensor("scales", F, [4], scales)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    return model
+
+
+OPS = {
+    "Tanh": lambda c: _model("Tanh"),
+    "Relu": lambda c: _model("Relu"),
+    "Sigmoid": lambda c: _model("Sigmoid"),
+    "HardSigmoid": lambda c: _model("HardSigmoid"),
+    "LeakyRelu": lambda c: _model("LeakyRelu", {"alpha": 0.1}),  # chunked, scratch shared out
+    "Mish": lambda c: _model("Mish"),  # two chunk scratch buffers
+    "MaxPool": lambda c: _model("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    "AveragePool": lambda c: _model("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    "DepthwiseConv": _depthwise,
+    "ResizeLinear": lambda c: _resize("linear", 2.0),
+    "ResizeNearest": lambda c: _resize("nearest", 2.0),
+}
+
+
+def _run(model, x, threads, mode):
+    sess = gpuinfer.InferenceSession(model, device="cpu", memory_mode=mode, intra_op_threads=threads)
+    sess.run(None, {"x": x})
+    y = sess.run(None, {"x": x})[0]
+    return y, sess.memory_report().peak_bytes
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(c=st.integers(3, 12), h=st.integers(90, 200), w=st.integers(90, 200), mode=st.sampled_from(["reduce", "arena"]),
+       data=st.data())
+def test_threaded_ops_equal_one_thread_bit_for_bit_with_the_same_peak(op, c, h, w, mode, data, monkeypatch):
+    x = np.random.default_rng(data.draw(st.integers(0, 99))).standard_normal((1, c, h, w)).astype(np.float32) * 4
+    model = OPS[op](c)
+    splits = []
+    real_run = numpy_threads.RowThreads.run
+    monkeypatch.setattr(numpy_threads.RowThreads, "run",
+                        lambda self, blocks, body: (splits.append(len(blocks)), real_run(self, blocks, body)))
+    one, peak_one = _run(model, x, 1, mode)
+    assert not splits  # one thread: nothing handed out
+    many, peak_many = _run(model, x, 3, mode)
+    np.testing.assert_array_equal(many, one)
+    assert peak_many == peak_one  # threads add no buffer
+    if x.nbytes >= 2 * numpy_threads.SPLIT_MIN_BYTES:
+        assert splits and min(splits) >= 2  # the pass did go in blocks
+
+
+def test_row_blocks_cover_every_row_once_and_failures_come_out():
+    pool = numpy_threads.RowThreads(3)
+    ctx = gpuinfer.ops.context.StandaloneContext()
+    seen = np.zeros(100_000, np.int64)
+    with numpy_threads.running_with(pool):
+        numpy_threads.split_rows(ctx, seen.size, 64, lambda s, e: np.add(seen[s:e], 1, out=seen[s:e]))
+        assert (seen == 1).all()
+
+        def fails(s, e):
+            if s > 0:
+                raise ValueError("block failed")
+
+        with pytest.raises(ValueError, match="block failed"):
+            numpy_threads.split_rows(ctx, seen.size, 64, fails)
+    numpy_threads.split_rows(ctx, seen.size, 64, lambda s, e: seen.__setitem__(slice(s, e), 7))
+    assert (seen == 7).all()  # outside a run: one call
+
+
+def test_thread_count_follows_the_options(monkeypatch):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 3
+    assert run_threads.RunThreads(None, opts).count() == 3
+    assert run_threads.RunThreads(2, opts).count() == 2  # the explicit argument first
+    opts.intra_op_num_threads = 0  # onnxruntime's "default"
+    monkeypatch.setattr(run_threads, "other_runnable", lambda: 0)
+    default = run_threads.RunThreads(None, opts)
+    assert default.count() == numpy_threads.default_threads()
+    monkeypatch.setattr(run_threads, "other_runnable", lambda: 64)  # a busy machine: one thread
+    assert default.count() == 1
+    with pytest.raises(gpuinfer.GpuinferError, match="intra_op_threads"):
+        run_threads.RunThreads(0)
+
+
+def test_blas_left_alone_when_the_environment_sets_it(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert run_threads.RunThreads(None).blas == []
+    assert run_threads.RunThreads(2).blas == run_threads.blas_controllers(True)  # asked for: set
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert run_threads.RunThreads(None).blas == run_threads.blas_controllers(True)
+
+
+def test_blas_threads_are_put_back_after_a_run():
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas()
+    sess = gpuinfer.InferenceSession(OPS["Tanh"](3), device="cpu", intra_op_threads=1)
+    sess.run(None, {"x": np.ones((1, 3, 4, 4), np.float32)})
+    assert blas() == before
