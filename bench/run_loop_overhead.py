@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     engines = {"onnxruntime": ort.InferenceSession(model.SerializeToString(), opts,
                                                    providers=["CPUExecutionProvider"])}
     for mode in gpuinfer.MEMORY_MODES:
-        engines[mode] = gpuinfer.InferenceSession(model, device="cpu", memory_mode=mode)
+        engines[mode] = gpuinfer.InferenceSession(model, device="cpu", memory_mode=mode, intra_op_threads=1)
     best = {name: float("inf") for name in engines}
     with threadpool_limits(limits=1), progress(args.runs + len(models), "run_loop_overhead "
                                                f"({args.nodes}-node chain, {', '.join(engines)})", args.quiet) as bar:
@@ -110,7 +110,7 @@ def _model_row(model, floor_us: float, runs: int) -> list[str]:
     counting.run(None, feeds)
     nodes = sum(calls for calls, _ in counting.profile().values())  # subgraph nodes (If, Loop bodies) included
     del counting
-    sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode="arena")
+    sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode="arena", intra_op_threads=1)
     sess.run(None, feeds)
     times = []
     for _ in range(max(runs, 1)):

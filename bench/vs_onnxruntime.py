@@ -1,36 +1,48 @@
-"""gpuinfer (CPU) against onnxruntime (CPU, same thread count), side by side, one process per model.
+"""gpuinfer (CPU) against onnxruntime (CPU), side by side, one process per model, optionally on a busy machine.
 
     python bench/vs_onnxruntime.py [MODEL ...] [--models u2netp squeezenet] [--repeat 10] [--threads N]
-        [--modes per_tensor arena] [--quiet] [--write]
+        [--load N] [--modes per_tensor arena] [--quiet] [--write]
 
-MODEL: ONNX files or folders ('light' for onnx's light networks; default ../shared/models and
-those; see bench/common.py).  Each model runs in a fresh process.
+MODEL: ONNX files or folders ('light' for onnx's light networks; default ../shared/models, those,
+and models/u2net.onnx when it has been rebuilt there: see the README; bench/common.py).  Each model
+runs in a fresh process.
 
-Prints median latency of each after warm-up and the ratio gpuinfer / onnxruntime (lower is
-better), with the geometric mean; ``--write`` puts the table into bench/RESULTS.md.
+Threads: by default each engine keeps its own default (onnxruntime one thread per core, gpuinfer
+one per free core); ``--threads N`` gives both N.  ``--load N`` runs N busy processes (one
+spinning Python loop each) beside both engines for the whole measurement, as other work on the
+machine would.
+
+Prints the median latency of each engine after warm-up, taken in interleaved rounds, and the ratio
+gpuinfer / onnxruntime (lower is better).  The geometric mean is over the models that take at
+least ``--min-ms`` (10) in onnxruntime; the tiny ones are listed with their cost per node (the
+nodes one gpuinfer run executes, subgraph bodies included) instead, where the run loop, not the
+kernels, is what is measured.  ``--write`` puts the table into bench/RESULTS.md (its own section
+per load).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_model_arguments, geomean, machine, main_guard, markdown_table, median_ms, one_model,  # noqa: E402
-                    progress, report_progress, resolve_models, run_isolated, time_runs, write_section)
-
+from common import (ROOT, SHARED_MODELS, add_model_arguments, geomean, machine, main_guard, markdown_table,  # noqa: E402
+                    median_ms, one_model, progress, report_progress, resolve_models, run_isolated, time_runs,
+                    write_section)
 
 # The runs of each engine are spread over this many rounds, taken in turn, so that a burst of noise
 # from the rest of the machine falls on every engine alike rather than on whichever ran then.
 ROUNDS = 5
+FULL_U2NET = ROOT / "models" / "u2net.onnx"  # rebuilt from ../shared/models/u2net (git-ignored)
+BUSY = "while True:\n    pass\n"
 
 
-def one(arg: str, modes: list[str], repeat: int, threads: int, tell: bool = False) -> dict:
+def one(arg: str, modes: list[str], repeat: int, threads: int | None, tell: bool = False) -> dict:
     """Time onnxruntime and each gpuinfer mode on one model, in this process, interleaved."""
     import onnxruntime as ort
-    from threadpoolctl import threadpool_limits
 
     import gpuinfer
 
@@ -38,68 +50,132 @@ def one(arg: str, modes: list[str], repeat: int, threads: int, tell: bool = Fals
     source, feeds = model.load()
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
+    if threads:
+        opts.intra_op_num_threads = threads
     engines = {"onnxruntime": ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])}
-    with threadpool_limits(limits=threads):
-        for mode in modes:
-            engines[mode] = gpuinfer.InferenceSession(data, device="cpu", memory_mode=mode)
-        times: dict[str, list[float]] = {name: [] for name in engines}
-        for sess in engines.values():  # warm-up: plans made, buffers placed
-            sess.run(None, feeds)
-            sess.run(None, feeds)
-        per_round = max(1, -(-repeat // ROUNDS))
-        report_progress(tell, f"{model.name}: round 1 of {ROUNDS}")
-        for r in range(ROUNDS):
-            for name, sess in engines.items():
-                times[name] += time_runs(lambda: sess.run(None, feeds), per_round)
-            report_progress(tell, f"{model.name}: round {r + 2} of {ROUNDS}" if r + 1 < ROUNDS else model.name)
-    return {"model": model.id, **{name: median_ms(t) for name, t in times.items()}}
+    for mode in modes:
+        engines[mode] = gpuinfer.InferenceSession(data, device="cpu", memory_mode=mode, intra_op_threads=threads)
+    counting = gpuinfer.InferenceSession(data, device="cpu", memory_mode=modes[0], profile=True)
+    counting.run(None, feeds)
+    nodes = sum(calls for calls, _ in counting.profile().values())  # subgraph nodes included
+    del counting
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for sess in engines.values():  # warm-up: plans made, buffers placed
+        sess.run(None, feeds)
+        sess.run(None, feeds)
+    per_round = max(1, -(-repeat // ROUNDS))
+    report_progress(tell, f"{model.name}: round 1 of {ROUNDS}")
+    for r in range(ROUNDS):
+        for name, sess in engines.items():
+            times[name] += time_runs(lambda: sess.run(None, feeds), per_round)
+        report_progress(tell, f"{model.name}: round {r + 2} of {ROUNDS}" if r + 1 < ROUNDS else model.name)
+    return {"model": model.id, "nodes": nodes, **{name: median_ms(t) for name, t in times.items()}}
+
+
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """``count`` processes spinning on the CPU while the block runs; stopped (by their own
+    handles) after it."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+
+
+def _default_models() -> list[str]:
+    """The shared models, onnx's light ones and the rebuilt full u2net; [] without ../shared (so
+    that common.resolve_models says what is missing)."""
+    if not SHARED_MODELS.is_dir():
+        return []
+    models = [str(SHARED_MODELS), "light"]
+    if FULL_U2NET.is_file():
+        models.append(str(FULL_U2NET))
+    else:
+        print(f"note: the full u2net is not at {FULL_U2NET.relative_to(ROOT)}; rebuild it with "
+              "`python ../shared/models/u2net/rebuild.py models/u2net.onnx` to include it", file=sys.stderr)
+    return models
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_arguments(parser)
+    add_model_arguments(parser, "../shared/models, onnx's light networks and models/u2net.onnx if rebuilt")
     parser.add_argument("--modes", nargs="*", default=["per_tensor", "arena", "reduce", "reuse"])
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per engine (at least 10)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both engines (default: each engine's own default)")
+    parser.add_argument("--load", type=int, default=0, metavar="N", help="busy processes beside both engines")
+    parser.add_argument("--min-ms", type=float, default=10.0,
+                        help="models faster than this in onnxruntime are reported per node, not in the mean")
     parser.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--report-progress", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.repeat = max(args.repeat, 10)
     if args.one:
         print(json.dumps(one(args.one, args.modes, args.repeat, args.threads, args.report_progress)))
         return 0
 
-    models = resolve_models(args.paths, args.models)
-    rows, ratios = [], {m: [] for m in args.modes}
+    models = resolve_models(args.paths or _default_models(), args.models)
+    child = ["--repeat", str(args.repeat), "--modes", *args.modes] + (
+        ["--threads", str(args.threads)] if args.threads else [])
+    results = []
     engines = ", ".join(["onnxruntime", *args.modes])
-    with progress(len(models) * (ROUNDS + 1), f"vs_onnxruntime ({engines})", args.quiet) as bar:
+    load = f", {args.load} busy processes" if args.load else ""
+    with progress(len(models) * (ROUNDS + 1), f"vs_onnxruntime ({engines}{load})", args.quiet) as bar:
         for model in models:
             bar.show(f"{model.name}: loading, warm-up")
-            res = run_isolated(Path(__file__), ["--one", model.arg, "--repeat", str(args.repeat), "--threads",
-                                                str(args.threads), "--modes", *args.modes], bar)
-            if "error" in res:
-                rows.append([model.id, "error: " + res["error"]] + [""] * (2 * len(args.modes)))
-                print(" | ".join(rows[-1]), flush=True)
-                continue
-            row = [model.id, f"{res['onnxruntime']:.1f}"]
-            for mode in args.modes:
-                ratio = res[mode] / res["onnxruntime"]
-                ratios[mode].append(ratio)
-                row += [f"{res[mode]:.1f}", f"{ratio:.2f}"]
-            rows.append(row)
-            print(" | ".join(row), flush=True)
-    rows.append(["**geometric mean**", ""] + sum([["", f"**{geomean(ratios[m]):.2f}**"] for m in args.modes], []))
-    header = ["model", "onnxruntime ms"] + sum([[f"{m} ms", f"{m} / ort"] for m in args.modes], [])
-    table = markdown_table(header, rows)
+            with busy_processes(args.load):
+                res = run_isolated(Path(__file__), ["--one", model.arg, *child], bar)
+            results.append((model, res))
+            print(json.dumps(res), flush=True)
+    table = _table(results, args.modes, args.min_ms)
     print(table)
     if args.write:
-        command = "python bench/vs_onnxruntime.py " + " ".join(a for a in (argv or sys.argv[1:]) if a not in ("--write", "--quiet"))
-        write_section("vs-onnxruntime", f"## gpuinfer (CPU) vs onnxruntime (CPU)\n\nCommand: `{command.strip()}` "
-                      f"(threads={args.threads}, median of {args.repeat} runs after 2 warm-up runs, taken in "
-                      f"{ROUNDS} interleaved rounds; ratio "
-                      f"< 1 means gpuinfer is faster)\n\nMachine: {machine()}\n\n{table}\n")
+        command = "python bench/vs_onnxruntime.py " + " ".join(a for a in (argv or sys.argv[1:])
+                                                               if a not in ("--write", "--quiet"))
+        threads = f"threads={args.threads} on both" if args.threads else "each engine's default threads"
+        busy = f", {args.load} busy processes beside them" if args.load else ", no other load"
+        section = "vs-onnxruntime" + (f"-load{args.load}" if args.load else "")
+        write_section(section, f"## gpuinfer (CPU) vs onnxruntime (CPU){' under load' if args.load else ''}\n\n"
+                      f"Command: `{command.strip()}` ({threads}{busy}; median of {args.repeat} runs after 2 "
+                      f"warm-up runs, taken in {ROUNDS} interleaved rounds; ratio < 1 means gpuinfer is faster; "
+                      f"geometric mean over the models taking at least {args.min_ms:g} ms in onnxruntime, the "
+                      f"others shown per node)\n\nMachine: {machine()}\n\n{table}\n")
     return 0
+
+
+def _table(results: list, modes: list[str], min_ms: float) -> str:
+    """Every model with its ratios, the geometric mean over the big ones, then the tiny ones per node."""
+    big, tiny, ratios = [], [], {m: [] for m in modes}
+    for model, res in results:
+        if "error" in res:
+            big.append([model.id, "error: " + res["error"]] + [""] * (2 * len(modes)))
+            continue
+        ort_ms = res["onnxruntime"]
+        row = [model.id, f"{ort_ms:.1f}"]
+        for mode in modes:
+            ratio = res[mode] / ort_ms
+            row += [f"{res[mode]:.1f}", f"{ratio:.2f}"]
+            if ort_ms >= min_ms:
+                ratios[mode].append(ratio)
+        if ort_ms < min_ms:
+            row[0] += " (tiny: per node below)"
+            per_node = [f"{1000 * res[name] / res['nodes']:.2f}" for name in ("onnxruntime", *modes)]
+            tiny.append([model.name, str(res["nodes"]), *per_node])
+        big.append(row)
+    big.append([f"**geometric mean** (onnxruntime >= {min_ms:g} ms)", ""] + sum(
+        [["", f"**{geomean(ratios[m]):.2f}**"] for m in modes], []))
+    big.append(["**worst**", ""] + sum([["", f"{max(ratios[m]):.2f}" if ratios[m] else ""] for m in modes], []))
+    header = ["model", "onnxruntime ms"] + sum([[f"{m} ms", f"{m} / ort"] for m in modes], [])
+    text = markdown_table(header, big)
+    if tiny:
+        text += (f"\n\nUnder {min_ms:g} ms in onnxruntime: µs per node (run time / nodes one gpuinfer run executes)"
+                 "\n\n" + markdown_table(["model", "nodes", "onnxruntime", *modes], tiny))
+    return text
 
 
 if __name__ == "__main__":
