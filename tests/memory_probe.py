@@ -4,7 +4,9 @@ Shared by tests/test_memory_discipline.py and bench/memory_discipline.py.  trace
 after a warm-up run, so it sees only what the counted run allocates; the pool's buffers held from
 earlier runs (``held_bytes_after_run``) are added to that.  The outputs handed to the caller are
 copied out of the pool at the end of the run and are not in the pool's count: their bytes are
-reported apart (``output_bytes``) and taken off in ``traced_less_outputs``.
+reported apart (``output_bytes``) and taken off in ``traced_less_outputs``.  ``bound`` is the
+report's lower bound (every buffer the run made, scratch included, at its real size);
+``tensor_bound`` the same without scratch: the tensors-only bound issue 15 holds ``arena`` to.
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import gc
 import tracemalloc
 
 import gpuinfer
+from gpuinfer.runtime.actual_bound import run_lower_bound
+from gpuinfer.runtime.pool import nbytes_of
+from gpuinfer.values import VALUE
 
 
 def steady_state_memory(source, feeds: dict, mode: str) -> dict:
@@ -33,5 +38,12 @@ def steady_state_memory(source, feeds: dict, mode: str) -> dict:
             tracemalloc.stop()
     report = sess.memory_report()
     output_bytes = sum(o.nbytes for o in outputs)
-    return {"counted": report.peak_bytes, "bound": report.lower_bound_bytes, "traced": held + grown,
-            "traced_less_outputs": held + grown - output_bytes, "output_bytes": output_bytes}
+    return {"counted": report.peak_bytes, "bound": report.lower_bound_bytes, "tensor_bound": tensor_bound(sess),
+            "traced": held + grown, "traced_less_outputs": held + grown - output_bytes, "output_bytes": output_bytes}
+
+
+def tensor_bound(sess) -> int:
+    """The lower bound of the last run counting graph values only (no scratch, no trace blocks)."""
+    _, plan, seen, inner_peaks, _ = sess._last_run
+    sizes = {key: nbytes_of(shape, dtype) for key, (shape, dtype) in seen.items() if key.kind == VALUE}
+    return run_lower_bound(sess._graph, plan, sizes, inner_peaks)

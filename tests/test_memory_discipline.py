@@ -3,7 +3,7 @@
 
 How tracemalloc is read: tests/memory_probe.py (outputs copied out of the pool to the caller
 are not in the pool's count and are taken off; ``bench/memory_discipline.py`` prints both figures
-for every model and mode).  Cheap models only: PP-OCRv4's detector, u2netp, squeezenet.
+for every model and mode).  Cheap models only: PP-OCRv4's detector, u2netp, squeezenet, inception_v1.
 """
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ def test_tracemalloc_sees_the_counted_peak(model_id, mode):
     assert m["traced"] >= 0.98 * m["counted"] - m["output_bytes"], m  # the count is no fiction either
 
 
-@pytest.mark.parametrize("model_id", MODELS + ["light/squeezenet"])
-def test_arena_stays_within_a_tenth_of_the_lower_bound(model_id):
+# inception_v1: LRN's squares of every channel made its arena 1.51x the bound (1.07x in bands)
+@pytest.mark.parametrize("model_id", MODELS + ["light/squeezenet", "light/inception_v1"])
+def test_arena_stays_within_a_tenth_of_the_tensors_bound(model_id):
+    """Scratch (im2col columns and padded bands, LRN's squares) may not dominate the peak."""
     source, feeds = model_case(model_id)
     m = steady_state_memory(source, feeds, "arena")
-    assert m["counted"] <= 1.10 * m["bound"], m
+    assert m["counted"] <= 1.10 * m["tensor_bound"], m

@@ -28,6 +28,10 @@ from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled, tile_bytes_of
 # 5.9 -> 4.9 MiB) at no measurable cost except on VGG-19's huge layers (a few percent).  That is on
 # the CPU; a device scales it by its ``caps.tile_bytes`` (ops/tiles.py): whole images on a GPU.
 COLUMN_TILE_BYTES = 1 << 20
+# (Capping the band at an eighth of the image's input and output, 64 KiB at least, was tried for
+# small images, where a 1 MiB band is all of an image's columns: it doubled u2netp's bands a run
+# (605 -> 1171) and took nudenet's from 65 to 826, one Python pass each, to lower only mtcnn's
+# arena by 7%, whose excess is the fused PRelu's temporary, not columns.)
 
 # Above this many kernel taps, im2col columns come from one strided view of the input instead of
 # one slice copy per tap (Python overhead per tap dominates when the output is short).

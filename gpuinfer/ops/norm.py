@@ -12,6 +12,7 @@ import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.registry import op
+from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled, tile_bytes_of
 
 
 def _row_sumsq(xp, a):
@@ -222,33 +223,52 @@ def rms_norm(ctx, x, scale):
 
 # ------------------------------------------------------------------------------------ the others
 
-def _lrn_scratch(attrs, shapes, dtypes):
+# LRN sums the squares of nearby channels; the squares of a band of channels at a time (the band
+# plus its size-1 neighbours) keep its scratch an eighth of the input, where squares of all
+# channels were as big as the input itself (zfnet512, inception_v1: the step's largest buffer).
+LRN_BANDS = 8
+
+
+def _lrn_band(c: int, tile_bytes: int) -> int:
+    """Channels a band (all of them on a device whose tiles are whole tensors)."""
+    return min(c, scaled(max(1, -(-c // LRN_BANDS)), tile_bytes))
+
+
+def _lrn_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
     shape = list(shapes[0])
-    shape[1] += int(attrs["size"]) - 1
+    shape[1] = _lrn_band(shape[1], tile_bytes) + int(attrs["size"]) - 1
     return [(tuple(shape), np.dtype(dtypes[0]))]
 
 
 @op("LRN", since=1, scratch=_lrn_scratch)
 def lrn(ctx, x):
-    """Local response normalization across nearby channels."""
+    """Local response normalization across nearby channels, a band of channels at a time."""
     xp = ctx.xp
     size = int(ctx.attr("size"))
     alpha, beta, bias = (float(ctx.attr(k, d)) for k, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
     c = x.shape[1]
     lo = (size - 1) // 2
-    sq = ctx.scratch((x.shape[0], c + size - 1) + tuple(x.shape[2:]), x.dtype)
-    sq[:, :lo] = 0
-    sq[:, lo + c:] = 0
-    xp.multiply(x, x, out=sq[:, lo:lo + c])
+    band = _lrn_band(c, tile_bytes_of(ctx))
+    sq = ctx.scratch((x.shape[0], band + size - 1) + tuple(x.shape[2:]), x.dtype)
     out = ctx.out(0, x.shape, x.dtype)
-    xp.copyto(out, sq[:, 0:c])
-    for j in range(1, size):
-        out += sq[:, j:j + c]
     t = x.dtype.type
-    out *= t(alpha / size)
-    out += t(bias)
-    _power_into(xp, out, beta, sq[:, :c])
-    return xp.divide(x, out, out=out)
+    for c0 in range(0, c, band):
+        c1 = min(c, c0 + band)
+        # padded channel p (input channel p - lo) for p in c0 .. c1 + size - 2: zero outside the input
+        first, last = max(0, c0 - lo), min(c, c1 + size - 1 - lo)
+        at = first + lo - c0
+        sq[:, :at] = 0
+        sq[:, at + last - first:] = 0
+        xp.multiply(x[:, first:last], x[:, first:last], out=sq[:, at:at + last - first])
+        o = out[:, c0:c1]
+        xp.copyto(o, sq[:, 0:c1 - c0])
+        for j in range(1, size):
+            o += sq[:, j:j + c1 - c0]
+        o *= t(alpha / size)
+        o += t(bias)
+        _power_into(xp, o, beta, sq[:, :c1 - c0])
+        xp.divide(x[:, c0:c1], o, out=o)
+    return out
 
 
 def _power_into(xp, a, beta: float, tmp):
