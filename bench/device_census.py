@@ -8,6 +8,8 @@ device's own code with the stand-in in place of ``cupy``), a warm-up run, then o
 whose feeds are already on the device and whose outputs stay there (``output_device="cuda"``),
 so what is counted is the run itself:
 
+- ``onnx_nodes``: nodes in the model file (subgraphs included); ``graph_nodes``: those gpuinfer
+  runs after its graph passes (constants folded, activations fused into their producers);
 - ``device_ops``: CuPy calls that launch device work (kernels, device copies);
 - ``syncs``: device-to-host reads, but for ``control_flow_syncs`` (If/Loop/Scan conditions and
   trip counts, which data-dependent control flow needs) and ``check_syncs`` (the one read, after
@@ -56,7 +58,8 @@ def census(source, feeds: dict, mode: str, by_op: bool = False) -> dict:
     launches_by_op, counters.by_op = counters.by_op, None
     control = sum(n for op, n in counters.syncs_by_op.items() if op in CONTROL_FLOW)
     checks = counters.syncs_by_op.get(CHECKS, 0)
-    return {"mode": mode, "onnx_nodes": _count_nodes(sess.graph), "device_ops": d["launches"],
+    return {"mode": mode, "onnx_nodes": _onnx_nodes(source), "graph_nodes": _count_nodes(sess.graph),
+            "device_ops": d["launches"],
             "syncs": d["syncs"] - control - checks, "control_flow_syncs": control, "check_syncs": checks,
             "uploads": d["uploads"],
             "hook_allocations": d["hook_allocations"], "bytes_outside_hook": d["outside_bytes"],
@@ -84,7 +87,21 @@ def _upload(cp, value):
     return cp.asarray(np.asarray(value))
 
 
+def _onnx_nodes(source) -> int:
+    """Nodes in the ONNX model as given, If/Loop/Scan bodies included."""
+    import onnx
+
+    model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
+
+    def count(graph) -> int:
+        return sum(1 + sum(count(a.g) if a.HasField("g") else 0 for a in n.attribute)
+                   + sum(count(g) for a in n.attribute for g in a.graphs) for n in graph.node)
+
+    return count(model.graph)
+
+
 def _count_nodes(graph) -> int:
+    """Nodes gpuinfer runs after its graph passes (constants folded, activations fused)."""
     from gpuinfer.runtime.executor import subgraphs_of
 
     return len(graph.nodes) + sum(len(g.nodes) for g in subgraphs_of(graph))
@@ -98,9 +115,9 @@ def main(argv=None) -> int:
         print(json.dumps(one(args.one, args.modes, args.by_op, args.report_progress)))
         return 0
     records, failed = records_per_model(__file__, args, "device census", ["--by-op"] if args.by_op else [])
-    header = ["model", "mode", "onnx nodes", "device ops", "syncs", "control-flow syncs", "check syncs", "uploads",
+    header = ["model", "mode", "onnx nodes", "nodes run", "device ops", "syncs", "control-flow syncs", "check syncs", "uploads",
               "hook allocs", "bytes outside hook", "weights MB"]
-    rows = [[r["model"], r["mode"], str(r["onnx_nodes"]), str(r["device_ops"]), str(r["syncs"]),
+    rows = [[r["model"], r["mode"], str(r["onnx_nodes"]), str(r["graph_nodes"]), str(r["device_ops"]), str(r["syncs"]),
              str(r["control_flow_syncs"]), str(r["check_syncs"]), str(r["uploads"]), str(r["hook_allocations"]),
              str(r["bytes_outside_hook"]), f"{r['weights_bytes'] / 1e6:.1f}"] for r in records]
     table = markdown_table(header, rows)
