@@ -6,9 +6,9 @@ pool's counted peak, and ``arena`` beside the tensors-only lower bound (issue 15
 
 MODEL: ONNX files or folders (default ../shared/models and onnx's light networks; see
 bench/common.py).  Each model runs in a fresh process.  Columns: counted = the pool's peak;
-traced = the pool's held buffers plus what tracemalloc saw the run allocate; outputs = bytes of
-the outputs copied out of the pool to the caller (not in the pool's count); traced - outputs /
-counted is the figure held to 2%; counted / tensors' bound
+traced = the pool's held buffers plus what tracemalloc saw the run allocate; copied outputs =
+outputs handed to the caller as copies of pool buffers (not in the pool's count); traced /
+(counted + copied) is the figure held to 2%; counted / tensors' bound
 (no scratch) the one ``arena`` is held to 1.10x.  How it is read: tests/memory_probe.py.
 """
 from __future__ import annotations
@@ -41,9 +41,9 @@ def main(argv=None) -> int:
         return 0
     records, failed = records_per_model(__file__, args, "memory discipline", [])
     rows = [[r["model"], r["mode"], f"{r['counted'] / MIB:.2f}", f"{r['traced'] / MIB:.2f}",
-             f"{r['output_bytes'] / MIB:.2f}", f"{r['traced_less_outputs'] / r['counted']:.3f}",
+             f"{r['copied_output_bytes'] / MIB:.2f}", f"{r['traced_ratio']:.3f}",
              f"{r['tensor_bound'] / MIB:.2f}", f"{r['counted'] / max(r['tensor_bound'], 1):.2f}"] for r in records]
-    table = markdown_table(["model", "mode", "counted MiB", "traced MiB", "outputs MiB", "(traced - outputs) / counted",
+    table = markdown_table(["model", "mode", "counted MiB", "traced MiB", "copied outputs MiB", "traced / (counted + copied)",
                             "tensors' bound MiB", "counted / tensors' bound"], rows)
     print(table)
     return finish(__file__, args, argv, records, failed, "memory-discipline", "Memory discipline of the numpy device",

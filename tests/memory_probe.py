@@ -2,11 +2,12 @@
 
 Shared by tests/test_memory_discipline.py and bench/memory_discipline.py.  tracemalloc starts
 after a warm-up run, so it sees only what the counted run allocates; the pool's buffers held from
-earlier runs (``held_bytes_after_run``) are added to that.  The outputs handed to the caller are
-copied out of the pool at the end of the run and are not in the pool's count: their bytes are
-reported apart (``output_bytes``) and taken off in ``traced_less_outputs``.  ``bound`` is the
-report's lower bound (every buffer the run made, scratch included, at its real size);
-``tensor_bound`` the same without scratch: the tensors-only bound issue 15 holds ``arena`` to.
+earlier runs (``held_bytes_after_run``) are added to that.  Outputs the session hands over as
+copies (of arena views and kept buffers, made at the end of the run) are not in the pool's count:
+their bytes (``copied_output_bytes``) are added to the counted side, so ``traced_ratio`` compares
+like with like; outputs the run made fresh are in both.  ``bound`` is the report's lower bound
+(every buffer the run made, scratch included, at its real size); ``tensor_bound`` the same without
+scratch: the tensors-only bound issue 15 holds ``arena`` to.
 """
 from __future__ import annotations
 
@@ -28,18 +29,35 @@ def steady_state_memory(source, feeds: dict, mode: str) -> dict:
     started = not tracemalloc.is_tracing()
     if started:
         tracemalloc.start()
+    copied = _count_copied_outputs(sess)
     try:
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        outputs = sess.run(None, feeds)
+        sess.run(None, feeds)
         grown = tracemalloc.get_traced_memory()[1] - before
     finally:
         if started:
             tracemalloc.stop()
     report = sess.memory_report()
-    output_bytes = sum(o.nbytes for o in outputs)
+    traced = held + grown
     return {"counted": report.peak_bytes, "bound": report.lower_bound_bytes, "tensor_bound": tensor_bound(sess),
-            "traced": held + grown, "traced_less_outputs": held + grown - output_bytes, "output_bytes": output_bytes}
+            "traced": traced, "copied_output_bytes": copied[0],
+            "traced_ratio": traced / max(report.peak_bytes + copied[0], 1)}
+
+
+def _count_copied_outputs(sess) -> list:
+    """A one-element list that gets the bytes of outputs handed over as copies in later runs."""
+    copied = [0]
+    handed_over = sess._output
+
+    def counting(name, env, owned):
+        value = handed_over(name, env, owned)
+        if name not in env or value is not env[name]:
+            copied[0] += getattr(value, "nbytes", 0)
+        return value
+
+    sess._output = counting
+    return copied
 
 
 def tensor_bound(sess) -> int:
