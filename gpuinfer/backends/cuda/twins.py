@@ -1,8 +1,8 @@
 """numpy twins of the CUDA kernels in ``kernels/``: the same arguments, the same result.
 
 The strict stand-in runs these where real CuPy would launch the compiled kernel, so every op
-variant that launches a kernel is tested on every CI run; ``tests/cuda_kernels`` compiles the
-CUDA sources with NVRTC and checks each kernel here has a twin.  A twin reads and writes the
+variant that launches a kernel is tested on every CI run; tests/devices/test_cuda_kernels.py
+compiles the CUDA sources with NVRTC and checks each kernel here has a twin of its arity.  A twin reads and writes the
 arrays it is given in place, as the kernel writes device memory; scalars are numpy scalars.
 """
 from __future__ import annotations
