@@ -29,9 +29,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, SHARED_MODELS, add_model_arguments, geomean, machine, main_guard, markdown_table,  # noqa: E402
-                    median_ms, one_model, progress, report_progress, resolve_models, run_isolated, time_runs,
-                    write_section)
+from common import (ROOT, SHARED_MODELS, add_model_arguments, geomean, machine, main_guard,  # noqa: E402
+                    markdown_table, median_ms, one_model, progress, report_progress, resolve_models,
+                    run_isolated, time_runs, write_section)
 
 # The runs of each engine are spread over this many rounds, taken in turn, so that a burst of noise
 # from the rest of the machine falls on every engine alike rather than on whichever ran then.

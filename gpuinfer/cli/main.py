@@ -58,7 +58,8 @@ def _common(sub: argparse.ArgumentParser) -> None:
                      help="shape of a made input (fixes its dynamic dims)")
     sub.add_argument("--seed", type=int, default=0, help="seed of made inputs (default 0)")
     sub.add_argument("--threads", type=_positive_int, metavar="N",
-                     help="threads during runs, BLAS's and gpuinfer's (default: one per free core)")
+                     help="threads during runs, BLAS's and gpuinfer's "
+                          "(default: BLAS's own; gpuinfer's one per free core)")
     sub.add_argument("--repeat", type=_positive_int, metavar="N",
                      help="runs per mode (default 1 for a plain run, 3 when latency is reported)")
     sub.add_argument("--output", metavar="FILE.npz", help="save the outputs (keys are output names)")

@@ -1,29 +1,28 @@
-"""How many threads a run uses — BLAS's and gpuinfer's own row-block threads — chosen so that a
-busy machine does not make runs collapse.
+"""How many threads a run uses — gpuinfer's own row-block threads and BLAS's — chosen so that a
+busy machine does not make runs collapse, without changing a single result bit.
 
-BLAS's threads spin while they wait for work and split every product evenly: with the cores taken
-by other processes, a product waits for its slowest thread's next time slice (light_resnet50 went
-from 1.7x to 2.9x onnxruntime with two busy processes on two cores, and was 1.2x with one thread).
-So, unless told otherwise, a run uses one thread per core that is free when it starts: the cores
-this process may run on, less the other runnable tasks the kernel counts (``/proc/loadavg``,
-re-read at most every ``LOAD_MAX_AGE_S``), at least one.  BLAS is set to that count for the run
-and put back after.  OpenBLAS's spin time is read from its environment at load only, so it is not
-set here (that would mean changing the caller's environment).
+Row-block threads (backends/numpy_threads.py) give the same bytes for any count, so their count
+follows the load: unless told otherwise, a run uses one per core that is free when it starts (the
+cores this process may run on, less the other runnable tasks the kernel counts in
+``/proc/loadavg``, re-read at most every ``LOAD_MAX_AGE_S``), at least one.  On a busy machine the
+blocks go to the threads that run (the caller takes them too), so a stalled worker costs little.
 
-Told otherwise: ``intra_op_threads=N`` (or onnxruntime's ``SessionOptions.intra_op_num_threads``)
-fixes N for both, whatever the load; a BLAS thread variable in the environment (the caller chose
-BLAS's threads) leaves BLAS alone, and only gpuinfer's own threads adapt.
+BLAS is different: OpenBLAS's products are not bit-identical across thread counts (inception_v1
+differs between 1 and 2 threads), so a count that followed the load would make two runs of one
+session disagree.  BLAS keeps one count for the process: its own default, or ``intra_op_threads=N``
+(or onnxruntime's ``SessionOptions.intra_op_num_threads``), set for the run and put back after,
+overriding a BLAS thread variable in the environment only when N is given.  OpenBLAS's spin time
+is read from its environment at load only, so it is not set here (that would mean changing the
+caller's environment).
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Optional
 
 from gpuinfer.backends.numpy_threads import default_threads, running_with, shared_pool
 from gpuinfer.errors import GpuinferError
 
-BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 LOAD_MAX_AGE_S = 0.5  # reading /proc/loadavg costs ~10 us, a tenth of a small model's run
 
 _blas: Optional[list] = None  # threadpoolctl's BLAS controllers of this process, found once
@@ -75,9 +74,8 @@ class RunThreads:
     def __init__(self, threads: Optional[int] = None, sess_options: Any = None):
         self.fixed = requested_threads(threads, sess_options)
         self.cores = default_threads()
-        # BLAS is left alone when the caller's environment chose its threads (and no count was given)
-        self.blas = blas_controllers(self.fixed is not None) if (
-            self.fixed is not None or not any(os.environ.get(v) for v in BLAS_ENV)) else []
+        # BLAS is set only to a count the caller gave: one that followed the load would change bits
+        self.blas = blas_controllers(True) if self.fixed is not None else []
         self._restore: list = []
         self._scope: Any = None
 
@@ -92,7 +90,7 @@ class RunThreads:
 
     def __enter__(self) -> "RunThreads":
         n = self.count()
-        for lib in self.blas:
+        for lib in self.blas:  # only with a fixed count: n is the same on every run
             before = lib.get_num_threads()
             if before != n:
                 lib.set_num_threads(n)

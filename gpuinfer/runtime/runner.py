@@ -113,10 +113,15 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
     device = executor.backend
     cls, contexts = _bound_contexts(steps, device, scope)
     own = set(graph.inputs) | set(graph.constants) | {name for node in graph.nodes for name in node.outputs}
-    names: dict[str, Any] = {"Ctx": cls, "store": executor._store, "node_error": node_error, "read_args": read_args,
-                             "device_args": device_args, "run_on_host": run_on_host, "device": device,
+    names: dict[str, Any] = {"Ctx": cls, "store": executor._store, "node_error": node_error,
+                             "read_locals": read_locals, "device_args": device_args, "run_on_host": run_on_host,
+                             "device": device,
                              "host_constants": graph.constants}
     with_nested = any(step.nested for step in steps)  # else nothing alive is a subgraph's at the top
+    # Without control flow nothing reads this graph's values by name while it runs (subgraphs do,
+    # through ``get``), so they live in local variables: no dictionary store, read or pop per node.
+    slots = {} if with_nested else _local_slots(graph, steps)
+    names["SLOTS"] = slots
     # named as the general loop, with its ``node`` local: the strict stand-in attributes syncs and
     # uploads to the op running by looking for them in the caller's frames (strict/counters.py)
     lines = ["def _run(env, pool, get, run_subgraph, timeline):",
@@ -126,9 +131,16 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
              "    nested = pool.nested",
              "    dynamic = pool.dynamic",
              "    timeline_add = timeline.append if timeline is not None else None"]
+    made = {name for step in steps for name in step.node.outputs if name}
+    preloaded = frozenset(name for name in slots if name not in made)  # feeds and constants
+    lines += [f"    {slots[name]} = env[{name!r}]" for name in preloaded]
+    freed = set()
     for i, (step, ctx) in enumerate(zip(steps, contexts)):
         names[f"K{i}"], names[f"S{i}"], names[f"C{i}"], names[f"N{i}"] = step.kernel, step, ctx, step.node
-        lines += _step_lines(i, step, own, hold, top, with_nested, names)
+        lines += _step_lines(i, step, own, hold, top, with_nested, names, slots, preloaded)
+        freed.update(name for name, _ in step.frees if name not in hold)
+    # what is never freed (outputs, held values) is what the caller reads from env
+    lines += [f"    env[{name!r}] = {slots[name]}" for name in slots if name in made and name not in freed]
     lines += ["    Ctx.pool = None  # the finished run's pool is not kept alive by its runner", "    return env"]
     source = "\n".join(lines)
     code = compile(source, f"<gpuinfer runner {getattr(graph, 'name', '')!s:.40}>", "exec")
@@ -136,12 +148,41 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
     return names["_run"]
 
 
+def _local_slots(graph: Any, steps: list) -> dict[str, str]:
+    """A local variable name for every value the steps read or make (valid identifiers whatever
+    the model's names are)."""
+    slots: dict[str, str] = {}
+    own = set(graph.inputs) | set(graph.constants)
+    for step in steps:
+        for name in step.inputs:
+            if name and name in own and name not in slots:
+                slots[name] = f"v{len(slots)}"
+        for name in step.node.outputs:
+            if name and name not in slots:
+                slots[name] = f"v{len(slots)}"
+                own.add(name)
+    return slots
+
+
+def read_locals(values: dict, slots: dict, env: dict, get: Callable, inputs: tuple) -> list:
+    """``read_args`` for a runner keeping values in locals (``values``: its ``locals()``)."""
+    return [values.get(slots[name]) if name in slots else None for name in inputs] if slots else \
+        read_args(env, get, inputs)
+
+
 def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_nested: bool,
-                names: dict) -> list[str]:
+                names: dict, slots: dict, preloaded: frozenset) -> list[str]:
     """The statements of one node (see the module docstring for what each keeps)."""
     node = step.node
-    reads = ", ".join("None" if not name else (f"env[{name!r}]" if name in own else f"get({name!r})")
-                      for name in step.inputs)
+
+    def read(name: str) -> str:
+        if not name:
+            return "None"
+        if name in slots:
+            return slots[name]
+        return f"env[{name!r}]" if name in own else f"get({name!r})"
+
+    reads = ", ".join(read(name) for name in step.inputs)
     out = [f"    c, node = C{i}, N{i}"]
     if step.nested:
         out.append("    c._run_subgraph = run_subgraph")
@@ -155,18 +196,21 @@ def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_ne
         if step.special:
             out.append(f"        args = device_args(S{i}, args, host_constants, device)")
         out.append(f"        r = run_on_host(S{i}, args, c, device)" if step.on_host else f"        r = K{i}(c, *args)")
+        out.append("        args = None  # holds no input past its step")
     else:
         out.append(f"        r = K{i}(c{', ' if reads else ''}{reads})")
     out += ["    except Exception as exc:",
             "        c.handed, c.temporaries = {}, []",
-            f"        raise node_error(node, exc, read_args(env, get, S{i}.inputs))"]
+            f"        raise node_error(node, exc, read_locals(locals(), SLOTS, env, get, S{i}.inputs))"]
+    # the general store (``Executor._store``) writes env; with locals each output moves out of it
+    settle = [f"store(c, S{i}, r, env)"] + [f"{slots[name]} = env.pop({name!r})" for _, name in step.named
+                                            if name in slots]
     if step.single and not step.keep_host:
         out += ["    if r is not None and r is c.handed.get(0):",
-                f"        env[{step.single!r}] = r",
-                "    else:",
-                f"        store(c, S{i}, r, env)"]
+                f"        {slots.get(step.single) or f'env[{step.single!r}]'} = r",
+                "    else:"] + [f"        {line}" for line in settle]
     else:
-        out.append(f"    store(c, S{i}, r, env)")
+        out += [f"    {line}" for line in settle]
     # a fresh record of handed buffers for the next run: the old one would keep this step's output
     # alive past its release (reduce gives the bytes back there, and the sampler would see them)
     out += ["    c.handed = {}",
@@ -196,7 +240,10 @@ def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_ne
         if name in hold:
             continue
         names[f"F{i}_{j}"] = key
-        out.append(f"    env.pop({name!r}, None)")
+        if name in slots:
+            out.append(f"    {slots[name]} = None")
+        if name not in slots or name in preloaded:  # env holds it (a feed keeps its entry there too)
+            out.append(f"    env.pop({name!r}, None)")
         # a top-level value takes back bytes only if it took the dynamic path (a planned view
         # just stops being used); inside a subgraph the pool has more to settle
         out += [f"    if F{i}_{j} in dynamic:", f"        release(F{i}_{j})"] if top else [f"    release(F{i}_{j})"]

@@ -61,9 +61,10 @@ class InferenceSession:
     activation fusion, dead-node removal), ``False`` none, or a list of pass names.
     ``intra_op_threads`` (or onnxruntime's ``SessionOptions.intra_op_num_threads``) is the threads a
     run uses: BLAS's, and gpuinfer's own for the big passes BLAS does not cover (elementwise,
-    pooling, depthwise, Resize: row blocks, no memory added).  The default is one per core that
-    is free when a run starts, so that a busy machine does not stall a run on threads waiting
-    for a core (``runtime/run_threads.py``); BLAS threads the environment sets are kept.
+    pooling, depthwise, Resize: row blocks, no memory added).  By default gpuinfer's own follow the
+    load (one per core free when a run starts: a busy machine does not stall a run on threads
+    waiting for a core) and BLAS keeps its own count, as results must not change with the load
+    (``runtime/run_threads.py``).
     ``device_allocator`` (CUDA only) is the backing store of the run's CuPy allocator hook:
     ``"pool"`` (CuPy's MemoryPool),
     ``"async"`` (stream-ordered, returns memory) or ``"cuda_malloc"`` (plain cudaMalloc/cudaFree).

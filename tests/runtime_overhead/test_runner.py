@@ -97,7 +97,8 @@ def _failing_model(in_body: bool):
     reshape = helper.make_node("Reshape", ["t", "shape"], ["r"], name="bad reshape")
     first = helper.make_node("Relu", ["x"], ["t"], name="relu")
     if in_body:
-        body = helper.make_graph([first, reshape], "then", [], [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+        body = helper.make_graph([first, reshape], "then", [],
+                                 [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
         other = helper.make_graph([helper.make_node("Identity", ["x"], ["o"])], "else", [],
                                   [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)])
         nodes = [helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=other, name="branch")]
@@ -127,7 +128,8 @@ def test_a_failing_node_is_named_through_the_runner(mode, in_body):
     assert sess._executor._runners
     held = sess.held_bytes
     feeds["shape"] = np.array([1, 7], np.int64)  # the session is still good after the failure
-    np.testing.assert_array_equal(sess.run(None, feeds)[0].reshape(-1), np.arange(7, dtype=np.float32) * (1 - 2 * (not in_body)))
+    sign = 1 if in_body else -1  # the body ends at Reshape; the top level negates after it
+    np.testing.assert_array_equal(sess.run(None, feeds)[0].reshape(-1), np.arange(7, dtype=np.float32) * sign)
     assert sess.held_bytes >= held
 
 
