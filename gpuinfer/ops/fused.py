@@ -93,6 +93,7 @@ def _chain(first: Any, act: Any):
         kind = ctx.device.kind
         head = PartContext(ctx, first)
         head.then = act  # a device kernel may apply the activation itself (ops/gpu/conv.py)
+        head.then_inputs = args[n_first:]  # ... with its other inputs (PRelu's slope)
         y = first.spec.kernel_for(kind)(head, *args[:n_first])
         if head.absorbed:
             return y
@@ -109,6 +110,7 @@ class PartContext(OpContext):
         self._ctx = ctx
         self._out0 = out0
         self.then = None  # the node whose work follows in this fused step (set for the first half)
+        self.then_inputs = ()  # ``then``'s inputs after the first (set with it)
         self.absorbed = False  # set by a kernel that did ``then``'s work too
         self.device = ctx.device  # the halves ask the same device's capabilities
         self.xp = ctx.xp

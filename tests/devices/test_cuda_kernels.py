@@ -106,3 +106,50 @@ def test_activation_is_one_launch_with_onnxruntime_results(op_type, attrs):
     got, launches = _steady_run(model, x)
     assert launches == 1
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _with_prelu(model: onnx.ModelProto, slope: np.ndarray) -> onnx.ModelProto:
+    """``model``'s output ``y`` renamed ``c`` and followed by PRelu(c, slope) -> y."""
+    graph = model.graph
+    graph.node[-1].output[0] = "c"
+    graph.node.append(helper.make_node("PRelu", ["c", "s"], ["y"]))
+    graph.initializer.append(numpy_helper.from_array(slope, "s"))
+    return model
+
+
+# (x shape, w shape, slope shape, launches): narrow -> conv2d_direct alone; wide (32 output channels)
+# -> im2col + matmul per image (2 images) + one bias_act, PRelu in the epilogue either way (mtcnn: every Conv)
+CONV_PRELU = [((1, 3, 12, 16), (10, 3, 3, 3), (10, 1, 1), 1), ((2, 16, 9, 9), (32, 16, 3, 3), (1, 32, 1, 1), 5)]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, slope_shape, launches", CONV_PRELU)
+def test_conv_prelu_is_the_conv_epilogue_with_onnxruntime_results(x_shape, w_shape, slope_shape, launches):
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    slope = rng.uniform(-0.5, 1.5, slope_shape).astype(np.float32)
+    model = _with_prelu(_conv_model(x_shape, w, b), slope)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    expected = run_onnxruntime(model, {"x": x})[0]
+    got, n = _steady_run(model, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert n == launches
+
+
+@pytest.mark.parametrize("slope_shape, launches", [((3, 1, 1), 1), ((1, 3, 1, 1), 1), ((5,), None)])
+def test_prelu_per_channel_is_one_launch_with_onnxruntime_results(slope_shape, launches):
+    x = (np.random.default_rng(5).standard_normal((2, 3, 4, 5)) * 3).astype(np.float32)
+    slope = np.random.default_rng(6).uniform(-1, 1, slope_shape).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("PRelu", ["x", "s"], ["y"])], "prelu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * x.ndim)],
+                              initializer=[numpy_helper.from_array(slope, "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    expected = run_onnxruntime(model, {"x": x})[0]
+    got, n = _steady_run(model, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+    if launches is not None:
+        assert n == launches
+    else:  # a slope along the last axis: the shared kernel's CuPy ufuncs, not the channel kernel
+        assert n > 1

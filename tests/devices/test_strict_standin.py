@@ -159,9 +159,11 @@ def test_raw_kernels_check_argument_types_against_the_c_signature():
     kernel = cp.RawModule(code=source_of("bias_act")).get_function("bias_act")
     y = device(np.arange(6).reshape(1, 2, 3) - 2.0)
     bias = device([1, 10])
-    args = [y, bias, np.int64(6), np.int32(2), np.int64(3), np.int32(1), np.int32(1), np.float32(0), np.float32(0)]
+    # x, y (in place), bias, slope (unread: act is relu), total, M, P, has_bias, act, a, b
+    args = [y, y, bias, bias, np.int64(6), np.int32(2), np.int64(3), np.int32(1), np.int32(1), np.float32(0),
+            np.float32(0)]
     bad = list(args)
-    bad[3] = 2  # a Python int: a GPU would get 8 bytes where the kernel reads 4
+    bad[5] = 2  # M as a Python int: a GPU would get 8 bytes where the kernel reads 4
     with pytest.raises(TypeError, match="numpy.int32"):
         kernel((1,), (32,), tuple(bad))
     _, d = counted(lambda: kernel((1,), (32,), tuple(args)))

@@ -43,8 +43,9 @@ def im2col_2d(x, cols, N, C, H, W, KH, KW, OH0, OH, OW, SH, SW, PH, PW, DH, DW):
             out[:, :, kh, kw] = _windows(band, kh, kw, int(OH), int(OW), int(SH), int(SW), int(DH), int(DW))
 
 
-def _activate(v: np.ndarray, act: int, a: float, b: float) -> None:
-    """``activate`` of kernels/conv.cu, in place on float32 ``v``."""
+def _activate(v: np.ndarray, act: int, a: float, b: float, slope: np.ndarray) -> None:
+    """``activate`` of kernels/conv.cu, in place on float32 ``v`` (N, M, P); ``slope``: the M
+    per-channel PRelu slopes (read for act 8 only)."""
     one, zero, a, b = np.float32(1), np.float32(0), np.float32(a), np.float32(b)
     with np.errstate(all="ignore"):
         if act == 1:
@@ -61,19 +62,22 @@ def _activate(v: np.ndarray, act: int, a: float, b: float) -> None:
             np.copyto(v, np.minimum(np.maximum(a * v + b, zero), one))
         elif act == 7:
             np.copyto(v, v * np.minimum(np.maximum(v / np.float32(6) + np.float32(0.5), zero), one))
+        elif act == 8:
+            s = slope.reshape(-1)[:v.shape[1]].reshape(1, -1, 1)
+            np.copyto(v, np.where(v >= zero, v, s * v))
 
 
 @twin
-def bias_act(x, y, bias, total, M, P, has_bias, act, a, b):  # noqa: N803
+def bias_act(x, y, bias, slope, total, M, P, has_bias, act, a, b):  # noqa: N803
     v = y.reshape(-1, int(M), int(P))
     np.copyto(v, x.reshape(v.shape))  # x may be y (in place): copying onto itself is harmless
     if has_bias:
         v += bias.reshape(-1)[:int(M)].reshape(1, -1, 1)
-    _activate(v, int(act), a, b)
+    _activate(v, int(act), a, b, slope)
 
 
 @twin
-def conv2d_direct(x, w, bias, y, N, C, H, W, M, G, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW,  # noqa: N803
+def conv2d_direct(x, w, bias, slope, y, N, C, H, W, M, G, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW,  # noqa: N803
                   has_bias, act, a, b):
     n, c, h, wd, m, g, kh_, kw_, oh, ow = (int(v) for v in (N, C, H, W, M, G, KH, KW, OH, OW))
     sh, sw, dh, dw = int(SH), int(SW), int(DH), int(DW)
@@ -88,7 +92,7 @@ def conv2d_direct(x, w, bias, y, N, C, H, W, M, G, KH, KW, OH, OW, SH, SW, PH, P
     out = acc.reshape(n, m, oh * ow)
     if has_bias:
         out += bias.reshape(-1)[:m].reshape(1, -1, 1)
-    _activate(out, int(act), a, b)
+    _activate(out, int(act), a, b, slope)
     y.reshape(n, m, oh * ow)[...] = out
 
 

@@ -35,7 +35,7 @@ def _register(op_type: str) -> None:
         if out.size == 0:
             return out
         a, b = params_of(ctx.attrs)
-        ctx.device.launch("bias_act", out.size, ctx.xp.ascontiguousarray(x), out, out, np.int64(out.size),
+        ctx.device.launch("bias_act", out.size, ctx.xp.ascontiguousarray(x), out, out, out, np.int64(out.size),
                           np.int32(1), np.int64(out.size), np.int32(0), np.int32(code), np.float32(a), np.float32(b))
         return out
 

@@ -1,5 +1,5 @@
-"""Conv on CUDA: ``im2col_2d`` + one batched matmul + ``bias_act`` (bias and a fused activation),
-or one ``conv2d_direct`` launch for narrow convolutions.
+"""Conv on CUDA: ``im2col_2d`` + one batched matmul + ``bias_act`` (bias and a fused activation,
+per-channel PRelu included), or one ``conv2d_direct`` launch for narrow convolutions.
 
 Wide convolutions (more than ``DIRECT_MAX_M`` output channels a group) are GEMMs worth cuBLAS:
 three launches (two for a pointwise one without bias or activation to apply, where the input
@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from gpuinfer.ops.conv_window import window_attrs, window_pads
+from gpuinfer.ops.gpu.prelu import PRELU, channel_slopes
 from gpuinfer.ops.registry import variant
 
 # Bytes of im2col columns at most (the scratch of one band of output rows).  Whole-image columns
@@ -108,33 +109,49 @@ def conv_cuda(shared: Any, ctx: Any, x: Any, w: Any, b: Any = None) -> Any:
     out = ctx.out(0, g.out_shape, x.dtype)
     if out.size == 0:
         return out
-    then = getattr(ctx, "then", None)  # the activation a fusion pass put after this Conv
-    code, params = 0, (0.0, 0.0)
-    if then is not None and then.op_type in ACTIVATIONS and not then.domain:
-        code, make = ACTIVATIONS[then.op_type]
-        params = make(then.attrs)
-        ctx.absorbed = True
+    code, params, slope = fused_activation(ctx, out.shape)
     epilogue = (np.int32(b is not None), np.int32(code), np.float32(params[0]), np.float32(params[1]))
     if g.direct:
-        conv_direct(ctx, x, w, b, g, out, epilogue)
+        conv_direct(ctx, x, w, b, slope, g, out, epilogue)
         return out
     conv_into(ctx, x, w, g, out)
     if b is not None or code:
         m, p = out.shape[1], math.prod(out.shape[2:])
-        ctx.device.launch("bias_act", out.size, out, out, b if b is not None else out, np.int64(out.size),
-                          np.int32(m), np.int64(p), *epilogue)
+        ctx.device.launch("bias_act", out.size, out, out, b if b is not None else out,
+                          slope if slope is not None else out, np.int64(out.size), np.int32(m), np.int64(p), *epilogue)
     return out
 
 
-def conv_direct(ctx: Any, x: Any, w: Any, b: Any, g: Geometry2d, out: Any, epilogue: tuple) -> None:
-    """The whole convolution, bias and activation (``epilogue``) in one ``conv2d_direct`` launch."""
+def fused_activation(ctx: Any, out_shape: tuple) -> tuple:
+    """(code, (a, b), slopes or None) of the activation a fusion pass put after this Conv, marking it
+    absorbed where the epilogue applies it: one of ``ACTIVATIONS``, or PRelu with a slope per output
+    channel (its slope is the fused step's next input, ``ctx.then_inputs``); (0, (0, 0), None) else."""
+    then = getattr(ctx, "then", None)
+    if then is None or then.domain:
+        return 0, (0.0, 0.0), None
+    if then.op_type in ACTIVATIONS:
+        code, make = ACTIVATIONS[then.op_type]
+        ctx.absorbed = True
+        return code, make(then.attrs), None
+    if then.op_type == "PRelu":
+        rest = getattr(ctx, "then_inputs", ())
+        slope = channel_slopes(ctx, rest[0], out_shape, then.opset) if rest else None
+        if slope is not None:
+            ctx.absorbed = True
+            return PRELU, (0.0, 0.0), slope
+    return 0, (0.0, 0.0), None
+
+
+def conv_direct(ctx: Any, x: Any, w: Any, b: Any, slope: Any, g: Geometry2d, out: Any, epilogue: tuple) -> None:
+    """The whole convolution, bias and activation (``epilogue``; ``slope``: PRelu's, or None) in one
+    ``conv2d_direct`` launch."""
     one = x.ndim == 3  # 1-D as H = 1
     h, wd = (1, x.shape[2]) if one else x.shape[2:]
     oh, ow = (1, out.shape[2]) if one else out.shape[2:]
     xp = ctx.xp
     wc = xp.ascontiguousarray(w)
     ctx.device.launch("conv2d_direct", out.size // (out.shape[1] // g.group), xp.ascontiguousarray(x), wc,
-                      xp.ascontiguousarray(b) if b is not None else wc, out,
+                      xp.ascontiguousarray(b) if b is not None else wc, slope if slope is not None else wc, out,
                       *_ints(x.shape[0], x.shape[1], h, wd, out.shape[1], g.group, g.kernel[0], g.kernel[1], oh, ow,
                              g.strides[0], g.strides[1], g.pads[0], g.pads[1], g.dilations[0], g.dilations[1]),
                       *epilogue)

@@ -30,8 +30,10 @@ extern "C" __global__ void im2col_2d(const float* __restrict__ x, float* __restr
 }
 
 // act: 0 none, 1 relu, 2 sigmoid, 3 leaky relu (a), 4 clip [a, b], 5 tanh,
-// 6 hard sigmoid (a*v + b clipped to [0, 1]), 7 hard swish.
-__device__ __forceinline__ float activate(float v, int act, float a, float b)
+// 6 hard sigmoid (a*v + b clipped to [0, 1]), 7 hard swish, 8 PRelu with a slope per output
+// channel (s: that channel's slope, read by the caller only for act 8).
+#define ACT_PRELU 8
+__device__ __forceinline__ float activate(float v, int act, float a, float b, float s)
 {
     switch (act) {
         case 1: return v > 0.0f ? v : 0.0f;
@@ -41,23 +43,26 @@ __device__ __forceinline__ float activate(float v, int act, float a, float b)
         case 5: return tanhf(v);
         case 6: return fminf(fmaxf(a * v + b, 0.0f), 1.0f);
         case 7: return v * fminf(fmaxf(v / 6.0f + 0.5f, 0.0f), 1.0f);
+        case ACT_PRELU: return v >= 0.0f ? v : s * v;
         default: return v;
     }
 }
 
 // y[n, m, p] = act(x[n, m, p] + bias[m]); x may be y (the conv epilogue, in place), or another
-// tensor (a standalone activation op: one launch where CuPy's ufuncs take several).
+// tensor (a standalone activation op: one launch where CuPy's ufuncs take several).  slope: M
+// per-channel PRelu slopes (read only when act is ACT_PRELU; any valid pointer otherwise).
 extern "C" __global__ void bias_act(const float* x, float* y, const float* __restrict__ bias,
-                                    long long total, int M, long long P, int has_bias, int act,
-                                    float a, float b)
+                                    const float* __restrict__ slope, long long total, int M, long long P,
+                                    int has_bias, int act, float a, float b)
 {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
         float v = x[i];
+        const int m = (int)((i / P) % M);
         if (has_bias) {
-            v += bias[(int)((i / P) % M)];
+            v += bias[m];
         }
-        y[i] = activate(v, act, a, b);
+        y[i] = activate(v, act, a, b, act == ACT_PRELU ? slope[m] : 0.0f);
     }
 }
 
@@ -68,8 +73,8 @@ extern "C" __global__ void bias_act(const float* x, float* y, const float* __res
 // here there is no scratch, and bias and activation are applied on the way out: one launch.
 #define CONV_DIRECT_MAX_M 16
 extern "C" __global__ void conv2d_direct(const float* __restrict__ x, const float* __restrict__ w,
-                                         const float* __restrict__ bias, float* __restrict__ y,
-                                         int N, int C, int H, int W, int M, int G, int KH, int KW,
+                                         const float* __restrict__ bias, const float* __restrict__ slope,
+                                         float* __restrict__ y, int N, int C, int H, int W, int M, int G, int KH, int KW,
                                          int OH, int OW, int SH, int SW, int PH, int PW, int DH, int DW,
                                          int has_bias, int act, float a, float b)
 {
@@ -109,7 +114,8 @@ extern "C" __global__ void conv2d_direct(const float* __restrict__ x, const floa
             if (j < mg) {
                 const int m = g * mg + j;
                 const float v = acc[j] + (has_bias ? bias[m] : 0.0f);
-                y[((n * M + m) * OH + oh) * (long long)OW + ow] = activate(v, act, a, b);
+                y[((n * M + m) * OH + oh) * (long long)OW + ow] =
+                    activate(v, act, a, b, act == ACT_PRELU ? slope[m] : 0.0f);
             }
         }
     }
