@@ -23,6 +23,16 @@ NHWC_MAX_LONG_ROW_ELEMENTS = 3 << 16
 # Elements in one inner run of the "nhwc" einsum (see nhwc_run_pixels).
 NHWC_RUN = 2048
 
+# Both layouts work a block of channels at a time (channels are independent): the scratch ("nhwc":
+# the block's padded channels-last image and the expanded weights; "strided": the block's padded
+# copy and products) is held to a sixteenth of the conv's own input and output, at least this many
+# bytes.  A whole padded image made PP-OCR cls's arena
+# 2.8x and PP-OCRv4 rec's 1.9x the tensors' bound (their 200-480 channel maps are a few rows high,
+# so a band of rows would still be most of the image); per block the output is built channels-last
+# in its own NCHW block (contiguous) and moved through the padded block: no output-sized scratch.
+BLOCK_SHARE = 16
+MIN_BLOCK_BYTES = 16 << 10
+
 
 def depthwise_layout(c, pshape, strides, taps):
     """Which memory layout a depthwise conv runs in.
@@ -42,16 +52,27 @@ def depthwise_layout(c, pshape, strides, taps):
     return "nhwc"
 
 
-def nhwc_run_pixels(c, out_sp, stride, taps):
+def channel_block_bytes(c, in_sp, out_sp, itemsize):
+    """Scratch bytes one channel block of ``c`` channels' images may take (see BLOCK_SHARE)."""
+    image = c * (math.prod(in_sp) + math.prod(out_sp)) * itemsize
+    return max(MIN_BLOCK_BYTES, image // BLOCK_SHARE)
+
+
+def nhwc_channel_block(c, padded_sp, budget, itemsize):
+    """Channels per "nhwc" block: as many as the padded channels-last block fits in ``budget``."""
+    return max(1, min(c, budget // max(math.prod(padded_sp) * itemsize, 1)))
+
+
+def nhwc_run_pixels(c, out_sp, stride, taps, run=NHWC_RUN):
     """Output pixels per inner run of the "nhwc" einsum: their channels lie end to end (at stride 1),
-    so the run is that many times longer than the channels alone, up to NHWC_RUN elements (longer
+    so the run is that many times longer than the channels alone, up to ``run`` elements (longer
     runs were measured slower: the expanded weights leave the cache), a divisor of the output width
     if one is near (no tail run), and the weights expanded to it, one run per tap, never more than
     one output."""
     if stride != 1:
         return 1
     ho, wo = out_sp
-    most = max(1, min(wo, NHWC_RUN // c, ho * wo // taps))
+    most = max(1, min(wo, run // c, ho * wo // taps))
     return next((b for b in range(most, (most + 1) // 2 - 1, -1) if wo % b == 0), most)
 
 
@@ -61,16 +82,24 @@ def depthwise_plan(g, pshape, padded, dt):
     out_sp = g.out_shape[2:]
     taps = math.prod(g.kernel)
     g.layout = depthwise_layout(c, pshape, g.strides, taps)
-    if g.layout == "nhwc":  # padded channels-last image, the expanded weights
-        g.padded_shape = (*pshape[2:], c)
-        g.tile = nhwc_run_pixels(c, out_sp, g.strides[1], taps)
-        g.scratch += [(g.padded_shape, dt), ((*g.kernel, g.tile * c), dt)]
-    else:
+    in_sp = [p - b - e for p, b, e in zip(pshape[2:], g.begin, g.end)]
+    if g.layout == "nhwc":  # a channel block's padded channels-last image, its expanded weights
+        budget = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)  # per image
+        cb = nhwc_channel_block(c, pshape[2:], budget, dt.itemsize)
+        g.padded_shape = (*pshape[2:], cb)
+        run = min(NHWC_RUN, max(cb, budget // 2 // (taps * dt.itemsize)))
+        g.tile = nhwc_run_pixels(cb, out_sp, g.strides[1], taps, run)
+        g.scratch += [(g.padded_shape, dt), ((*g.kernel, g.tile * cb), dt)]
+    else:  # a channel block's padded copy (if padded) and its products
+        n = pshape[0]
+        per_channel = n * ((math.prod(pshape[2:]) if padded else 0) + math.prod(out_sp)) * dt.itemsize
+        cb = max(1, min(c, channel_block_bytes(n * c, in_sp, out_sp, dt.itemsize) // max(per_channel, 1)))
         if padded:
-            g.padded_shape = pshape
+            g.padded_shape = (n, cb, *pshape[2:])
             g.phased = column_phased(g.kernel, g.strides, g.dilations)
-            g.scratch.append((pshape, dt))
-        g.scratch.append((g.out_shape, dt))
+            g.scratch.append((g.padded_shape, dt))
+        g.tile = cb
+        g.scratch.append(((n, cb, *out_sp), dt))
 
 
 def depthwise_conv(ctx, x, w, g, out):
@@ -83,35 +112,45 @@ def depthwise_conv(ctx, x, w, g, out):
 
 def _depthwise_strided(ctx, x, w, g, out):
     """Depthwise conv on window views of the (padded) input: per tap one multiply and one add over
-    the whole batch, any rank, stride or dilation."""
+    the whole batch, any rank, stride or dilation; a block of ``g.tile`` channels at a time (their
+    padded copy and products are the scratch, see BLOCK_SHARE), the block's channels in
+    row blocks over the run's threads."""
     xp = ctx.xp
     c = x.shape[1]
-    src = x
-    if g.padded_shape is not None:
-        src = ctx.scratch(g.padded_shape, x.dtype)
-        if g.phased:
-            phase_into(src, x, g.begin, 2, g.strides[-1])
-        else:
-            pad_into(src, x, g.begin, 2)
-    tmp = ctx.scratch(g.out_shape, x.dtype)
+    cb = g.tile
+    pad_all = ctx.scratch(g.padded_shape, x.dtype) if g.padded_shape is not None else None
+    tmp_all = ctx.scratch((x.shape[0], cb, *g.out_shape[2:]), x.dtype)
     wk = w.reshape(c, -1)
-    bshape = (1, c) + (1,) * (x.ndim - 2)
-    slices = tap_slices(g, g.out_shape[2:], src.shape[-1], lead=2)
-
-    def channels(c0, c1):  # channels are independent: a block of them is a view of src, out and tmp
-        ch = (slice(None), slice(c0, c1))
-        o, t = out[ch], tmp[ch]
-        for ki, sl in enumerate(slices):
-            view = src[sl][ch]
-            coef = wk[c0:c1, ki].reshape((1, c1 - c0) + bshape[2:])
-            if ki == 0:
-                xp.multiply(view, coef, out=o)
+    rest = (1,) * (x.ndim - 2)
+    slices = None
+    for b0 in range(0, c, cb):
+        b1 = min(c, b0 + cb)
+        xb, ob = x[:, b0:b1], out[:, b0:b1]
+        src = xb
+        if pad_all is not None:
+            src = pad_all[:, :b1 - b0]
+            if g.phased:
+                phase_into(src, xb, g.begin, 2, g.strides[-1])
             else:
-                xp.multiply(view, coef, out=t)
-                xp.add(o, t, out=o)
+                pad_into(src, xb, g.begin, 2)
+        tmp = tmp_all[:, :b1 - b0]
+        if slices is None:
+            slices = tap_slices(g, g.out_shape[2:], src.shape[-1], lead=2)
 
-    # big maps: blocks of channels over the run's threads (each pass as before, on fewer channels)
-    split_rows(ctx, c, out.nbytes * len(slices) // max(c, 1), channels)
+        def channels(c0, c1, src=src, ob=ob, tmp=tmp, b0=b0):  # a block of channels: views of src, ob, tmp
+            ch = (slice(None), slice(c0, c1))
+            o, t = ob[ch], tmp[ch]
+            for ki, sl in enumerate(slices):
+                view = src[sl][ch]
+                coef = wk[b0 + c0:b0 + c1, ki].reshape((1, c1 - c0) + rest)
+                if ki == 0:
+                    xp.multiply(view, coef, out=o)
+                else:
+                    xp.multiply(view, coef, out=t)
+                    xp.add(o, t, out=o)
+
+        # big maps: blocks of channels over the run's threads (each pass as before, on fewer channels)
+        split_rows(ctx, b1 - b0, ob.nbytes * len(slices) // max(b1 - b0, 1), channels)
 
 
 def column_phased(kernel, strides, dilations):
@@ -177,45 +216,55 @@ def _tap_slices(kernel, dilations, strides, out_sp, width, lead, row0, phased):
 
 
 def _depthwise_nhwc(ctx, x, w, g, out):
-    """Depthwise conv channels-last: the whole kernel is one multiply-add per output element (an
-    einsum summing over the taps) on window views whose inner run is ``g.tile`` pixels' channels, read
-    against the taps' weights expanded to that run.  Per band of output rows only the kernel rows
-    that reach real input are summed (on short maps most of a tall kernel reads padding).  The sum
-    is built channels-last in ``out[n]``'s own memory, then moved through the padded buffer (free by
-    then, never smaller than an output image) and transposed back: no output-sized scratch."""
+    """Depthwise conv channels-last, a block of ``g.padded_shape[-1]`` channels at a time: the whole
+    kernel is one multiply-add per output element (an einsum summing over the taps) on window views
+    whose inner run is ``g.tile`` pixels' channels, read against the taps' weights expanded to that
+    run.  Per band of output rows only the kernel rows that reach real input are summed (on short
+    maps most of a tall kernel reads padding).  The block's sum is built channels-last in its own
+    (contiguous) NCHW block of ``out``, then moved through the padded block (free by then, never
+    smaller than the output block) and transposed back: no output-sized scratch."""
     xp = ctx.xp
     c = x.shape[1]
     ho, wo = g.out_shape[2:]
     kh, kw = g.kernel
     b = g.tile
-    pad = ctx.scratch(g.padded_shape, x.dtype)
-    coef = ctx.scratch((kh, kw, b * c), x.dtype)
-    coef.reshape(kh, kw, b, c)[...] = w.reshape(c, kh, kw).transpose(1, 2, 0)[:, :, None, :]
+    cb = g.padded_shape[-1]
+    pad_all = ctx.scratch(g.padded_shape, x.dtype)
+    coef_all = ctx.scratch((kh, kw, b * cb), x.dtype)
+    wt = w.reshape(c, kh, kw).transpose(1, 2, 0)
     inside = tuple(slice(b0, b0 + s) for b0, s in zip(g.begin, x.shape[2:]))
-    row, col, item = pad.strides
     blocks, tail = divmod(wo, b)
     as_strided = xp.lib.stride_tricks.as_strided
-    for ni in range(x.shape[0]):
-        zero_margins(pad, g.begin, x.shape[2:], 0)  # per image: the previous one's sum overwrote them
-        pad[inside] = x[ni].transpose(1, 2, 0)
-        acc = out[ni].reshape(ho, wo * c)
-        for r0, r1, i0, i1 in _row_bands(ho, x.shape[2], g.strides[0], g.dilations[0], kh, g.begin[0]):
-            if i0 == i1:  # these output rows only see padding
-                acc[r0:r1] = 0
-                continue
-            start = pad[r0 * g.strides[0] + i0 * g.dilations[0]]
-            dims = (i1 - i0, kw, r1 - r0)
-            steps = (g.dilations[0] * row, g.dilations[1] * col, g.strides[0] * row)
-            for c0, n_px, width in ((0, blocks, b), (blocks * b, 1, tail)):
-                if n_px == 0 or width == 0:
+    bands = _row_bands(ho, x.shape[2], g.strides[0], g.dilations[0], kh, g.begin[0])
+    for c0 in range(0, c, cb):
+        c1 = min(c, c0 + cb)
+        n_c = c1 - c0
+        pad = pad_all if n_c == cb else pad_all.reshape(-1)[:math.prod(g.padded_shape[:2]) * n_c].reshape(
+            *g.padded_shape[:2], n_c)
+        coef = coef_all if n_c == cb else coef_all.reshape(-1)[:kh * kw * b * n_c].reshape(kh, kw, b * n_c)
+        coef.reshape(kh, kw, b, n_c)[...] = wt[:, :, None, c0:c1]
+        row, col, item = pad.strides
+        for ni in range(x.shape[0]):
+            zero_margins(pad, g.begin, x.shape[2:], 0)  # per block: the previous one's sum overwrote them
+            pad[inside] = x[ni, c0:c1].transpose(1, 2, 0)
+            acc = out[ni, c0:c1].reshape(ho, wo * n_c)  # a contiguous block of out, used channels-last
+            for r0, r1, i0, i1 in bands:
+                if i0 == i1:  # these output rows only see padding
+                    acc[r0:r1] = 0
                     continue
-                view = as_strided(start[c0 * g.strides[1]:], dims + (n_px, width * c),
-                                  steps + (width * g.strides[1] * col, item))
-                dst = acc[r0:r1, c0 * c:(c0 + n_px * width) * c].reshape(r1 - r0, n_px, width * c)
-                _sum_taps(xp, ctx.caps.einsum_out, view, coef[i0:i1, :, :width * c], dst)
-        moved = pad.reshape(-1)[:acc.size].reshape(ho, wo, c)
-        moved[...] = acc.reshape(ho, wo, c)
-        out[ni] = moved.transpose(2, 0, 1)
+                start = pad[r0 * g.strides[0] + i0 * g.dilations[0]]
+                dims = (i1 - i0, kw, r1 - r0)
+                steps = (g.dilations[0] * row, g.dilations[1] * col, g.strides[0] * row)
+                for p0, n_px, width in ((0, blocks, b), (blocks * b, 1, tail)):
+                    if n_px == 0 or width == 0:
+                        continue
+                    view = as_strided(start[p0 * g.strides[1]:], dims + (n_px, width * n_c),
+                                      steps + (width * g.strides[1] * col, item))
+                    dst = acc[r0:r1, p0 * n_c:(p0 + n_px * width) * n_c].reshape(r1 - r0, n_px, width * n_c)
+                    _sum_taps(xp, ctx.caps.einsum_out, view, coef[i0:i1, :, :width * n_c], dst)
+            moved = pad.reshape(-1)[:acc.size].reshape(ho, wo, n_c)
+            moved[...] = acc.reshape(ho, wo, n_c)
+            out[ni, c0:c1] = moved.transpose(2, 0, 1)
 
 
 def _sum_taps(xp, einsum_out, view, coef, dst):

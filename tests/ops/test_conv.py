@@ -227,8 +227,9 @@ def test_depthwise_nhwc_runs(x_shape, kernel, attrs):
     g = conv_geometry(dict(group=c, **attrs), x_shape, (c, 1, *kernel), np.float32)
     assert g.layout == "nhwc"
     ho, wo = g.out_shape[2:]
-    assert g.scratch[1][0] == (*kernel, g.tile * c)
-    assert g.tile * c * kernel[0] * kernel[1] <= ho * wo * c
+    cb = g.padded_shape[-1]  # channels per block
+    assert 1 <= cb <= c and g.scratch[1][0] == (*kernel, g.tile * cb)
+    assert g.tile * cb * kernel[0] * kernel[1] <= ho * wo * cb
     if g.strides[1] > 1:
         assert g.tile == 1
     _check_depthwise(x_shape, kernel, attrs, "nhwc")
