@@ -245,6 +245,10 @@ def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_ne
         if name not in slots or name in preloaded:  # env holds it (a feed keeps its entry there too)
             out.append(f"    env.pop({name!r}, None)")
         # a top-level value takes back bytes only if it took the dynamic path (a planned view
-        # just stops being used); inside a subgraph the pool has more to settle
-        out += [f"    if F{i}_{j} in dynamic:", f"        release(F{i}_{j})"] if top else [f"    release(F{i}_{j})"]
+        # just stops being used; an empty path needs no key hashed); inside a subgraph the pool
+        # has more to settle
+        if top:
+            out += [f"    if dynamic and F{i}_{j} in dynamic:", f"        release(F{i}_{j})"]
+        else:
+            out.append(f"    release(F{i}_{j})")
     return out
