@@ -28,10 +28,14 @@ from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled, tile_bytes_of
 # 5.9 -> 4.9 MiB) at no measurable cost except on VGG-19's huge layers (a few percent).  That is on
 # the CPU; a device scales it by its ``caps.tile_bytes`` (ops/tiles.py): whole images on a GPU.
 COLUMN_TILE_BYTES = 1 << 20
-# (Capping the band at an eighth of the image's input and output, 64 KiB at least, was tried for
-# small images, where a 1 MiB band is all of an image's columns: it doubled u2netp's bands a run
-# (605 -> 1171) and took nudenet's from 65 to 826, one Python pass each, to lower only mtcnn's
-# arena by 7%, whose excess is the fused PRelu's temporary, not columns.)
+# On small images (input and output up to COLUMN_SMALL_IMAGE_BYTES), where a 1 MiB band is most of
+# the step's memory (1.07x mtcnn pnet's whole tensors' bound), a band is held to a sixteenth of the
+# conv's input and output, no less than the weights nor COLUMN_MIN_PIXELS output pixels (see
+# column_band_bytes).  Everywhere, with a 64 KiB floor, took nudenet's bands a run from 65 to 953
+# (one output row of 40 pixels a band), 40 -> 60 ms; with these floors 206 and u2netp's 605 -> 986.
+COLUMN_SHARE = 16
+COLUMN_MIN_PIXELS = 256
+COLUMN_SMALL_IMAGE_BYTES = 4 << 20
 
 # Above this many kernel taps, im2col columns come from one strided view of the input instead of
 # one slice copy per tap (Python overhead per tap dominates when the output is short).
@@ -94,13 +98,31 @@ def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES) -> 
         kn2row_plan(g, x_shape, w_shape, dt, tile_bytes)
     else:
         row = c * math.prod(kernel) * math.prod(out_sp[1:]) * dt.itemsize
-        g.tile = max(1, min(out_sp[0], scaled(COLUMN_TILE_BYTES, tile_bytes) // max(row, 1)))
+        band = column_band_bytes(c * math.prod(x_shape[2:]), m * math.prod(out_sp), math.prod(w_shape),
+                                 c * math.prod(kernel), dt.itemsize, tile_bytes)
+        g.tile = max(1, min(out_sp[0], band // max(row, 1)))
         if padded:
             g.padded_shape = (c, padded_rows(g, pshape[2]), *pshape[3:])
             g.phased = math.prod(kernel) <= WINDOW_GATHER_TAPS and column_phased(kernel, strides, dil)
             g.scratch.append((g.padded_shape, dt))
         g.scratch.append(((c * math.prod(kernel), g.tile * math.prod(out_sp[1:])), dt))
     return g
+
+
+def column_band_bytes(in_elements: int, out_elements: int, w_elements: int, column: int, itemsize: int,
+                      tile_bytes: int = CPU_TILE_BYTES) -> int:
+    """Bytes of im2col columns one band may take: ``COLUMN_TILE_BYTES``; and where the conv's own
+    input and output image is small (``COLUMN_SMALL_IMAGE_BYTES``), at most a ``COLUMN_SHARE``-th
+    of it, but never less than the weights nor ``COLUMN_MIN_PIXELS`` output pixels' columns
+    (``column`` elements a pixel): each band's matmul reads all the weights, and costs a Python
+    pass of one copy a tap.  Sizes scaled to the device's tiles."""
+    tile = scaled(COLUMN_TILE_BYTES, tile_bytes)
+    image = (in_elements + out_elements) * itemsize
+    if image > scaled(COLUMN_SMALL_IMAGE_BYTES, tile_bytes):  # the tile is already a small part of it
+        return tile
+    share = image // COLUMN_SHARE
+    least = max(scaled(COLUMN_MIN_PIXELS * column * itemsize, tile_bytes), w_elements * itemsize)
+    return min(tile, max(least, share))
 
 
 def padded_rows(g: ConvGeometry, all_rows: int) -> int:

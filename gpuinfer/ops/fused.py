@@ -15,6 +15,7 @@ import numpy as np
 from gpuinfer.backends import tile_bytes_for
 from gpuinfer.ops.context import OpContext
 from gpuinfer.ops.elementwise import chunk_scratch, chunked, clamp
+from gpuinfer.ops.prelu_bands import band_shape, prelu_in_bands
 from gpuinfer.ops.registry import OpSpec
 from gpuinfer.plan.lifetimes import scratch_keywords
 
@@ -74,10 +75,20 @@ def _chain_scratch(first: Any, act: Any):
         made = output_shapes[0] if output_shapes else None
         if tail is None or made is None:
             return wanted  # (no shape: the activation's buffer is served, and learnt, at the first run)
+        band = _prelu_band(act, made, shapes[n_first:], dtypes[0], device_kind)
+        if band is not None:
+            return wanted + [(band, np.dtype(dtypes[0]))]
         return wanted + list(_call_scratch(tail, act.attrs, [made, *shapes[n_first:]], [dtypes[0], *dtypes[n_first:]],
                                            device_kind))
 
     return scratch
+
+
+def _prelu_band(act: Any, made: Any, rest: list, dtype: Any, device_kind: str):
+    """The band PRelu after a producer runs in on the CPU (ops/prelu_bands.py), or None."""
+    if act.op_type != "PRelu" or act.domain or device_kind != "cpu" or not rest or rest[0] is None:
+        return None
+    return band_shape(tuple(made), tuple(rest[0]), dtype, act.opset)
 
 
 def _call_scratch(fn, attrs, shapes, dtypes, device_kind):
@@ -97,6 +108,9 @@ def _chain(first: Any, act: Any):
         y = first.spec.kernel_for(kind)(head, *args[:n_first])
         if head.absorbed:
             return y
+        band = _prelu_band(act, tuple(y.shape), [tuple(a.shape) for a in args[n_first:]], y.dtype, kind)
+        if band is not None:
+            return prelu_in_bands(PartContext(ctx, act, y), y, args[n_first], band)
         return act.spec.kernel_for(kind)(PartContext(ctx, act, y), y, *args[n_first:])
 
     kernel.__doc__ = f"{first.op_type} then {act.op_type} in place on its output"

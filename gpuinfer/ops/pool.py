@@ -65,7 +65,10 @@ def _plan(key, x_shape, tile_bytes=CPU_TILE_BYTES):
     if not any(g.begin) and all(r <= i for r, i in zip(reach, in_sp)):
         return g, axes, "separable", []
     padded = rows * math.prod(max(i + b + e, r) for i, b, e, r in zip(in_sp, g.begin, g.end, reach))
-    budget = min(scaled(pool_fold.TILE_ELEMS, tile_bytes), rows * math.prod(out_sp), padded)
+    # ... and at most a sixteenth of the step's own input and output, one row at least (mtcnn onet's
+    # output-sized tile was 0.2x its whole tensors' bound)
+    share = max(ho * w, rows * (math.prod(in_sp) + math.prod(out_sp)) // 16)
+    budget = min(scaled(pool_fold.TILE_ELEMS, tile_bytes), rows * math.prod(out_sp), padded, scaled(share, tile_bytes))
     return g, axes, "separable", [(max(1, min(rows, budget // (ho * w))), ho, w)]
 
 
