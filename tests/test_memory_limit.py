@@ -127,7 +127,7 @@ def test_ceiling_is_available_not_total_memory(monkeypatch):
     assert f"({need - 1} bytes now)" in str(info.value) and "memory_mode='arena' would fit" in str(info.value)
     assert sess.held_bytes == 0
     monkeypatch.setattr(type(sess._backend), "available_memory", lambda self: need)
-    sess._available_cache = None  # a fresh reading (readings are reused for half a second)
+    sess._ceiling.available_cache = None  # a fresh reading (readings are reused for half a second)
     sess.run(None, feeds)
     assert sess.memory_report().memory_ceiling_bytes == need
 

@@ -33,12 +33,14 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         require_matplotlib()
     _check_writable("--trace", args.trace)
     model, feeds, choices = _prepare(args, out)
+    if args.plan_only:
+        return _plan_only(args, model, feeds, out)
     repeat = args.repeat or (REPORT_REPEAT if reporting else 1)
     with Progress(repeat, f"run {model.path.name}", enabled=not args.quiet) as bar:
         bar.show(args.memory_mode)
         with guessed_shapes_hint(model.path, feeds, choices):  # failing on guessed shapes: ask for --shape
             result = measure(model.path, args.memory_mode, args.device, feeds, repeat, reporting, bar.advance,
-                             args.threads, args.trace)
+                             args.threads, args.trace, args.memory_limit)
     median = f", median {ms(result.median_seconds)} ({later_runs(repeat)})" if repeat > 1 else ""
     print(f"ran {result.mode} on {result.device}: {repeat} run(s), first {ms(result.first_seconds)}{median}",
           file=out)
@@ -49,6 +51,21 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     _write_extras(args, "run", model, repeat, choices, [result], None, None, out)
     if args.trace:
         print(f"wrote trace to {args.trace} (open it in chrome://tracing or ui.perfetto.dev)", file=out)
+    return 0
+
+
+def _plan_only(args: argparse.Namespace, model: ModelChoice, feeds: dict, out: TextIO) -> int:
+    """``gpuinfer run --plan-only``: the plan's memory report for the feeds' shapes; nothing runs."""
+    sess = InferenceSession(model.path, device=args.device, memory_mode=args.memory_mode,
+                            memory_limit_bytes=args.memory_limit)
+    shapes = {name: value.shape for name, value in feeds.items()}
+    report = sess.plan_memory(shapes, {name: value.dtype for name, value in feeds.items()})
+    print(report.text(), file=out)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1, default=str))
+        print(f"wrote JSON to {args.json}", file=out)
     return 0
 
 

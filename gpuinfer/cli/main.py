@@ -33,8 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a model in one memory mode",
                               description="Run MODEL (default: SqueezeNet from the onnx package) in one memory mode.")
     _common(run)
-    run.add_argument("--memory-mode", default="per_tensor", choices=MEMORY_MODES, metavar="MODE",
-                     help=f"one of {', '.join(MEMORY_MODES)} (default per_tensor)")
+    run.add_argument("--memory-mode", default="per_tensor", choices=MEMORY_MODES + ("auto",), metavar="MODE",
+                     help=f"one of {', '.join(MEMORY_MODES)}, or auto with --memory-limit (default per_tensor)")
+    run.add_argument("--memory-limit", type=_positive_int, metavar="BYTES",
+                     help="refuse runs over BYTES; with --memory-mode auto, the fastest mode whose plan fits")
+    run.add_argument("--plan-only", action="store_true",
+                     help="print the plan's memory report for the input shapes (planned bytes, lower bound, "
+                          "the tensors alive at the peak step) without running the model")
     run.add_argument("--trace", metavar="FILE.json",
                      help="write every run as a Chrome trace: a span per node, live bytes per step "
                           "(open in chrome://tracing or ui.perfetto.dev)")

@@ -49,12 +49,13 @@ class ModeResult:
 
 def measure(model: Path, mode: str, device: str, feeds: dict, repeat: int, sample: bool,
             on_run: Optional[Callable[[str], None]] = None, threads: Optional[int] = None,
-            trace: Optional[str] = None) -> ModeResult:
+            trace: Optional[str] = None, memory_limit: Optional[int] = None) -> ModeResult:
     """A fresh session in ``mode`` run ``repeat`` times on ``feeds`` (``threads``: BLAS threads;
-    ``trace``: a Chrome trace file of every run, written once the runs are over)."""
+    ``trace``: a Chrome trace file of every run, written once the runs are over;
+    ``memory_limit``: the session's ``memory_limit_bytes``)."""
     gc.collect()  # earlier sessions must not be freed during this one's runs (sampler baseline)
     session = InferenceSession(model, device=device, memory_mode=mode, sample_memory=sample,
-                               intra_op_threads=threads, trace=trace)
+                               intra_op_threads=threads, trace=trace, memory_limit_bytes=memory_limit)
     names = [o.name for o in session.get_outputs()]
     seconds = []
     outputs: list = []

@@ -1,41 +1,29 @@
 """Memory planning: lifetimes in, a ``MemoryPlan`` out.
 
-Each mode's planner is one module exposing one pure function
-``plan(lifetimes, sharing) -> (block sizes, placements, in-place map, concat map)``, listed in
-``MODES`` (``gpuinfer.MEMORY_MODES`` is read from it).  A new planner is a new file and one line
-there, but a new mode is more than that today: ``make_plan`` below gives only ``arena`` the
-in-place and Concat sharing and a place for the outputs in its block, and the session
-(``runtime/session.py``) names modes too (``arena``'s shared blocks, ``reduce`` neither replanning
-from a run nor using subgraph traces, only ``per_tensor`` handing out intermediates as outputs).
+Each memory mode is one ``MemoryMode`` object in one file (``per_tensor.py``, ``reduce.py``,
+``reuse.py``, ``arena.py``): its planner (a pure function
+``plan(lifetimes, sharing) -> (block sizes, placements, in-place map, concat map)``) and the facts
+the planner and the session ask of it (``modes.py``).  ``MODES`` is the registry
+(``gpuinfer.MEMORY_MODES`` is read from it); a new mode is a new file that calls
+``register_mode``.  ``make_plan`` below asks the mode, never its name, whether outputs are placed
+and whether in-place and Concat sharing are offered.
 
 ``verify_plan`` (``verify.py``) checks a plan independently of the planners; the tests run it on
 every plan they make, sessions do not run it.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional, Union
 
 from gpuinfer.graph.ir import Graph
-from gpuinfer.plan.arena import plan_arena
+from gpuinfer.plan import per_tensor, reduce, reuse, arena  # noqa: F401  (register the modes, in this order)
 from gpuinfer.plan.concat import concat_aliases
 from gpuinfer.plan.lifetimes import Lifetime, graph_lifetimes, lower_bound
-from gpuinfer.plan.per_tensor import plan_per_tensor
+from gpuinfer.plan.modes import MODES, MemoryMode, by_speed, get_mode, register_mode, unregister_mode
 from gpuinfer.plan.plan import ALIGNMENT, MemoryPlan, Placement
-from gpuinfer.plan.reduce import plan_reduce
-from gpuinfer.plan.reuse import plan_reuse
 from gpuinfer.plan.sharing import Sharing
 from gpuinfer.plan.verify import PlanVerificationError, verify_plan
 from gpuinfer.values import TensorKey, value_key
-
-Planner = Callable[[list, list], tuple]
-
-MODES: dict[str, Planner] = {
-    "per_tensor": plan_per_tensor,
-    "reduce": plan_reduce,
-    "reuse": plan_reuse,
-    "arena": plan_arena,
-}
-
 
 def inplace_pairs(graph: Graph, lifetimes: dict[TensorKey, Lifetime]) -> list[tuple[TensorKey, TensorKey]]:
     """(output, input) pairs where an in-place-safe op may write over an input that dies there."""
@@ -57,7 +45,7 @@ def inplace_pairs(graph: Graph, lifetimes: dict[TensorKey, Lifetime]) -> list[tu
     return pairs
 
 
-def make_plan(graph: Graph, types: dict, mode: str, keep: frozenset = frozenset(),
+def make_plan(graph: Graph, types: dict, mode: Union[str, MemoryMode], keep: frozenset = frozenset(),
               seen_scratch: Optional[dict] = None, traces: Optional[dict] = None,
               device_kind: str = "cpu") -> MemoryPlan:
     """Plan ``graph`` for one signature under ``mode``.
@@ -67,18 +55,20 @@ def make_plan(graph: Graph, types: dict, mode: str, keep: frozenset = frozenset(
     ``TracePlan`` of its subgraph tensors (or None: not traced), whose blocks the plan places.
     ``device_kind``: whose kernels run ("cpu" or "cuda"): their scratch differs.
     """
+    mode = get_mode(mode) if isinstance(mode, str) else mode
     blocks_of = {step: t.block_bytes for step, t in (traces or {}).items() if t is not None}
     records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch, blocks_of, device_kind)
     lifetimes = {l.key: l for l in records}
-    # The arena holds outputs too (copied out once the run is over), so a run never needs the
-    # whole block plus the outputs beside it; the other modes give outputs their own buffers.
-    placeable = records if mode == "arena" else [l for l in records if l.kind != "output"]
-    sharing = Sharing(inplace_pairs(graph, lifetimes), concat_aliases(graph, lifetimes)) if mode == "arena" else Sharing()
-    blocks, placements, inplace, concat = MODES[mode](placeable, sharing)
-    return MemoryPlan(mode, len(graph.nodes), lifetimes, placements, blocks, inplace, dynamic,
+    # A mode that places outputs holds them in its blocks (copied out once the run is over), so a
+    # run never needs the blocks plus the outputs beside them; the others give outputs their own buffers.
+    placeable = records if mode.places_outputs else [l for l in records if l.kind != "output"]
+    sharing = Sharing(inplace_pairs(graph, lifetimes), concat_aliases(graph, lifetimes)) if mode.shares_bytes else Sharing()
+    blocks, placements, inplace, concat = mode.place(placeable, sharing)
+    return MemoryPlan(mode.name, len(graph.nodes), lifetimes, placements, blocks, inplace, dynamic,
                       lower_bound(records, len(graph.nodes)), dict(types), seen_scratch is not None, concat,
                       dict(traces or {}))
 
 
-__all__ = ["ALIGNMENT", "Lifetime", "MODES", "MemoryPlan", "Placement", "PlanVerificationError",
-           "Sharing", "concat_aliases", "inplace_pairs", "lower_bound", "make_plan", "verify_plan"]
+__all__ = ["ALIGNMENT", "Lifetime", "MODES", "MemoryMode", "MemoryPlan", "Placement", "PlanVerificationError",
+           "Sharing", "by_speed", "concat_aliases", "get_mode", "inplace_pairs", "lower_bound", "make_plan",
+           "register_mode", "unregister_mode", "verify_plan"]

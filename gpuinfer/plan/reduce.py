@@ -6,8 +6,14 @@ price of one allocator call per tensor per run.
 from __future__ import annotations
 
 from gpuinfer.plan.lifetimes import Lifetime
+from gpuinfer.plan.modes import MemoryMode, register_mode
 from gpuinfer.plan.sharing import Sharing
 
 
 def plan_reduce(lifetimes: list[Lifetime], sharing: Sharing):
     return [], {}, {}, {}
+
+
+# Slowest (one allocator call per tensor per run): ``auto``'s last resort.  Nothing is placed, so
+# subgraph traces and shapes seen in a run would not be used: no traces, no replanning.
+REDUCE = register_mode(MemoryMode("reduce", plan_reduce, speed_rank=3, plans_ahead=False))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 
 from gpuinfer.plan.lifetimes import Lifetime
+from gpuinfer.plan.modes import MemoryMode, register_mode
 from gpuinfer.plan.sharing import Sharing
 from gpuinfer.plan.plan import Placement
 
@@ -34,3 +35,7 @@ def plan_reuse(lifetimes: list[Lifetime], sharing: Sharing):
             placements[life.key] = Placement(block, 0)
             heapq.heappush(busy, (life.last, block))
     return blocks, placements, {}, {}
+
+
+# Kept buffers per (shape, dtype) class: outputs still allocated per run, so after arena for ``auto``.
+REUSE = register_mode(MemoryMode("reuse", plan_reuse, speed_rank=2))

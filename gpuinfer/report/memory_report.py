@@ -58,6 +58,7 @@ class MemoryReport:
     memory_ceiling_bytes: Optional[int] = None
     cuda_graph: str = "off"
     graph_pool_bytes: int = 0
+    auto_choice: str = ""  # memory_mode="auto": which mode it chose and why ("" otherwise)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
