@@ -8,7 +8,9 @@ MODEL: ONNX files or folders (default ../shared/models and onnx's light networks
 bench/common.py).  Each model runs in a fresh process.  Columns: counted = the pool's peak;
 traced = the pool's held buffers plus what tracemalloc saw the run allocate; copied outputs =
 outputs handed to the caller as copies of pool buffers (not in the pool's count); traced /
-(counted + copied) is the figure held to 2%; counted / tensors' bound
+(counted + copied) everything tracemalloc sees, numpy data / (counted + copied) its numpy buffers
+only, the figure held to 2% (Python objects: the run's frames and small objects at its peak, not
+tensor data); counted / tensors' bound
 (no scratch) the one ``arena`` is held to 1.10x.  How it is read: tests/memory_probe.py.
 """
 from __future__ import annotations
@@ -41,10 +43,12 @@ def main(argv=None) -> int:
         return 0
     records, failed = records_per_model(__file__, args, "memory discipline", [])
     rows = [[r["model"], r["mode"], f"{r['counted'] / MIB:.2f}", f"{r['traced'] / MIB:.2f}",
-             f"{r['copied_output_bytes'] / MIB:.2f}", f"{r['traced_ratio']:.3f}",
-             f"{r['tensor_bound'] / MIB:.2f}", f"{r['counted'] / max(r['tensor_bound'], 1):.2f}"] for r in records]
+             f"{r['copied_output_bytes'] / MIB:.2f}", f"{r['traced_ratio']:.3f}", f"{r['traced_numpy_ratio']:.3f}",
+             f"{r['python_overhead'] / 1024:.0f}", f"{r['tensor_bound'] / MIB:.2f}",
+             f"{r['counted'] / max(r['tensor_bound'], 1):.2f}"] for r in records]
     table = markdown_table(["model", "mode", "counted MiB", "traced MiB", "copied outputs MiB", "traced / (counted + copied)",
-                            "tensors' bound MiB", "counted / tensors' bound"], rows)
+                            "numpy data / (counted + copied)", "Python objects KiB", "tensors' bound MiB",
+                            "counted / tensors' bound"], rows)
     print(table)
     return finish(__file__, args, argv, records, failed, "memory-discipline", "Memory discipline of the numpy device",
                   "", table)

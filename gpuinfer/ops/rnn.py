@@ -367,8 +367,10 @@ def _run(ctx, op_type: str, batchwise: bool, x, w, r, b, seq_lens, init_h,
 
     # the input projection of every step and direction in one matmul, biases folded in
     xp.matmul(x.reshape(seq * batch, x.shape[2]), w.transpose(0, 2, 1), out=proj)
-    if b is not None:  # Wb + Rb: a small [dirs, gates * hidden] temporary
-        bias = xp.add(b[:, :width], b[:, width:])
+    if b is not None:  # Wb + Rb, [dirs, gates * hidden], in the work space (free until the steps; an
+        # empty batch has none, and nothing to add it to)
+        room = work.reshape(-1)[:n_dir * width]
+        bias = xp.add(b[:, :width], b[:, width:], out=room.reshape(n_dir, width) if room.size == n_dir * width else None)
         if lbr:  # Rb_h stays inside the reset gate's product
             xp.copyto(bias[:, 2 * hidden:], b[:, 2 * hidden:width])
         xp.add(proj, bias[:, None, :], out=proj)
