@@ -76,3 +76,12 @@ def test_fused_prelu_in_bands_is_the_prelu_op_bit_for_bit(slope_shape, low):
     out_bytes = got.nbytes
     assert fused.memory_report().peak_bytes < apart.memory_report().peak_bytes
     assert fused.memory_report().peak_bytes <= x.nbytes + out_bytes + out_bytes // 8 + (1 << 16)
+
+
+def test_tiny_arena_is_the_bound_plus_alignment():
+    """silero's run is 12 KB of tensors, dozens of them under 100 bytes, and no scratch: the arena's
+    aligned offsets and packing of them make it ~1.17x the bound (1.7 KB).  For tiny models the honest criterion is an absolute
+    slack, one 4 KiB page over the bound (1.10x where that is larger)."""
+    source, feeds = model_case("shared/silero_vad.onnx")
+    m = steady_state_memory(source, feeds, "arena")
+    assert m["counted"] <= max(1.10 * m["tensor_bound"], m["tensor_bound"] + 4096), m
