@@ -1,14 +1,10 @@
-"""``InferenceSession``: onnxruntime's API over gpuinfer's planner, pools and executor.
-
-    sess = gpuinfer.InferenceSession("model.onnx", memory_mode="arena")
-    outputs = sess.run(None, {"input": x})
-    print(sess.memory_report().peak_bytes)
+"""``InferenceSession``: onnxruntime's API over gpuinfer's planner, pools and executor
+(``InferenceSession("model.onnx", memory_mode="arena").run(None, {"input": x})``).
 
 The session composes a graph (``graph/``), a device (``backends/``), a memory mode (``plan/modes.py``)
 with its plan cache (``plan_cache.py``), a ceiling (``memory_ceiling.py``), observers (sampler and
-trace, ``observers.py``) and a report.  Runs are serialised by a lock (the plans' kept buffers
-belong to the session, or to its ``Workspace``), so threads may share a session; outputs are
-arrays the caller owns.  The options are described in the README ("Python API").
+trace, ``observers.py``) and a report.  Runs are serialised by a lock (kept buffers belong to the
+session or its ``Workspace``); outputs are arrays the caller owns.  Options: README, "Python API".
 """
 from __future__ import annotations
 
@@ -133,8 +129,7 @@ class InferenceSession:
             return handed_out(env[name], name in owned)
         return self._executor.constants[id(self._graph)][name].copy()
 
-    def _run_locked(self, feeds: dict, hold: frozenset):
-        """One eager run under the lock (runtime/eager_run.py); CUDA graphs call it too."""
+    def _run_locked(self, feeds: dict, hold: frozenset):  # runtime/cuda_graph.py calls it too
         return eager_run(self, feeds, hold)
 
     def _plan_for(self, feeds: dict) -> tuple[MemoryPlan, BlockSet]:
@@ -159,8 +154,8 @@ class InferenceSession:
         return self._report
 
     def plan_memory(self, input_shapes: dict, input_dtypes: Optional[dict] = None) -> PlanReport:
-        """The memory report of the plan for these input shapes, without running anything (the plan
-        is cached: a later run of this signature uses it, and reports the same ``planned_bytes``)."""
+        """The plan's memory report for these input shapes, nothing run (the plan is cached: a run of
+        this signature uses it and reports the same ``planned_bytes``; report/plan_report.py)."""
         feeds = shape_feeds(self._graph, input_shapes, input_dtypes)
         with self._lock:
             plan = self._plan_for(feeds)[0]
@@ -185,8 +180,7 @@ class InferenceSession:
         return {k: (v[0], v[1]) for k, v in self._executor.profile.items()}
 
     def end_profiling(self) -> str:
-        """Write the Chrome trace of every run so far (``trace=``) and stop tracing; returns the
-        file's path, or "" when tracing is off (onnxruntime's ``end_profiling``)."""
+        """Write the Chrome trace of the runs so far (``trace=``), stop tracing; its path, or "" (off)."""
         with self._lock:
             return self._observers.end_trace()
 

@@ -17,6 +17,7 @@ the block at once.  Other modes keep their own blocks but share the lock and the
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ class WorkspaceReport:
     ``block_bytes``: the shared arena block now; ``largest_plan_bytes``: the largest single plan
     of any member; ``separate_bytes``: the sum over members of each one's largest plan (what
     separate arenas would hold); ``saving_bytes``: ``separate_bytes - block_bytes``;
-    ``peak_bytes``: the most the workspace's count reached during any run so far;
+    ``peak_bytes``: the most the workspace's count reached during any run so far (on CUDA the count
+    includes the run's feeds, uploaded inside it, as a lone session's peak does);
     ``sessions``: member label -> its largest plan's bytes.
     """
 
@@ -54,7 +56,7 @@ class WorkspaceReport:
     def text(self) -> str:
         mib = 1024 * 1024
         rows = [f"workspace on {self.device}: {len(self.sessions)} session(s), one shared arena block"]
-        rows += [f"  {label:<32} largest plan {nbytes / mib:9.2f} MiB" for label, nbytes in self.sessions.items()]
+        rows += [f"  {label:<36} largest plan {nbytes / mib:9.2f} MiB" for label, nbytes in self.sessions.items()]
         saved = self.saving_bytes / self.separate_bytes if self.separate_bytes else 0.0
         rows += [f"  shared block      {self.block_bytes / mib:9.2f} MiB (largest plan {self.largest_plan_bytes / mib:.2f} MiB)",
                  f"  separate arenas   {self.separate_bytes / mib:9.2f} MiB (sum of the plans)",
@@ -81,8 +83,8 @@ class Workspace:
 
     def join(self, session: Any, model: Any) -> None:
         """Called by a session made with ``workspace=self``."""
-        label = str(model) if isinstance(model, str) else type(model).__name__
-        self._members.append((label.rsplit("/", 1)[-1], weakref.ref(session)))
+        label = os.path.basename(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+        self._members.append((label, weakref.ref(session)))
 
     def ran(self, peak: int) -> None:
         """A member's run ended with this counted peak (the lock is held)."""
