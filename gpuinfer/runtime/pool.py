@@ -8,6 +8,7 @@ the allocator hook when produced and back when released: the reduce path.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Optional
 
 import numpy as np
@@ -35,6 +36,8 @@ class BlockSet:
         self.raw: list[Optional[Any]] = [None] * len(sizes)
         self.views: dict[int, dict] = {}  # id(plan) -> tensor key -> view, reused every run
         self.held_bytes = 0  # bytes of the blocks allocated now (read before every run: kept, not summed)
+        # runners' copies of ``views`` (runtime/bound_views.py), dropped with them
+        self.binders: weakref.WeakSet = weakref.WeakSet()
 
     def block(self, index: int) -> Any:
         if self.raw[index] is None:
@@ -45,6 +48,7 @@ class BlockSet:
     def grow(self, sizes: list[int]) -> None:
         """Make room for a plan with these block sizes (arena: one block shared by all signatures)."""
         self.views.clear()  # views into a block about to be replaced must not survive
+        self.unbind_all()
         for i, size in enumerate(sizes):
             if i >= len(self.sizes):
                 self.sizes.append(size)
@@ -62,9 +66,17 @@ class BlockSet:
     def forget(self, plan: MemoryPlan) -> None:
         """Drop the cached views of a plan that left the cache."""
         self.views.pop(id(plan), None)
+        self.unbind_all()
+
+    def unbind_all(self) -> None:
+        """Runners' bound copies of the views let go (their blocks may be freed next)."""
+        for binder in list(self.binders):
+            binder.unbind()
+        self.binders.clear()
 
     def release_all(self) -> None:
         self.views.clear()
+        self.unbind_all()
         for i, raw in enumerate(self.raw):
             if raw is not None:
                 self.allocator.free(self.sizes[i])

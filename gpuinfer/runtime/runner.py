@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from gpuinfer.errors import GpuinferError, NodeExecutionError
+from gpuinfer.runtime.bound_views import ViewBinding
 from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.host_steps import device_args, run_on_host
 
@@ -70,18 +71,61 @@ def read_args(env: dict, get: Callable, inputs: tuple) -> list:
 
 
 class BoundContext(RunContext):
-    """A context bound to one step for good: its fields are set once, not on every run."""
+    """A context bound to one step for good: its fields are set once, not on every run.
+
+    At the top level it also holds the step's planned views (``runtime/bound_views.py``): an
+    output or scratch whose request matches its bound view is handed out with no pool lookup."""
 
     pool = None  # the run's pool: set on a class made per runner, once per run, for all its steps
+    seen = None  # that pool's ``seen`` (what ``RunPool.buffer`` records for each buffer handed out)
+    binding = None  # the runner's ``ViewBinding`` (top level only)
+    bound: tuple = ()  # per output: (view, shape, dtype, key, (shape, dtype)) or None (see bind)
+    bound_scratch: tuple = ()  # per scratch index: the same, or None
 
     def out(self, i: int, shape: Any, dtype: Any) -> Any:
-        """``RunContext.out`` for the common case (an output the model uses) in fewer steps."""
+        """``RunContext.out`` for the common cases: a bound view, else an output the model uses."""
+        try:
+            b = self.bound[i]  # as long as the outputs: no length test on the common path
+        except IndexError:
+            b = None
+        if b is not None:
+            if type(shape) is not tuple:  # Split, Concat and others pass lists
+                shape = tuple(shape)
+            if shape == b[1] and (dtype is b[2] or dtype == b[2]):
+                self.seen[b[3]] = b[4]
+                view = self.handed[i] = b[0]
+                return view
         keys = self.keys
         key = keys[i] if i < len(keys) else None
         if key is None:
             return RunContext.out(self, i, shape, dtype)
         buf = self.handed[i] = self.pool.buffer(key, shape, dtype)
+        if b is not None:
+            self._missed(b)
         return buf
+
+    def scratch(self, shape: Any, dtype: Any) -> Any:
+        """``RunContext.scratch``, from the bound view of its index when the request matches it."""
+        temporaries = self.temporaries
+        j = len(temporaries)
+        bound = self.bound_scratch
+        b = bound[j] if j < len(bound) else None
+        if b is not None:
+            if type(shape) is not tuple:
+                shape = tuple(shape)
+            if shape == b[1] and (dtype is b[2] or dtype == b[2]):
+                temporaries.append(b[3])
+                self.seen[b[3]] = b[4]
+                return b[0]
+        buf = RunContext.scratch(self, shape, dtype)
+        if b is not None:
+            self._missed(b)
+        return buf
+
+    def _missed(self, b: tuple) -> None:
+        """A request that did not match its bound view: bind again if the pool's view changed."""
+        if self.pool.views.get(b[3]) is not b[0]:
+            self.binding.stale()
 
 
 def _bound_contexts(steps: list, device: Any, scope: Any) -> tuple[type, list]:
@@ -100,7 +144,10 @@ def _bound_contexts(steps: list, device: Any, scope: Any) -> tuple[type, list]:
         ctx.handed = {}
         ctx.temporaries = []
         ctx.__dict__.update(step.fields)
+        ctx.bound = (None,) * len(ctx.keys)
         contexts.append(ctx)
+    if not scope:  # subgraph tensors live in traced blocks or on the dynamic path: nothing to bind
+        cls.binding = ViewBinding(contexts, scope)
     return cls, contexts
 
 
@@ -126,6 +173,10 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
     # uploads to the op running by looking for them in the caller's frames (strict/counters.py)
     lines = ["def _run(env, pool, get, run_subgraph, timeline):",
              "    Ctx.pool = pool",
+             "    Ctx.seen = pool.seen"]
+    if cls.binding is not None:
+        lines.append("    Ctx.binding.ensure(pool)")
+    lines += [
              "    release = pool.release",
              "    allocator = pool.allocator",
              "    nested = pool.nested",
@@ -141,7 +192,8 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
         freed.update(name for name, _ in step.frees if name not in hold)
     # what is never freed (outputs, held values) is what the caller reads from env
     lines += [f"    env[{name!r}] = {slots[name]}" for name in slots if name in made and name not in freed]
-    lines += ["    Ctx.pool = None  # the finished run's pool is not kept alive by its runner", "    return env"]
+    lines += ["    Ctx.pool = Ctx.seen = None  # the finished run's pool is not kept alive by its runner",
+              "    return env"]
     source = "\n".join(lines)
     code = compile(source, f"<gpuinfer runner {getattr(graph, 'name', '')!s:.40}>", "exec")
     exec(code, names)  # noqa: S102 - the source is ours, built from names passed as repr() literals
