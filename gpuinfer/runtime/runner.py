@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from gpuinfer.errors import GpuinferError, NodeExecutionError
-from gpuinfer.runtime.bound_views import ViewBinding
+from gpuinfer.runtime.bound_views import ViewBinding, forget_unrequested
 from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.host_steps import device_args, run_on_host
 
@@ -79,7 +79,7 @@ class BoundContext(RunContext):
     pool = None  # the run's pool: set on a class made per runner, once per run, for all its steps
     seen = None  # that pool's ``seen`` (what ``RunPool.buffer`` records for each buffer handed out)
     binding = None  # the runner's ``ViewBinding`` (top level only)
-    bound: tuple = ()  # per output: (view, shape, dtype, key, (shape, dtype)) or None (see bind)
+    bound: tuple = ()  # per output: (buffer, shape, dtype, key, (shape, dtype), view) or None (bound_views._entry)
     bound_scratch: tuple = ()  # per scratch index: the same, or None
 
     def out(self, i: int, shape: Any, dtype: Any) -> Any:
@@ -92,8 +92,7 @@ class BoundContext(RunContext):
             if type(shape) is not tuple:  # Split, Concat and others pass lists
                 shape = tuple(shape)
             if shape == b[1] and (dtype is b[2] or dtype == b[2]):
-                self.seen[b[3]] = b[4]
-                view = self.handed[i] = b[0]
+                view = self.handed[i] = b[0]  # ``seen`` has its entry from the run's start
                 return view
         keys = self.keys
         key = keys[i] if i < len(keys) else None
@@ -124,7 +123,7 @@ class BoundContext(RunContext):
 
     def _missed(self, b: tuple) -> None:
         """A request that did not match its bound view: bind again if the pool's view changed."""
-        if self.pool.views.get(b[3]) is not b[0]:
+        if self.pool.views.get(b[3]) is not b[5]:
             self.binding.stale()
 
 
@@ -161,7 +160,7 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
     cls, contexts = _bound_contexts(steps, device, scope)
     own = set(graph.inputs) | set(graph.constants) | {name for node in graph.nodes for name in node.outputs}
     names: dict[str, Any] = {"Ctx": cls, "store": executor._store, "node_error": node_error,
-                             "read_locals": read_locals, "device_args": device_args, "run_on_host": run_on_host,
+                             "read_locals": read_locals, "forget_unrequested": forget_unrequested, "device_args": device_args, "run_on_host": run_on_host,
                              "device": device,
                              "host_constants": graph.constants}
     with_nested = any(step.nested for step in steps)  # else nothing alive is a subgraph's at the top
@@ -175,7 +174,7 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
              "    Ctx.pool = pool",
              "    Ctx.seen = pool.seen"]
     if cls.binding is not None:
-        lines.append("    Ctx.binding.ensure(pool)")
+        lines.append("    Ctx.binding.start(pool)")
     lines += [
              "    release = pool.release",
              "    allocator = pool.allocator",
@@ -255,7 +254,7 @@ def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_ne
             "        c.handed, c.temporaries = {}, []",
             f"        raise node_error(node, exc, read_locals(locals(), SLOTS, env, get, S{i}.inputs))"]
     # the general store (``Executor._store``) writes env; with locals each output moves out of it
-    settle = [f"store(c, S{i}, r, env)"] + [f"{slots[name]} = env.pop({name!r})" for _, name in step.named
+    settle = [f"store(c, S{i}, r, env)"] + (["forget_unrequested(c)"] if top else []) + [f"{slots[name]} = env.pop({name!r})" for _, name in step.named
                                             if name in slots]
     if step.single and not step.keep_host:
         out += ["    if r is not None and r is c.handed.get(0):",
