@@ -20,6 +20,9 @@ What the runner keeps of the general loop (``Executor._run``), statement for sta
 * control flow: If/Loop/Scan get the run's ``run_subgraph`` and the nested-tensor bookkeeping;
   their bodies get runners of their own.
 
+At the top level each step's context also holds its planned output and scratch views, bound
+once per (plan, blocks) (``runtime/bound_views.py``): steady-state runs do no pool lookup for them.
+
 Profiling and Chrome traces need per-node timing and take the general loop instead.
 """
 from __future__ import annotations
