@@ -38,6 +38,8 @@ class MemoryMode:
     shares_blocks: bool = False
     plans_ahead: bool = True
     hands_out_intermediates: bool = False
+    # every planned buffer keeps its address from run to run, so a captured CUDA graph can replay on it
+    fixed_addresses: bool = False
 
     def __call__(self, lifetimes: list, sharing: object) -> tuple:
         """The planner itself (``MODES[name](lifetimes, sharing)``)."""

@@ -17,4 +17,5 @@ def plan_per_tensor(lifetimes: list[Lifetime], sharing: Sharing):
 
 # Fastest to try first for ``memory_mode="auto"``: no placement search, no sharing, buffers written
 # where they stay (CUDA graphs capture it), and every intermediate readable after the run.
-PER_TENSOR = register_mode(MemoryMode("per_tensor", plan_per_tensor, speed_rank=0, hands_out_intermediates=True))
+PER_TENSOR = register_mode(MemoryMode("per_tensor", plan_per_tensor, speed_rank=0, hands_out_intermediates=True,
+                                         fixed_addresses=True))

@@ -40,13 +40,13 @@ from gpuinfer.backends.cuda.graph_pool import ALIGN, GraphPoolExhausted
 from gpuinfer.errors import GpuinferError
 from gpuinfer.graph.ir import Graph
 from gpuinfer.graph.specialize import signature_of
+from gpuinfer.plan.modes import MODES
 from gpuinfer.runtime.deferred import verify_deferred
 from gpuinfer.runtime.pool import RunPool, nbytes_of
 from gpuinfer.values import OptionalValue, TensorSequence, value_key
 
 log = logging.getLogger("gpuinfer")
 
-CAPTURABLE_MODES = ("arena", "per_tensor")
 POOL_TRIES = 3  # captures of one signature before a short private pool means: run eagerly
 TRUE_TEXTS = ("1", "true", "yes", "on")
 
@@ -112,9 +112,11 @@ class GraphRunner:
     # --- why not --------------------------------------------------------------------------------
     def _session_reason(self) -> Optional[str]:
         s = self._s
-        if s.memory_mode not in CAPTURABLE_MODES:
+        mode = MODES.get(s.memory_mode)  # "auto" is no mode of its own: its choice is made per run
+        if mode is None or not mode.fixed_addresses:
+            capturable = " and ".join(name for name, m in MODES.items() if m.fixed_addresses)
             return (f"memory_mode={s.memory_mode!r} allocates and frees buffers as the run goes, so their "
-                    f"addresses change from run to run; graphs are captured in {' and '.join(CAPTURABLE_MODES)}")
+                    f"addresses change from run to run; graphs are captured in {capturable}")
         graph = s._graph
         for node in graph.nodes:
             if node.op_type in ("If", "Loop", "Scan") or _has_subgraph(node):
