@@ -9,8 +9,9 @@ bench/common.py).  Each model runs in a fresh process.  Columns: counted = the p
 traced = the pool's held buffers plus what tracemalloc saw the run allocate; copied outputs =
 outputs handed to the caller as copies of pool buffers (not in the pool's count); traced /
 (counted + copied) everything tracemalloc sees, numpy data / (counted + copied) its numpy buffers
-only, the figure held to 2% (Python objects: the run's frames and small objects at its peak, not
-tensor data); counted / tensors' bound
+only, the figure held to 2% (Python objects: tracemalloc's total less numpy's data at the peak:
+the pool's per-run records, numpy's caches and ufunc buffers, no tensor data; held to 2% or 64 KiB
+by tests/test_memory_discipline.py); counted / tensors' bound
 (no scratch) the one ``arena`` is held to 1.10x.  How it is read: tests/memory_probe.py.
 """
 from __future__ import annotations

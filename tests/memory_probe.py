@@ -9,10 +9,13 @@ like with like; outputs the run made fresh are in both.  ``bound`` is the report
 (every buffer the run made, scratch included, at its real size); ``tensor_bound`` the same without
 scratch: the tensors-only bound issue 15 holds ``arena`` to.
 
-Two views of the run.  ``traced`` is everything tracemalloc sees: numpy's buffers and the Python
-objects the run makes (frames of the generated runners, argument tuples, small lists); on models
-under ~5 MiB those objects are 0.02-0.1 MB at the peak, 2-300% of the count (silero's whole run is
-12 KB of tensors), though no tensor data.  ``traced_numpy`` counts numpy's data buffers only:
+Two views of the run.  ``traced`` is everything tracemalloc sees: numpy's data buffers and what
+else the run allocates: the pool's per-run record (``seen``: ~40 bytes a tensor, the previous
+run's kept for its report), the run's environment, numpy's internal caches and free lists, and
+numpy's ufunc buffers, allocated and freed within one call (numpy 2 buffers every operand of a
+ufunc that broadcasts or strides; a run holds them to 1024 elements, runtime/executor.py).  The
+interpreter's frames are not among them (Python 3.11 keeps them on its own stack).  On models under
+~5 MiB that is 12-60 KiB at the peak (silero's whole run is 12 KB of tensors), though no tensor data.  ``traced_numpy`` counts numpy's data buffers only:
 numpy reports every array buffer to tracemalloc in its own domain (``NUMPY_DOMAIN``, numpy's
 ``NPY_TRACE_DOMAIN``), and a second steady-state run samples that domain's live bytes after every
 C call and Python function return (``sys.setprofile``: a temporary a numpy call leaves alive is

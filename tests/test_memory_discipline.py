@@ -17,8 +17,8 @@ from tests.memory_probe import steady_state_memory
 from tests.model_zoo import model_case  # skips shared models where the folder is absent
 
 MODELS = ["shared/ch_PP-OCRv4_det_infer.onnx", "shared/u2netp.onnx"]
-# small models: Python's objects are up to 3x silero's 12 KB of tensors, so only numpy's data is held
-# to 2%; their arena was 1.2-2.8x the bound before the depthwise blocks, PRelu bands, small-image
+# small models: Python's objects are up to 2.8x silero's 12 KB of tensors, so numpy's data is held
+# to 2% and the total to 2% or a fixed allowance (below); their arena was 1.2-2.8x the bound before the depthwise blocks, PRelu bands, small-image
 # im2col bands, chunk and pool tile shares
 SMALL = ["shared/silero_vad.onnx", "shared/mtcnn_pnet.onnx", "shared/mtcnn_rnet.onnx", "shared/mtcnn_onet.onnx"]
 
@@ -31,12 +31,43 @@ def test_tracemalloc_sees_the_counted_peak(model_id, mode):
     assert 0.98 <= m["traced_ratio"] <= 1.02, m  # nothing allocated behind the pool, and no fictional bytes
 
 
-@pytest.mark.parametrize("mode", ["per_tensor", "arena"])
+# silero ``reduce``: each dynamic buffer is allocated 64 bytes long for its alignment
+# (backends/numpy_backend.py ``raw``) and the allocator counts the bytes asked for: 5 buffers alive
+# at its peak are 320 bytes, 3% of a 10 KB run (1.000 without the padding); not counted yet
+_PADDING = pytest.mark.xfail(strict=True, reason="alignment padding of dynamic buffers is not counted")
+
+
+@pytest.mark.parametrize("mode", ["per_tensor", "reduce", "arena"])
 @pytest.mark.parametrize("model_id", SMALL)
-def test_numpy_data_traced_is_the_counted_peak_on_small_models(model_id, mode):
+def test_numpy_data_traced_is_the_counted_peak_on_small_models(model_id, mode, request):
+    """mtcnn pnet ``reduce`` counted its fused Conv+PRelu's two scratch buffers (im2col columns,
+    then PRelu's band) as alive together to the step's end, though the kernel drops the first
+    before taking the second: 0.979 before a dynamic scratch's count went with its memory."""
+    if model_id == "shared/silero_vad.onnx" and mode == "reduce":
+        request.applymarker(_PADDING)
     source, feeds = model_case(model_id)
     m = steady_state_memory(source, feeds, mode)
     assert 0.98 <= m["traced_numpy_ratio"] <= 1.02, m
+
+
+# Python objects at the run's peak on top of the counted bytes (tests/memory_probe.py: tracemalloc's
+# total less numpy's data): the run's pool record (``seen``, ~40 bytes a tensor), its environment,
+# numpy's internal caches and free lists, and numpy's ufunc buffers (at most 4-8 KB an operand
+# during a run).  Measured 12-60 KiB on these models (PP-OCR cls ``reduce`` the most, 144 steps);
+# before the run held numpy's buffers to 1024 elements and kept its timeline flat, up to 133 KiB.
+PYTHON_ALLOWANCE = 64 << 10
+
+
+@pytest.mark.parametrize("mode", ["per_tensor", "reduce", "arena"])
+@pytest.mark.parametrize("model_id", SMALL + ["shared/ch_ppocr_mobile_v2.0_cls_infer.onnx"])
+def test_traced_total_is_the_count_within_a_fixed_python_allowance(model_id, mode):
+    """Everything tracemalloc sees is within 2% of the count, or over it by at most
+    ``PYTHON_ALLOWANCE`` of objects that hold no tensor data."""
+    source, feeds = model_case(model_id)
+    m = steady_state_memory(source, feeds, mode)
+    counted = m["counted"] + m["copied_output_bytes"]
+    assert m["traced"] <= max(1.02 * counted, counted + PYTHON_ALLOWANCE), m
+    assert m["traced"] >= 0.98 * counted, m
 
 
 # inception_v1: LRN's squares of every channel made its arena 1.51x the bound (1.07x in bands)

@@ -19,6 +19,7 @@ from gpuinfer.runtime.actual_bound import run_lower_bound
 from gpuinfer.runtime.deferred import verify_deferred
 from gpuinfer.runtime.outputs import to_device
 from gpuinfer.runtime.pool import RunPool, nbytes_of
+from gpuinfer.runtime.timeline import Timeline
 from gpuinfer.values import value_key
 
 
@@ -28,7 +29,7 @@ def eager_run(s: Any, feeds: dict, hold: frozenset) -> tuple[dict, set]:
     s._allocator.limit = s._memory_limit  # a workspace's sessions share the allocator
     ceiling = s._ceiling.check(s.memory_mode, plan, blocks, s._plans.shared)
     pool = RunPool(s._allocator, plan, blocks, plan.traces if s._mode.plans_ahead else None)
-    steps: list[tuple] = []  # (node, live bytes); turned into a timeline only when asked for
+    steps = Timeline()  # (node, live bytes) per step; turned into the report's timeline only when asked for
     trace, sampler = s._observers.trace, s._observers.sampler
     stamps: Optional[list] = [] if trace is not None else None  # step times, when tracing
     if sampler:
@@ -77,7 +78,7 @@ def _fits(s: Any, new: Any, replaced: Any) -> bool:
     return s._memory_limit is None or s._ceiling.run_need(new, shared, shared, replaced) <= s._memory_limit
 
 
-def _execute(s: Any, feeds: dict, pool: RunPool, hold: frozenset, steps: list, stamps: Optional[list]) -> dict:
+def _execute(s: Any, feeds: dict, pool: RunPool, hold: frozenset, steps: Timeline, stamps: Optional[list]) -> dict:
     """The executor's run.  One that fails gives back what it held on the dynamic path (the pool's
     count stays true for the next run); one the allocator stopped at ``memory_limit_bytes``
     (tensors its plan could not foresee took it over) says where."""

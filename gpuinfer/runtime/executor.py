@@ -23,10 +23,11 @@ from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.host_steps import HostPlan, device_args, run_on_host
 from gpuinfer.runtime.pool import RunPool
 from gpuinfer.runtime.runner import Runner, build_runner, describe_args
+from gpuinfer.runtime.timeline import Timeline
 from gpuinfer.values import OptionalValue, TensorKey, TensorSequence
 
-Timeline = list  # (node, most bytes in use during its step) per top-level step, appended by the run
 Stamps = list  # (start, end) perf_counter seconds per top-level step, appended only when tracing
+UFUNC_BUFFER_ELEMENTS = 1024  # numpy's ufunc buffer size during a run (Executor.run)
 MAX_RUNNERS = 64  # runners kept per executor: one per (graph, scope, held values)
 
 
@@ -139,8 +140,15 @@ class Executor:
 
         Floating-point warnings are off for the whole run, once, rather than per kernel (entering
         ``np.errstate`` costs about a microsecond, a tenth of a small node's time): ONNX wants IEEE
-        results, inf and NaN included, and kernels count on not being interrupted by warnings."""
+        results, inf and NaN included, and kernels count on not being interrupted by warnings.
+
+        numpy's ufunc buffers are held to ``UFUNC_BUFFER_ELEMENTS`` for the run (numpy restores its
+        own size when ``errstate`` exits): numpy 2 allocates them for every operand of a ufunc
+        that broadcasts or strides (a bias add, a pooling tap over shifted views), 8192 elements
+        each by default: 32-100 KB per call that no pool can count, a third of PP-OCR cls's whole
+        arena.  At 1024 elements that is at most 4-8 KB per operand, at no measured cost in time."""
         with np.errstate(all="ignore"):
+            np.setbufsize(UFUNC_BUFFER_ELEMENTS)
             return self._run(self.graph, feeds, pool, None, (), hold, timeline, stamps)
 
     def _run(self, graph: Graph, feeds: dict[str, Any], pool: RunPool, outer: Optional[Callable],

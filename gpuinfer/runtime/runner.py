@@ -27,12 +27,17 @@ Profiling and Chrome traces need per-node timing and take the general loop inste
 """
 from __future__ import annotations
 
+import weakref
+from functools import partial
 from typing import Any, Callable, Optional
+
+import numpy as np
 
 from gpuinfer.errors import GpuinferError, NodeExecutionError
 from gpuinfer.runtime.bound_views import ViewBinding, forget_unrequested
 from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.host_steps import device_args, run_on_host
+from gpuinfer.runtime.timeline import unrun_steps
 
 Runner = Callable[[dict, Any, Callable, Callable, Optional[list]], dict]
 
@@ -122,12 +127,33 @@ class BoundContext(RunContext):
         buf = RunContext.scratch(self, shape, dtype)
         if b is not None:
             self._missed(b)
+        key = temporaries[-1]
+        if key in self.pool.dynamic and isinstance(buf, np.ndarray):  # its own allocation (reduce): counted until its memory goes
+            self.watched.append(weakref.ref(_memory_owner(buf), partial(_gone, self.pool, key)))
         return buf
 
     def _missed(self, b: tuple) -> None:
         """A request that did not match its bound view: bind again if the pool's view changed."""
         if self.pool.views.get(b[3]) is not b[5]:
             self.binding.stale()
+
+
+def _memory_owner(array: Any) -> Any:
+    """The array that owns ``array``'s memory (numpy frees it when that object dies)."""
+    while isinstance(getattr(array, "base", None), np.ndarray):
+        array = array.base
+    return array
+
+
+def _gone(pool: Any, key: Any, _ref: Any) -> None:
+    """A dynamic scratch buffer's memory was freed before its step ended: so is its count.
+
+    A kernel that takes two scratch buffers one after the other, dropping the first (im2col
+    columns, then PRelu's band on mtcnn pnet), holds one at a time; counted to the step's end,
+    both were (pnet ``reduce``: the count 21 KB over what numpy held, 0.979).  Idempotent with the
+    release at the step's end; the references die with the step, so a buffer a kernel keeps past
+    its step is released there as before."""
+    pool.release(key)
 
 
 def _bound_contexts(steps: list, device: Any, scope: Any) -> tuple[type, list]:
@@ -145,6 +171,7 @@ def _bound_contexts(steps: list, device: Any, scope: Any) -> tuple[type, list]:
         ctx._run_subgraph = None
         ctx.handed = {}
         ctx.temporaries = []
+        ctx.watched = []  # weak references to the step's dynamic scratch memory (``_gone``)
         ctx.__dict__.update(step.fields)
         ctx.bound = (None,) * len(ctx.keys)
         contexts.append(ctx)
@@ -158,7 +185,7 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
 
     ``run(env, pool, get, run_subgraph, timeline) -> env``: ``env`` holds the constants and feeds
     (and receives every value made), ``get`` reads values of enclosing scopes, ``timeline``
-    (top level) receives (node, step peak bytes) per step."""
+    (top level, ``runtime/timeline.py``) receives each step's peak bytes, with no object per step."""
     device = executor.backend
     cls, contexts = _bound_contexts(steps, device, scope)
     own = set(graph.inputs) | set(graph.constants) | {name for node in graph.nodes for name in node.outputs}
@@ -183,7 +210,8 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
              "    allocator = pool.allocator",
              "    nested = pool.nested",
              "    dynamic = pool.dynamic",
-             "    timeline_add = timeline.append if timeline is not None else None"]
+             "    peaks = timeline.start(NODES, UNRUN) if timeline is not None else None"]
+    names["NODES"], names["UNRUN"] = tuple(step.node for step in steps), unrun_steps(len(steps))
     made = {name for step in steps for name in step.node.outputs if name}
     preloaded = frozenset(name for name in slots if name not in made)  # feeds and constants
     lines += [f"    {slots[name]} = env[{name!r}]" for name in preloaded]
@@ -254,7 +282,7 @@ def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_ne
     else:
         out.append(f"        r = K{i}(c{', ' if reads else ''}{reads})")
     out += ["    except Exception as exc:",
-            "        c.handed, c.temporaries = {}, []",
+            "        c.handed, c.temporaries, c.watched = {}, [], []",
             f"        raise node_error(node, exc, read_locals(locals(), SLOTS, env, get, S{i}.inputs))"]
     # the general store (``Executor._store``) writes env; with locals each output moves out of it
     settle = [f"store(c, S{i}, r, env)"] + (["forget_unrequested(c)"] if top else []) + [f"{slots[name]} = env.pop({name!r})" for _, name in step.named
@@ -271,7 +299,9 @@ def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_ne
             "    if c.temporaries:",
             "        for key in c.temporaries:",
             "            release(key)",
-            "        c.temporaries = []"]
+            "        c.temporaries = []",
+            "        if c.watched:",
+            "            c.watched = []"]
     if step.nested:
         out.append("    c._run_subgraph = None")
     # Body results handed over to a control-flow step die once the step that read them is done:
@@ -288,8 +318,8 @@ def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_ne
         elif with_nested:  # no subgraph tensor is made here: the step's inner peak is what is alive
             out += ["    if pool.inner_in_use:",
                     f"        pool.inner_peaks[{node.step}] = pool.inner_in_use"]
-        out += ["    if timeline_add is not None:",
-                f"        timeline_add((node, allocator.step_peak))"]
+        out += ["    if peaks is not None:",
+                f"        peaks[{i}] = allocator.step_peak"]
     for j, (name, key) in enumerate(step.frees):
         if name in hold:
             continue
