@@ -219,6 +219,8 @@ class Executor:
             if ctx.temporaries:
                 for key in ctx.temporaries:
                     pool.release(key)
+                if ctx.watched:
+                    ctx.watched = []  # a key a loop's next turn takes again must not be released by this one's reference
             if nested is not None and nested.handed:
                 nested.settle_handed()
             if profile is not None:

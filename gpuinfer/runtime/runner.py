@@ -27,11 +27,7 @@ Profiling and Chrome traces need per-node timing and take the general loop inste
 """
 from __future__ import annotations
 
-import weakref
-from functools import partial
 from typing import Any, Callable, Optional
-
-import numpy as np
 
 from gpuinfer.errors import GpuinferError, NodeExecutionError
 from gpuinfer.runtime.bound_views import ViewBinding, forget_unrequested
@@ -124,36 +120,15 @@ class BoundContext(RunContext):
                 temporaries.append(b[3])
                 self.seen[b[3]] = b[4]
                 return b[0]
-        buf = RunContext.scratch(self, shape, dtype)
+        buf = RunContext.scratch(self, shape, dtype)  # watches a dynamic buffer's memory (``_gone``)
         if b is not None:
             self._missed(b)
-        key = temporaries[-1]
-        if key in self.pool.dynamic and isinstance(buf, np.ndarray):  # its own allocation (reduce): counted until its memory goes
-            self.watched.append(weakref.ref(_memory_owner(buf), partial(_gone, self.pool, key)))
         return buf
 
     def _missed(self, b: tuple) -> None:
         """A request that did not match its bound view: bind again if the pool's view changed."""
         if self.pool.views.get(b[3]) is not b[5]:
             self.binding.stale()
-
-
-def _memory_owner(array: Any) -> Any:
-    """The array that owns ``array``'s memory (numpy frees it when that object dies)."""
-    while isinstance(getattr(array, "base", None), np.ndarray):
-        array = array.base
-    return array
-
-
-def _gone(pool: Any, key: Any, _ref: Any) -> None:
-    """A dynamic scratch buffer's memory was freed before its step ended: so is its count.
-
-    A kernel that takes two scratch buffers one after the other, dropping the first (im2col
-    columns, then PRelu's band on mtcnn pnet), holds one at a time; counted to the step's end,
-    both were (pnet ``reduce``: the count 21 KB over what numpy held, 0.979).  Idempotent with the
-    release at the step's end; the references die with the step, so a buffer a kernel keeps past
-    its step is released there as before."""
-    pool.release(key)
 
 
 def _bound_contexts(steps: list, device: Any, scope: Any) -> tuple[type, list]:
