@@ -67,6 +67,11 @@ def one(arg: str, modes: list[str], repeat: int, threads: int | None, tell: bool
     report_progress(tell, f"{model.name}: round 1 of {ROUNDS}")
     for r in range(ROUNDS):
         for name, sess in engines.items():
+            # One untimed run first: the engine that ran before may still have threads spinning
+            # (onnxruntime's pool and OpenBLAS both spin a while after a run), which would charge
+            # this engine's first timed run for them.  Measured: squeezenet per_tensor, timed
+            # right after onnxruntime, 27.7 ms against 13 ms alone.
+            sess.run(None, feeds)
             times[name] += time_runs(lambda: sess.run(None, feeds), per_round)
         report_progress(tell, f"{model.name}: round {r + 2} of {ROUNDS}" if r + 1 < ROUNDS else model.name)
     return {"model": model.id, "nodes": nodes, **{name: median_ms(t) for name, t in times.items()}}
