@@ -81,24 +81,6 @@ class RowThreads:
                     future.result()
 
 
-    def run_slotted(self, items: list, body: Callable[[int, Any], Any], slots: int) -> None:
-        """``body(slot, item)`` for every item, on at most ``slots`` threads at once, each thread
-        with its own ``slot`` (0 for the caller): kernels give each slot its own scratch."""
-        queue = iter(list(items))
-
-        def drain(slot: int) -> None:
-            for item in queue:
-                body(slot, item)
-
-        futures = [self._workers.submit(drain, s) for s in range(1, min(self.threads, slots, len(items)))]
-        try:
-            drain(0)
-        finally:
-            for future in futures:
-                if not future.cancel():
-                    future.result()
-
-
 @contextlib.contextmanager
 def running_with(pool: Optional[RowThreads]) -> Iterator[None]:
     """Kernels called on this thread inside the block split their big passes over ``pool``."""
@@ -145,30 +127,6 @@ def split_flat(ctx: Any, body: Callable[..., Any], out: Any, *arrays: Any) -> No
         return
     flats = [a.reshape(-1) for a in (out, *arrays)]
     split_rows(ctx, out.size, out.itemsize, lambda s, e: body(*(f[s:e] for f in flats)), ALIGN)
-
-
-_slots: list = []
-
-
-def host_slots() -> int:
-    """How many bands a banded kernel (im2col, kn2row) may run at once on the host, each in its
-    own slot of scratch: the cores this process may use, read once.  It is a property of the
-    process, not of a run (whose thread count follows the load), so plans, scratch sizes and the
-    way work is cut -- hence every result bit -- are the same in every run."""
-    if not _slots:
-        _slots.append(default_threads())
-    return _slots[0]
-
-
-def run_slotted(ctx: Any, items: list, body: Callable[[int, Any], Any], slots: int) -> None:
-    """``body(slot, item)`` for each item: on the run's threads (at most ``slots`` at once) when
-    there are, else one after the other in slot 0.  The items are cut the same way either way."""
-    pool = getattr(_current, "pool", None)
-    if pool is None or slots < 2 or len(items) < 2 or not ctx.caps.host_arrays:
-        for item in items:
-            body(0, item)
-        return
-    pool.run_slotted(items, body, slots)
 
 
 _shared: dict[int, RowThreads] = {}

@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpuinfer.backends.numpy_threads import run_slotted
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.conv_depthwise import column_phased, depthwise_conv, depthwise_plan, phase_into, tap_slices
 from gpuinfer.ops.conv_kn2row import kn2row_conv, kn2row_fits, kn2row_plan
 from gpuinfer.ops.conv_window import pad_into, window_attrs, window_pads
-from gpuinfer.ops.gemm_split import matmul_into
 from gpuinfer.ops.registry import op
-from gpuinfer.ops.tiles import CPU_TILE_BYTES, band_slots, scaled, tile_bytes_of
+from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled, tile_bytes_of
 
 # im2col columns are built for a band of output rows at a time: a band this size stays in cache
 # for its matmul and keeps the scratch buffer small.  1 MiB rather than 2 lowers the arena peak
@@ -38,13 +36,6 @@ COLUMN_TILE_BYTES = 1 << 20
 COLUMN_SHARE = 16
 COLUMN_MIN_PIXELS = 256
 COLUMN_SMALL_IMAGE_BYTES = 4 << 20
-
-# Bands run at once on the host only where each band's product outweighs its copies: numpy holds
-# the GIL while it copies runs shorter than 500 elements (a tap's row of a narrow image), so two
-# bands overlap one's copies with the other's product, not copies with copies.  Measured on 320x320
-# 3x3 convs, 2 threads: 16->16 channels 13.0 -> 15.6 ms with two slots, 16->32 29.4 -> 16.3,
-# 3->64 13.0 -> 10.4.
-SLOT_MIN_OUT_CHANNELS = 32
 
 # Above this many kernel taps, im2col columns come from one strided view of the input instead of
 # one slice copy per tap (Python overhead per tap dominates when the output is short).
@@ -67,7 +58,6 @@ class ConvGeometry:
     tile: int = 0  # im2col, kn2row, depthwise "nhwc": output pixels per einsum run
     layout: str = ""  # depthwise: "strided" or "nhwc" (see conv_depthwise.depthwise_layout)
     phased: bool = False  # the padded copy is column-phased (see conv_depthwise.column_phased)
-    slots: int = 1  # im2col, kn2row: bands run at once on the host's threads, each with its own scratch
     scratch: list = field(default_factory=list)
 
 
@@ -110,17 +100,12 @@ def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES) -> 
         row = c * math.prod(kernel) * math.prod(out_sp[1:]) * dt.itemsize
         band = column_band_bytes(c * math.prod(x_shape[2:]), m * math.prod(out_sp), math.prod(w_shape),
                                  c * math.prod(kernel), dt.itemsize, tile_bytes)
-        # bands at once, each a share of the band bytes, where the products are worth it
-        g.slots = band_slots(tile_bytes) if m // group >= SLOT_MIN_OUT_CHANNELS else 1
-        g.tile = max(1, min(out_sp[0], band // g.slots // max(row, 1)))
-        if g.tile >= out_sp[0]:  # one band: its product is cut into blocks instead
-            g.slots, g.tile = 1, out_sp[0]
+        g.tile = max(1, min(out_sp[0], band // max(row, 1)))
         if padded:
             g.padded_shape = (c, padded_rows(g, pshape[2]), *pshape[3:])
             g.phased = math.prod(kernel) <= WINDOW_GATHER_TAPS and column_phased(kernel, strides, dil)
-            banded = g.padded_shape[1] < pshape[2]  # each band pads its own rows, in its slot
-            g.scratch.append(((g.slots if banded else 1, *g.padded_shape), dt))
-        g.scratch.append(((g.slots, c * math.prod(kernel), g.tile * math.prod(out_sp[1:])), dt))
+            g.scratch.append((g.padded_shape, dt))
+        g.scratch.append(((c * math.prod(kernel), g.tile * math.prod(out_sp[1:])), dt))
     return g
 
 
@@ -182,69 +167,50 @@ def _pointwise(ctx, x, w, g, out):
     outr = out.reshape(n, grp, m // grp, p)
     wr = w.reshape(grp, m // grp, c // grp)
     for gi in range(grp):
-        if ctx.caps.host_arrays:  # each image's product cut into blocks over the run's threads
-            for ni in range(n):
-                matmul_into(ctx, wr[gi], xr[ni, gi], outr[ni, gi])
-        else:  # one launch for the batch
-            ctx.xp.matmul(wr[gi], xr[:, gi], out=outr[:, gi])
+        ctx.xp.matmul(wr[gi], xr[:, gi], out=outr[:, gi])
 
 
 def _im2col(ctx, x, w, g, out):
     """General conv: per band of output rows, copy the input under every tap into columns
     (C*K, rows*cols) and multiply each group's (M/g, C/g*K) weights by its columns (2-D matmuls:
-    a 3-D stacked matmul was measured ~20% slower).  On the host ``g.slots`` bands run at once, each
-    in its own slot of scratch (copies and product on one thread); a single band's product is cut
-    into blocks instead (ops/gemm_split.py)."""
-    n = x.shape[0]
-    out_rows = g.out_shape[2]
-    pads = ctx.scratch(g.scratch[0][0], x.dtype) if g.padded_shape is not None else None
-    cols = ctx.scratch(g.scratch[-1][0], x.dtype)
-    banded = pads is not None and g.padded_shape[1] < x.shape[2] + g.begin[0] + g.end[0]
-    for ni in range(n):
-        src = x[ni]
-        if pads is not None and not banded:  # the whole image padded once
-            _pad_rows(pads[0], src, g, 0, pads.shape[2])
-            src = pads[0]
-        run_slotted(ctx, list(range(0, out_rows, g.tile)),
-                    lambda slot, r0: _im2col_band(ctx, x[ni], src, w, g, out[ni], r0,
-                                                  cols[slot], pads[slot] if banded else None), g.slots)
-
-
-def _im2col_band(ctx, image, src, w, g, out_n, r0, cols, pad_buf):
-    """Output rows ``r0`` .. ``r0 + g.tile - 1`` of one image: columns built in ``cols`` (from
-    ``src``, or from ``image``'s rows padded into ``pad_buf`` when bands pad their own), then the
-    product of each group's weights by them."""
+    a 3-D stacked matmul was measured ~20% slower)."""
     xp = ctx.xp
-    c = image.shape[0]
+    n, c = x.shape[:2]
     m, grp = w.shape[0], g.group
     mg, cg = m // grp, c // grp
+    pad_buf = ctx.scratch(g.padded_shape, x.dtype) if g.padded_shape is not None else None
     k = math.prod(g.kernel)
     out_sp = tuple(g.out_shape[2:])
     row = math.prod(out_sp[1:])
-    rows = min(g.tile, out_sp[0] - r0)
-    band = (rows,) + out_sp[1:]
-    cols_band = cols.reshape(-1)[:c * k * rows * row]  # contiguous prefix: reshapes stay views
-    shift = r0 * g.strides[0]
-    r0_src = r0
-    if pad_buf is not None:  # pad just the rows this band reads
-        _pad_rows(pad_buf, image, g, shift, (rows - 1) * g.strides[0] + (g.kernel[0] - 1) * g.dilations[0] + 1)
-        src, shift, r0_src = pad_buf, 0, 0
-    if k > WINDOW_GATHER_TAPS:  # long kernels (STFT-as-Conv): one strided copy, not k slices
-        windows = _windows(xp, src, g, band, shift)
-        cols_band.reshape(windows.shape)[...] = windows
-    else:
-        cols_v = cols_band.reshape((c, k) + band)
-        for ki, sl in enumerate(tap_slices(g, band, src.shape[-1], 1, r0_src)):
-            cols_v[:, ki] = src[sl]
-    cols_g = cols_band.reshape(grp, cg * k, rows * row)
+    cols = ctx.scratch((c * k, g.tile * row), x.dtype).reshape(-1)
     wr = w.reshape(grp, mg, cg * k)
-    out_g = out_n.reshape(grp, mg, out_sp[0], row)
-    for gi in range(grp):
-        dst = out_g[gi, :, r0:r0 + rows].reshape(mg, rows * row)
-        if g.slots > 1:  # bands run at once: each product on its band's thread
-            xp.matmul(wr[gi], cols_g[gi], out=dst)
-        else:
-            matmul_into(ctx, wr[gi], cols_g[gi], dst)
+    banded = pad_buf is not None and pad_buf.shape[1] < x.shape[2] + g.begin[0] + g.end[0]
+    for ni in range(n):
+        src = x[ni]
+        if pad_buf is not None and not banded:  # the whole image padded once
+            _pad_rows(pad_buf, src, g, 0, pad_buf.shape[1])
+            src = pad_buf
+        out_n = out[ni].reshape(grp, mg, out_sp[0], row)
+        for r0 in range(0, out_sp[0], g.tile):
+            rows = min(g.tile, out_sp[0] - r0)
+            band = (rows,) + out_sp[1:]
+            cols_band = cols[:c * k * rows * row]  # contiguous prefix: reshapes stay views
+            shift = r0 * g.strides[0]
+            if banded:  # pad just the rows this band reads
+                _pad_rows(pad_buf, x[ni], g, shift, (rows - 1) * g.strides[0] + (g.kernel[0] - 1) * g.dilations[0] + 1)
+                src, shift, r0_src = pad_buf, 0, 0
+            else:
+                r0_src = r0
+            if k > WINDOW_GATHER_TAPS:  # long kernels (STFT-as-Conv): one strided copy, not k slices
+                windows = _windows(xp, src, g, band, shift)
+                cols_band.reshape(windows.shape)[...] = windows
+            else:
+                cols_v = cols_band.reshape((c, k) + band)
+                for ki, sl in enumerate(tap_slices(g, band, src.shape[-1], 1, r0_src)):
+                    cols_v[:, ki] = src[sl]
+            cols_g = cols_band.reshape(grp, cg * k, rows * row)
+            for gi in range(grp):
+                xp.matmul(wr[gi], cols_g[gi], out=out_n[gi, :, r0:r0 + rows].reshape(mg, rows * row))
 
 
 def _pad_rows(buf, x, g, first, count):

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import math
 
-from gpuinfer.backends.numpy_threads import run_slotted
-from gpuinfer.ops.gemm_split import matmul_into
-from gpuinfer.ops.tiles import CPU_TILE_BYTES, band_slots, scaled
+from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled
 
 # The GEMM result of one band (taps x output channels x band rows x input width) holds at most this
 # much, as an im2col column tile does.  4 MiB was measured 2-4% faster on the kn2row layers of
@@ -31,29 +29,14 @@ def kn2row_fits(x_shape, w_shape, g) -> bool:
 
 
 def kn2row_plan(g, x_shape, w_shape, dt, tile_bytes=CPU_TILE_BYTES):
-    """Set the band height (input rows), the bands run at once and the scratch buffers (in request
-    order) of a kn2row conv on geometry ``g``: the stacked weights, then each slot's GEMM result of
-    one band (the slots share the band bytes one band had alone)."""
+    """Set the band height (input rows) and scratch buffers (in request order) of a kn2row conv on
+    geometry ``g``: the stacked weights, then the GEMM result of one band."""
     c, m = x_shape[1], w_shape[0]
     h, w = x_shape[2:]
     grp = g.group
     rows_out = math.prod(g.kernel) * (m // grp)  # rows of the stacked weights
-    g.slots = band_slots(tile_bytes)
-    g.tile = max(1, min(h, scaled(KN2ROW_BAND_BYTES, tile_bytes) // g.slots // max(rows_out * w * dt.itemsize, 1)))
-    if g.tile >= h:  # one band: its product is cut into blocks instead
-        g.slots, g.tile = 1, h
-    g.scratch += [((grp, rows_out, c // grp), dt), ((g.slots, rows_out, g.tile * w), dt)]
-
-
-def band_waves(g, h: int) -> list:
-    """The bands' first input rows, in waves whose bands add into disjoint output rows: a band
-    of R input rows reaches R + (kh-1)*dh output rows, so bands P apart never meet when
-    (P-1)*R >= (kh-1)*dh.  One wave of all bands, in order, when bands run one at a time."""
-    starts = list(range(0, h, g.tile))
-    if g.slots == 1:
-        return [starts]
-    apart = 1 + -(-(g.kernel[0] - 1) * g.dilations[0] // g.tile)
-    return [starts[p::apart] for p in range(apart) if starts[p::apart]]
+    g.tile = max(1, min(h, scaled(KN2ROW_BAND_BYTES, tile_bytes) // max(rows_out * w * dt.itemsize, 1)))
+    g.scratch += [((grp, rows_out, c // grp), dt), ((rows_out, g.tile * w), dt)]
 
 
 def kn2row_conv(ctx, x, w, g, out, b=None):
@@ -64,73 +47,48 @@ def kn2row_conv(ctx, x, w, g, out, b=None):
     grp = g.group
     cg, mg = c // grp, m // grp
     kh, kw = g.kernel
-    ws = ctx.scratch((grp, kh * kw * mg, cg), x.dtype)
-    xp.copyto(ws.reshape(grp, kh, kw, mg, cg), w.reshape(grp, mg, cg, kh, kw).transpose(0, 3, 4, 1, 2))
-    y = ctx.scratch((g.slots, kh * kw * mg, g.tile * wd), x.dtype)
-    bias = None if b is None else b.reshape(grp, mg, 1, 1)
-    taps = _taps(g, wd)
-    waves = band_waves(g, h)
-    for ni in range(n):
-        for gi in range(grp):
-            src = x[ni, gi * cg:(gi + 1) * cg].reshape(cg, h * wd)
-            dst = out[ni, gi * mg:(gi + 1) * mg]
-            if g.slots > 1:  # bands run at once in waves: every output row starts at the bias first
-                _start(xp, dst, None if bias is None else bias[gi])
-                for wave in waves:
-                    run_slotted(ctx, wave, lambda slot, a: _band(ctx, ws[gi], src, y[slot], dst, taps, g, a, wd),
-                                g.slots)
-                continue
-            filled = 0  # output rows set to the bias so far
-            for a in waves[0]:
-                reach = min(g.out_shape[2], a + min(g.tile, h - a) - min(t[1] for t in taps)) if taps else 0
-                if reach > filled:  # rows first reached in this band: start them at the bias
-                    _start(xp, dst[:, filled:reach], None if bias is None else bias[gi])
-                    filled = reach
-                _band(ctx, ws[gi], src, y[0], dst, taps, g, a, wd)
-            if g.out_shape[2] > filled:  # rows no tap reaches (pads wider than the kernel): the bias alone
-                _start(xp, dst[:, filled:], None if bias is None else bias[gi])
-
-
-def _taps(g, wd: int) -> list:
-    """(tap, row shift, first and end output column, column shift) of the taps that reach the output."""
-    kh, kw = g.kernel
     dh, dw = g.dilations
     pt, pl = g.begin
-    wo = g.out_shape[3]
-    taps = []
+    ho, wo = g.out_shape[2:]
+    ws = ctx.scratch((grp, kh * kw * mg, cg), x.dtype)
+    xp.copyto(ws.reshape(grp, kh, kw, mg, cg), w.reshape(grp, mg, cg, kh, kw).transpose(0, 3, 4, 1, 2))
+    y = ctx.scratch((kh * kw * mg, g.tile * wd), x.dtype)
+    bias = None if b is None else b.reshape(grp, mg, 1, 1)
+    taps = []  # (tap, row shift, first and end output column, column shift) of the taps that reach the output
     for i in range(kh):
         for j in range(kw):
             shift_c = j * dw - pl  # input column = output column + shift_c
             c_lo, c_hi = max(0, -shift_c), min(wo, wd - shift_c)
             if c_lo < c_hi:
                 taps.append((i * kw + j, i * dh - pt, c_lo, c_hi, shift_c))
-    return taps
-
-
-def _start(xp, block, bias) -> None:
-    """Output rows set to the bias (zero without one) before the taps add into them."""
-    if bias is None:
-        block.fill(0)
-    else:
-        xp.copyto(block, bias)
-
-
-def _band(ctx, ws, src, y, dst, taps, g, a, wd) -> None:
-    """Input rows ``a`` .. ``a + g.tile - 1``: their products with every tap's weights into ``y``,
-    then each tap's block added into the output rows it reaches."""
-    xp = ctx.xp
-    h = src.shape[1] // wd
-    ho = g.out_shape[2]
-    rows = min(g.tile, h - a)
-    yb = y[:, :rows * wd]
-    if g.slots > 1:  # bands run at once: the product stays on this band's thread
-        xp.matmul(ws, src[:, a * wd:(a + rows) * wd], out=yb)
-    else:
-        matmul_into(ctx, ws, src[:, a * wd:(a + rows) * wd], yb)
-    y4 = yb.reshape(g.kernel[0] * g.kernel[1], dst.shape[0], rows, wd)
-    for k, shift_r, c_lo, c_hi, shift_c in taps:
-        r_lo, r_hi = max(0, a - shift_r), min(ho, a + rows - shift_r)  # input row = output row + shift_r
-        if r_lo >= r_hi:
-            continue
-        part = dst[:, r_lo:r_hi, c_lo:c_hi]
-        xp.add(part, y4[k, :, r_lo + shift_r - a:r_hi + shift_r - a, c_lo + shift_c:c_hi + shift_c], out=part)
+    for ni in range(n):
+        for gi in range(grp):
+            src = x[ni, gi * cg:(gi + 1) * cg].reshape(cg, h * wd)
+            dst = out[ni, gi * mg:(gi + 1) * mg]
+            filled = 0  # output rows set to the bias so far
+            for a in range(0, h, g.tile):
+                rows = min(g.tile, h - a)
+                yb = y[:, :rows * wd]
+                xp.matmul(ws[gi], src[:, a * wd:(a + rows) * wd], out=yb)
+                y4 = yb.reshape(kh * kw, mg, rows, wd)
+                reach = min(ho, a + rows - min(t[1] for t in taps)) if taps else ho
+                if reach > filled:  # rows first reached in this band: start them at the bias
+                    block = dst[:, filled:reach]
+                    if bias is None:
+                        block.fill(0)
+                    else:
+                        xp.copyto(block, bias[gi])
+                    filled = reach
+                for k, shift_r, c_lo, c_hi, shift_c in taps:
+                    r_lo, r_hi = max(0, a - shift_r), min(ho, a + rows - shift_r)  # input row = output row + shift_r
+                    if r_lo >= r_hi:
+                        continue
+                    part = dst[:, r_lo:r_hi, c_lo:c_hi]
+                    xp.add(part, y4[k, :, r_lo + shift_r - a:r_hi + shift_r - a, c_lo + shift_c:c_hi + shift_c],
+                           out=part)
+            if ho > filled:  # rows no tap reaches (pads wider than the kernel): the bias alone
+                block = dst[:, filled:]
+                if bias is None:
+                    block.fill(0)
+                else:
+                    xp.copyto(block, bias[gi])

@@ -8,7 +8,6 @@ import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.conv_window import auto_pad_name, kernel_offsets, window_attrs
-from gpuinfer.ops.gemm_split import matmul_into
 from gpuinfer.ops.registry import op
 
 
@@ -99,10 +98,7 @@ def conv_transpose(ctx, x, w, b=None):
     cols_g = cols.reshape(grp, (m // grp) * k, p)
     cols_v = cols.reshape((m, k) + tuple(x.shape[2:]))
     for ni in range(n):
-        if grp == 1:  # cut into blocks over the run's threads
-            matmul_into(ctx, wr[0], x[ni].reshape(c, p), cols_g[0])
-        else:
-            xp.matmul(wr, x[ni].reshape(grp, c // grp, p), out=cols_g)
+        xp.matmul(wr, x[ni].reshape(grp, c // grp, p), out=cols_g)
         out[ni].fill(0)
         scatter_blocks(out[ni], cols_v, g.kernel, g.dilations, g.strides, g.begin, x.shape[2:])
     if b is not None:

@@ -1,5 +1,4 @@
-"""Matrix products: MatMul, Gemm, MatMulInteger and Einsum, written into the output (BLAS products cut
-into blocks over the run's threads by gemm_split.py)."""
+"""Matrix products: MatMul, Gemm, MatMulInteger and Einsum, each a single BLAS-backed call into the output."""
 from __future__ import annotations
 
 import math
@@ -8,7 +7,6 @@ import re
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
-from gpuinfer.ops.gemm_split import matmul_into
 from gpuinfer.ops.registry import op
 
 
@@ -41,7 +39,7 @@ def matmul(ctx, a, b):
         return out
     if out.size == 0:
         return out
-    return matmul_into(ctx, a, b, out)
+    return ctx.xp.matmul(a, b, out=out)
 
 
 @op("Gemm", since=1)
@@ -62,7 +60,7 @@ def gemm(ctx, a, b, c=None):
     if a.shape[1] == 0:
         out.fill(0)
     elif out.size:
-        matmul_into(ctx, a, b, out)
+        xp.matmul(a, b, out=out)
     t = a.dtype.type
     if alpha != 1.0:
         out *= t(alpha)
@@ -105,7 +103,7 @@ def matmul_integer(ctx, a, b, a_zero=None, b_zero=None):
     if a.shape[-1] == 0:
         out.fill(0)
         return out
-    matmul_into(ctx, af, bf, prod)
+    xp.matmul(af, bf, out=prod)
     xp.copyto(out, prod, casting="unsafe")
     return out
 
@@ -136,7 +134,7 @@ def qlinear_matmul(ctx, a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero)
     xp.copyto(bf, b)
     af -= _zero_aligned(a_zero, a.ndim >= 2)
     bf -= b_zero.astype(np.float64)
-    matmul_into(ctx, af, bf, acc)
+    xp.matmul(af, bf, out=acc)
     mult = _zero_aligned(a_scale, a.ndim >= 2) * b_scale.astype(np.float64) / y_scale.astype(np.float64)
     out = ctx.out(0, shape, y_zero.dtype)
     return requantize(xp, acc, mult, y_zero.astype(np.float64), out)

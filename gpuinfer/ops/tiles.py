@@ -13,7 +13,6 @@ pass the device's ``caps.tile_bytes``.
 from __future__ import annotations
 
 from gpuinfer.backends.numpy_backend import CACHE_TILE_BYTES
-from gpuinfer.backends.numpy_threads import host_slots
 
 CPU_TILE_BYTES = CACHE_TILE_BYTES
 
@@ -29,9 +28,3 @@ def scaled(cpu_size: int, tile_bytes: int) -> int:
 def tile_bytes_of(ctx) -> int:
     """The tile size of the device ``ctx`` runs on."""
     return int(ctx.caps.tile_bytes)
-
-
-def band_slots(tile_bytes: int) -> int:
-    """Bands a banded kernel may run at once, each with its own slot of scratch (and a share of
-    the band bytes it had alone): the host's cores on the CPU, one on a GPU (whole tensors)."""
-    return host_slots() if tile_bytes == CPU_TILE_BYTES else 1

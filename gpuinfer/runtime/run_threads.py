@@ -1,4 +1,4 @@
-"""How many threads a run uses -- gpuinfer's own row-block threads and BLAS's -- chosen so that a
+"""How many threads a run uses — gpuinfer's own row-block threads and BLAS's — chosen so that a
 busy machine does not make runs collapse, without changing a single result bit.
 
 Row-block threads (backends/numpy_threads.py) give the same bytes for any count, so their count
@@ -7,12 +7,13 @@ cores this process may run on, less the other runnable tasks the kernel counts i
 ``/proc/loadavg``, re-read at most every ``LOAD_MAX_AGE_S``), at least one.  On a busy machine the
 blocks go to the threads that run (the caller takes them too), so a stalled worker costs little.
 
-BLAS is held to one thread for the run on host devices, and put back after.  Its own threads spin
-after each product and collapse when the cores are busy (light_resnet50 went from 1.7x to 2.9x
-onnxruntime with two other busy processes), and OpenBLAS's products are not bit-identical across
-its thread counts.  The products that matter are instead cut into blocks that depend on shapes
-only and run on the row-block threads (ops/gemm_split.py; im2col and kn2row bands in ops/conv*.py),
-so one BLAS thread per block gives the same bits for any number of run threads.
+BLAS is different: OpenBLAS's products are not bit-identical across thread counts (inception_v1
+differs between 1 and 2 threads), so a count that followed the load would make two runs of one
+session disagree.  BLAS keeps one count for the process: its own default, or ``intra_op_threads=N``
+(or onnxruntime's ``SessionOptions.intra_op_num_threads``), set for the run and put back after,
+overriding a BLAS thread variable in the environment only when N is given.  OpenBLAS's spin time
+is read from its environment at load only, so it is not set here (that would mean changing the
+caller's environment).
 """
 from __future__ import annotations
 
@@ -70,11 +71,11 @@ def other_runnable() -> int:
 class RunThreads:
     """``with run_threads():`` around a run: BLAS and the row-block pool at this run's count."""
 
-    def __init__(self, threads: Optional[int] = None, sess_options: Any = None, host: bool = True):
+    def __init__(self, threads: Optional[int] = None, sess_options: Any = None):
         self.fixed = requested_threads(threads, sess_options)
         self.cores = default_threads()
-        # host runs hold BLAS to one thread: gpuinfer cuts the products itself (ops/gemm_split.py)
-        self.blas = blas_controllers(self.fixed is not None) if host else []
+        # BLAS is set only to a count the caller gave: one that followed the load would change bits
+        self.blas = blas_controllers(True) if self.fixed is not None else []
         self._restore: list = []
         self._scope: Any = None
 
@@ -89,10 +90,10 @@ class RunThreads:
 
     def __enter__(self) -> "RunThreads":
         n = self.count()
-        for lib in self.blas:
+        for lib in self.blas:  # only with a fixed count: n is the same on every run
             before = lib.get_num_threads()
-            if before != 1:
-                lib.set_num_threads(1)
+            if before != n:
+                lib.set_num_threads(n)
                 self._restore.append((lib, before))
         self._scope = running_with(shared_pool(n))
         self._scope.__enter__()

@@ -75,7 +75,7 @@ class InferenceSession:
         self._last_run: Optional[tuple] = None  # what memory_report() needs, kept cheap per run
         self._device_hook = getattr(self._backend, "hook", None)  # on CUDA: sees every device byte
         self._observers = RunObservers(self, self._backend, sample_memory, trace, sess_options, model)
-        self._threads = RunThreads(intra_op_threads, sess_options, self._backend.caps.host_arrays)  # per run
+        self._threads = RunThreads(intra_op_threads, sess_options)  # BLAS and row-block threads per run
         if workspace is not None:
             workspace.join(self, model)
 

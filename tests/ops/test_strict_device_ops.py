@@ -253,11 +253,11 @@ def test_conv_geometry_tiles_follow_the_device():
     row = 16 * 9 * 192 * 4
     cpu = conv_geometry(attrs, x_shape, w_shape, np.float32)
     assert cpu.path == "im2col"
-    assert cpu.tile == conv_module.COLUMN_TILE_BYTES // cpu.slots // row  # the CPU's band, shared by its slots
+    assert cpu.tile == conv_module.COLUMN_TILE_BYTES // row  # the CPU's band, as measured
     assert conv_geometry(attrs, x_shape, w_shape, np.float32, CACHE_TILE_BYTES).tile == cpu.tile
     gpu = conv_geometry(attrs, x_shape, w_shape, np.float32, CUDA_TILE)
-    assert gpu.tile == 192 and gpu.slots == 1  # the whole image in one band
-    assert _conv_scratch(attrs, [x_shape, w_shape], [np.float32], tile_bytes=CUDA_TILE)[-1][0] == (1, 16 * 9, 192 * 192)
+    assert gpu.tile == 192  # the whole image in one band
+    assert _conv_scratch(attrs, [x_shape, w_shape], [np.float32], tile_bytes=CUDA_TILE)[-1][0] == (16 * 9, 192 * 192)
     assert _conv_scratch(attrs, [x_shape, w_shape], [np.float32]) == cpu.scratch
 
     kn = conv_geometry(attrs, (1, 32, 192, 192), (16, 32, 3, 3), np.float32)
