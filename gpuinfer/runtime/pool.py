@@ -7,6 +7,7 @@ the allocator hook when produced and back when released: the reduce path.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import weakref
 from typing import Any, Optional
@@ -26,6 +27,8 @@ def nbytes_of(shape: tuple, dtype: Any) -> int:
         count *= int(d)
     return count * np.dtype(dtype).itemsize
 
+_BLOCK_ALLOCATIONS = itertools.count(1)
+
 
 class BlockSet:
     """The raw blocks one plan's placements point into, allocated on first use and kept."""
@@ -38,9 +41,13 @@ class BlockSet:
         self.held_bytes = 0  # bytes of the blocks allocated now (read before every run: kept, not summed)
         # runners' copies of ``views`` (runtime/bound_views.py), dropped with them
         self.binders: weakref.WeakSet = weakref.WeakSet()
+        # a number no other block allocation in the process had: a captured CUDA graph is valid only
+        # for the blocks it saw (a freed block's ``id`` may be reused by its replacement, its address too)
+        self.generation = 0
 
     def block(self, index: int) -> Any:
         if self.raw[index] is None:
+            self.generation = next(_BLOCK_ALLOCATIONS)
             self.raw[index] = self.allocator.alloc(self.sizes[index])
             self.held_bytes += self.sizes[index]
         return self.raw[index]
