@@ -12,7 +12,6 @@ only a run reveals, after which the signature is planned again with them in it.
 """
 from __future__ import annotations
 
-import gc
 import hashlib
 
 import numpy as np
@@ -40,10 +39,6 @@ def test_modes_agree_and_keep_their_promises(model_id):
     source, feeds = model_case(model_id)
     results, reports = {}, {}
     for mode in gpuinfer.MEMORY_MODES:
-        # the previous mode's session is collected first: freed during this one's runs (a cycle
-        # the collector reaches late), its blocks would move tracemalloc's baseline under the run
-        sess = None
-        gc.collect()
         sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode, sample_memory=True)
         # digests, not arrays: the first run's outputs must not be alive (and sampled) during the second
         first = [hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() for a in sess.run(None, feeds)]

@@ -35,8 +35,6 @@ class RunContext(OpContext):
         self.handed = {}
         if self.temporaries:
             self.temporaries = []
-        if self.watched:
-            self.watched = []
 
     def wants(self, i: int) -> bool:
         return i < len(self.keys) and self.keys[i] is not None
@@ -59,7 +57,7 @@ class RunContext(OpContext):
         key = scratch_key(self.node.step, len(self.temporaries), self.scope)
         self.temporaries.append(key)
         buf = self.pool.buffer(key, shape, dtype)
-        if key in self.pool.dynamic and isinstance(buf, np.ndarray):  # its own allocation (reduce): counted until its memory goes
+        if key in self.pool.dynamic and self.device.caps.host_arrays:  # its own numpy allocation (reduce): counted until its memory goes
             self.watched.append(weakref.ref(_memory_owner(buf), partial(_gone, self.pool, key)))
         return buf
 

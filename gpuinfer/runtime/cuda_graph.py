@@ -85,7 +85,7 @@ class _Entry:
         self.stage = 0  # 0: warm-up next, 1: sizing next, 2: capture next, 3: replaying
         self.reason: Optional[str] = None  # why this signature runs eagerly
         self.need = 0  # private pool bytes (measured by the sizing run)
-        self.blocks_key: tuple = ()
+        self.blocks_key = 0  # _key of the blocks the graph was captured on
         self.graph: Any = None
         self.stream: Any = None
         self.pool: Any = None
@@ -328,13 +328,13 @@ def _cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _key(blocks: Any) -> tuple:
+def _key(blocks: Any) -> int:
     """Which raw blocks a plan's views point into now (the arena block is replaced when it grows).
 
     Not the blocks' ``id``s: a replaced block's object may be freed and its ``id`` given to the
     new one (the strict device showed it in about one run in ten), and a replay would write into
     memory the session gave back."""
-    return (blocks.generation,)
+    return blocks.generation
 
 
 def _has_subgraph(node: Any) -> bool:

@@ -8,8 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import gpuinfer
-from gpuinfer.backends.numpy_backend import ALIGN_MIN_BYTES
-from gpuinfer.backends.numpy_backend import NumpyBackend
+from gpuinfer.backends.numpy_backend import ALIGN_MIN_BYTES, NumpyBackend
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops import binary, shape as shape_ops
 from gpuinfer.ops.context import StandaloneContext
