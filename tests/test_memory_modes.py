@@ -5,7 +5,8 @@
 - ``arena`` peak within 5% of the lower bound (+ 4 KiB of alignment), ``reduce`` within 10%;
 - ``reuse`` plans exactly the best same-shape sharing for the run order;
 - ``per_tensor`` plans the sum of all intermediates;
-- tracemalloc's sampled peak is within 5% + 1 MiB of the pool's count (no hidden temporaries).
+- tracemalloc's sampled peak is within 3% (+ the run's Python objects) of the pool's count (no
+  hidden temporaries).
 
 Figures are from the second run: the first may take the reduce path for tensors whose shape
 only a run reveals, after which the signature is planned again with them in it.
@@ -21,7 +22,6 @@ import gpuinfer
 from gpuinfer.plan import verify_plan
 from tests.model_zoo import MODEL_IDS, model_case
 
-MIB = 1 << 20
 
 
 def _best_same_shape_sharing(plan) -> int:
@@ -49,11 +49,13 @@ def test_modes_agree_and_keep_their_promises(model_id):
         verify_plan(plan, check_alignment=(mode == "arena"))
         reports[mode] = report = sess.memory_report()
         sampled = report.sampled_peak_bytes
-        # tracemalloc also sees the session's Python bookkeeping made since its baseline (the plan's
-        # records, the run loop's per-node steps, the timeline): about 2.5 KB per node (DenseNet-121,
-        # 609 nodes: 1.5 MB); tensors beyond the pool's count would show as more than that.
-        bookkeeping = 4096 * len(sess.graph.nodes)
-        assert abs(sampled - report.peak_bytes) <= 0.05 * report.peak_bytes + MIB + bookkeeping, (
+        # tracemalloc also sees the Python objects the run makes (the pool's per-run record, the
+        # environment, numpy's ufunc buffers): 20-540 KB on these models (PP-OCRv4 det arena, 235
+        # nodes, the most); tensors beyond the pool's count would show as more than that.  The
+        # baseline is the run's start (report/sampler.py): with one taken at session creation this
+        # test failed now and then, another model each time.
+        python_objects = 256 * 1024 + 2048 * len(sess.graph.nodes)
+        assert -0.02 * report.peak_bytes <= sampled - report.peak_bytes <= 0.03 * report.peak_bytes + python_objects, (
             f"{model_id} {mode}: tracemalloc saw {sampled} bytes, the pool counted {report.peak_bytes}")
         if mode == "per_tensor":
             placed = sum(l.nbytes for l in plan.lifetimes.values() if l.kind != "output")

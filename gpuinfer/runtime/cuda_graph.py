@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -100,7 +101,10 @@ class GraphRunner:
     """Per-signature CUDA graphs of one session (see the module docstring)."""
 
     def __init__(self, session: Any) -> None:
-        self._s = session
+        # a proxy: the session holds this runner (and its plan cache this runner's ``forget``), so a
+        # strong reference back would be a cycle, and the session's device memory would outlive
+        # ``del session`` until the garbage collector ran
+        self._s = weakref.proxy(session)
         self._device = session._backend
         self._entries: dict[tuple, _Entry] = {}
         self._said: set[str] = set()
@@ -264,9 +268,9 @@ class GraphRunner:
     def _replay(self, entry: _Entry, feeds: dict, names: list[str], output_device: str) -> list:
         s, dev = self._s, self._device
         hook = s._device_hook
-        if s._sampler:
-            s._sampler.begin_run()
         s._allocator.start_run()
+        if s._sampler:
+            s._sampler.begin_run(s._allocator.in_use)
         hook.start_run()
         started = time.perf_counter()
         try:

@@ -32,10 +32,10 @@ def eager_run(s: Any, feeds: dict, hold: frozenset) -> tuple[dict, set]:
     steps = Timeline()  # (node, live bytes) per step; turned into the report's timeline only when asked for
     trace, sampler = s._observers.trace, s._observers.sampler
     stamps: Optional[list] = [] if trace is not None else None  # step times, when tracing
-    if sampler:
-        sampler.begin_run()
     s._allocator.start_run()
     held_before = s._allocator.in_use
+    if sampler:
+        sampler.begin_run(held_before)
     if s._device_hook is not None:
         s._device_hook.start_run()
     started = time.perf_counter()

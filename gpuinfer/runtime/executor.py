@@ -23,8 +23,9 @@ from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.host_steps import HostPlan, device_args, run_on_host
 from gpuinfer.runtime.pool import RunPool
 from gpuinfer.runtime.runner import Runner, build_runner, describe_args
+from gpuinfer.runtime.store_outputs import store_outputs
 from gpuinfer.runtime.timeline import Timeline
-from gpuinfer.values import OptionalValue, TensorKey, TensorSequence
+from gpuinfer.values import TensorKey
 
 Stamps = list  # (start, end) perf_counter seconds per top-level step, appended only when tracing
 UFUNC_BUFFER_ELEMENTS = 1024  # numpy's ufunc buffer size during a run (Executor.run)
@@ -213,9 +214,9 @@ class Executor:
                 raise NodeExecutionError(f"{node.describe()} failed on inputs {describe_args(args)}: "
                                          f"{type(exc).__name__}: {exc}") from exc
             if step.single and result is ctx.handed.get(0) and result is not None:
-                env[step.single] = result  # the common case of _store: one output, in its own buffer
+                env[step.single] = result  # the common case of store_outputs: one output, in its own buffer
             else:
-                self._store(ctx, step, result, env)
+                store_outputs(self.backend, ctx, step, result, env)
             if ctx.temporaries:
                 for key in ctx.temporaries:
                     pool.release(key)
@@ -241,20 +242,6 @@ class Executor:
                     pool.release(key)
         return env
 
-    def _store(self, ctx: RunContext, step: Step, result: Any, env: dict) -> None:
-        """Put the step's outputs in ``env``; a kernel's own handed buffer goes in as it is."""
-        results = result if type(result) in (tuple, list) else (result,)
-        if step.keep_host:  # steering values: host arrays, outside the device pool
-            for i, name in step.named:
-                env[name] = results[i] if i < len(results) else None
-            return
-        handed = ctx.handed
-        for i, name in step.named:
-            value = results[i] if i < len(results) else None
-            if value is None or handed.get(i) is not value:
-                value = self._settle(ctx, step.node, i, value)
-            env[name] = value
-
     def _record(self, profile: dict, node: Node, started: float, nested_before: float) -> None:
         """Add one call of ``node`` to the per-op-type profile (waits for the device first).
 
@@ -267,26 +254,4 @@ class Executor:
         entry = profile.setdefault(node.op_type, [0, 0.0])
         entry[0] += 1
         entry[1] += elapsed - inside
-
-    def _settle(self, ctx: RunContext, node: Node, i: int, result: Any) -> Any:
-        """The output array, in the buffer the pool placed it in (copied there if a kernel made its own)."""
-        handed = ctx.handed.get(i)
-        if result is handed and result is not None:
-            return result
-        if isinstance(result, (TensorSequence, OptionalValue)):
-            return result
-        if isinstance(result, np.ndarray) and not self.backend.can_hold(result.dtype):
-            return result  # a host-only dtype (strings, bfloat16 on CUDA): it stays on the host
-        if result is None:
-            raise NodeExecutionError(f"{node.describe()} produced no value for output {i} "
-                                     f"({node.outputs[i]!r})")
-        xp = self.backend.xp
-        if not self.backend.is_array(result):
-            result = xp.asarray(result)
-        if handed is not None and handed.shape == result.shape and handed.dtype == result.dtype:
-            xp.copyto(handed, result)
-            return handed
-        buf = ctx.out(i, result.shape, result.dtype)
-        xp.copyto(buf, result)
-        return buf
 

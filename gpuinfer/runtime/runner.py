@@ -33,6 +33,7 @@ from gpuinfer.errors import GpuinferError, NodeExecutionError
 from gpuinfer.runtime.bound_views import ViewBinding, forget_unrequested
 from gpuinfer.runtime.context import RunContext
 from gpuinfer.runtime.host_steps import device_args, run_on_host
+from gpuinfer.runtime.store_outputs import store_outputs
 from gpuinfer.runtime.timeline import unrun_steps
 
 Runner = Callable[[dict, Any, Callable, Callable, Optional[list]], dict]
@@ -131,11 +132,14 @@ class BoundContext(RunContext):
             self.binding.stale()
 
 
-def _bound_contexts(steps: list, device: Any, scope: Any) -> tuple[type, list]:
+def _bound_contexts(steps: list, device: Any, scope: Any) -> tuple[type, list, Optional[ViewBinding]]:
     """One context per step with that step's fields set for good (no ``bind`` per run).
 
-    The run's pool is a class attribute of a class made for this runner: one assignment per run
-    points every step's context at it."""
+    The run's pool (and binding) are class attributes of a class made for this runner: one
+    assignment per run points every step's context at them.  A class is always in a reference
+    cycle (its ``__mro__`` names it), so it holds them only while a run is on: at rest it would
+    keep the bound views, and so the session's arena, alive after the session is gone, until the
+    garbage collector happened to run."""
     cls = type("RunnerContext", (BoundContext,), {})
     contexts = []
     for step in steps:
@@ -150,9 +154,9 @@ def _bound_contexts(steps: list, device: Any, scope: Any) -> tuple[type, list]:
         ctx.__dict__.update(step.fields)
         ctx.bound = (None,) * len(ctx.keys)
         contexts.append(ctx)
-    if not scope:  # subgraph tensors live in traced blocks or on the dynamic path: nothing to bind
-        cls.binding = ViewBinding(contexts, scope)
-    return cls, contexts
+    # subgraph tensors live in traced blocks or on the dynamic path: nothing to bind
+    binding = ViewBinding(contexts, scope) if not scope else None
+    return cls, contexts, binding
 
 
 def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: frozenset, top: bool) -> Runner:
@@ -162,9 +166,9 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
     (and receives every value made), ``get`` reads values of enclosing scopes, ``timeline``
     (top level, ``runtime/timeline.py``) receives each step's peak bytes, with no object per step."""
     device = executor.backend
-    cls, contexts = _bound_contexts(steps, device, scope)
+    cls, contexts, binding = _bound_contexts(steps, device, scope)
     own = set(graph.inputs) | set(graph.constants) | {name for node in graph.nodes for name in node.outputs}
-    names: dict[str, Any] = {"Ctx": cls, "store": executor._store, "node_error": node_error,
+    names: dict[str, Any] = {"Ctx": cls, "BINDING": binding, "store": store_outputs, "node_error": node_error,
                              "read_locals": read_locals, "forget_unrequested": forget_unrequested, "device_args": device_args, "run_on_host": run_on_host,
                              "device": device,
                              "host_constants": graph.constants}
@@ -175,11 +179,10 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
     names["SLOTS"] = slots
     # named as the general loop, with its ``node`` local: the strict stand-in attributes syncs and
     # uploads to the op running by looking for them in the caller's frames (strict/counters.py)
-    lines = ["def _run(env, pool, get, run_subgraph, timeline):",
-             "    Ctx.pool = pool",
+    lines = ["    Ctx.pool = pool",
              "    Ctx.seen = pool.seen"]
-    if cls.binding is not None:
-        lines.append("    Ctx.binding.start(pool)")
+    if binding is not None:
+        lines += ["    Ctx.binding = BINDING", "    BINDING.start(pool)"]
     lines += [
              "    release = pool.release",
              "    allocator = pool.allocator",
@@ -197,12 +200,15 @@ def build_runner(executor: Any, graph: Any, scope: Any, steps: list, hold: froze
         freed.update(name for name, _ in step.frees if name not in hold)
     # what is never freed (outputs, held values) is what the caller reads from env
     lines += [f"    env[{name!r}] = {slots[name]}" for name in slots if name in made and name not in freed]
-    lines += ["    Ctx.pool = Ctx.seen = None  # the finished run's pool is not kept alive by its runner",
-              "    return env"]
-    source = "\n".join(lines)
+    lines.append("    return env")
+    # a finished (or failed) run's pool is not kept alive by its runner
+    source = "\n".join(["def _run(env, pool, get, run_subgraph, timeline):", "  try:"]
+                       + [f"  {line}" for line in lines]
+                       + ["  finally:", "    Ctx.pool = Ctx.seen = Ctx.binding = None"])
     code = compile(source, f"<gpuinfer runner {getattr(graph, 'name', '')!s:.40}>", "exec")
     exec(code, names)  # noqa: S102 - the source is ours, built from names passed as repr() literals
-    return names["_run"]
+    # taken out of its globals: a function in its own globals is a cycle (freed only by the gc)
+    return names.pop("_run")
 
 
 def _local_slots(graph: Any, steps: list) -> dict[str, str]:
@@ -259,8 +265,8 @@ def _step_lines(i: int, step: Any, own: set, hold: frozenset, top: bool, with_ne
     out += ["    except Exception as exc:",
             "        c.handed, c.temporaries, c.watched = {}, [], []",
             f"        raise node_error(node, exc, read_locals(locals(), SLOTS, env, get, S{i}.inputs))"]
-    # the general store (``Executor._store``) writes env; with locals each output moves out of it
-    settle = [f"store(c, S{i}, r, env)"] + (["forget_unrequested(c)"] if top else []) + [f"{slots[name]} = env.pop({name!r})" for _, name in step.named
+    # the general store (``runtime/store_outputs.py``) writes env; with locals each output moves out of it
+    settle = [f"store(device, c, S{i}, r, env)"] + (["forget_unrequested(c)"] if top else []) + [f"{slots[name]} = env.pop({name!r})" for _, name in step.named
                                             if name in slots]
     if step.single and not step.keep_host:
         out += ["    if r is not None and r is c.handed.get(0):",

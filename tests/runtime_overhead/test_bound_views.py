@@ -39,9 +39,9 @@ def _feeds(rows: int) -> dict:
 
 
 def _binding(sess):
-    """The view binding of the session's one top-level runner (its generated code's ``Ctx``)."""
+    """The view binding of the session's one top-level runner (its generated code's ``BINDING``)."""
     (run,) = sess._executor._runners.values()
-    return run.__globals__["Ctx"].binding
+    return run.__globals__["BINDING"]
 
 
 def _accounting(sess) -> tuple:

@@ -37,7 +37,6 @@ class DeviceAllocatorHook:
         self.peak = 0
         self.allocations = 0
         self.alloc_seconds = 0.0
-        self._allocator = cupy.cuda.PythonFunctionAllocator(self._malloc, self._free)
 
     def _malloc(self, size: int, device_id: int) -> int:
         start = time.perf_counter()
@@ -65,8 +64,12 @@ class DeviceAllocatorHook:
         self.alloc_seconds = 0.0
 
     def installed(self):
-        """Context manager routing this thread's CuPy allocations through the hook."""
-        return self._cupy.cuda.using_allocator(self._allocator.malloc)
+        """Context manager routing this thread's CuPy allocations through the hook.
+
+        The ``PythonFunctionAllocator`` is made per use, not kept: kept, its bound methods would
+        make a cycle with the hook, and the hook's store (cached device blocks) would outlive the
+        session until the garbage collector ran.  Memory handed out holds the hook (``_free``)."""
+        return self._cupy.cuda.using_allocator(self._cupy.cuda.PythonFunctionAllocator(self._malloc, self._free).malloc)
 
 
 def keep_async_memory(cupy: Any) -> None:

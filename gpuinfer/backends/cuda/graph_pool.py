@@ -81,7 +81,12 @@ class SizingAllocator:
         self._forward = forward
         self.fit = FirstFit()
         self._held: dict[int, tuple[Any, int]] = {}  # pointer -> (memory, virtual offset)
-        self.malloc = cupy.cuda.PythonFunctionAllocator(self._malloc, self._free).malloc
+        self._cupy = cupy
+
+    @property
+    def malloc(self) -> Callable[[int], Any]:
+        """The allocator to install (made on each use: see ``GraphPool.malloc``)."""
+        return self._cupy.cuda.PythonFunctionAllocator(self._malloc, self._free).malloc
 
     def _malloc(self, size: int, device_id: int) -> int:
         memory = self._forward(size)
@@ -103,7 +108,14 @@ class GraphPool:
         self.nbytes = int(nbytes)
         self._base = int(raw.data.ptr)
         self.fit = FirstFit(self.nbytes)
-        self.malloc = cupy.cuda.PythonFunctionAllocator(self._malloc, self._free).malloc
+        self._cupy = cupy
+
+    @property
+    def malloc(self) -> Callable[[int], Any]:
+        """The allocator to install while capturing, made on each use: held here, it would hold
+        this pool's bound methods and so the pool itself, a cycle that keeps the block alive until
+        the garbage collector runs.  Memory it hands out holds the pool through ``_free``."""
+        return self._cupy.cuda.PythonFunctionAllocator(self._malloc, self._free).malloc
 
     def _malloc(self, size: int, device_id: int) -> int:
         return self._base + self.fit.alloc(size)

@@ -68,7 +68,9 @@ class NvmlSampler:
             self._peak = max(self._peak, self._read())
             self._stop.wait(self.interval_s)
 
-    def begin_run(self) -> None:
+    def begin_run(self, held_bytes: int = 0) -> None:
+        """``held_bytes`` is not used: device memory moves only with CUDA work, so the baseline
+        taken when the session was ready holds (the tracemalloc sampler's does not, report/sampler.py)."""
         self._stop_thread()
         self._peak = self._read()
         self._stop.clear()

@@ -43,7 +43,9 @@ class AddressSpace:
 
     def __init__(self) -> None:
         self.next_base = 0x7F00_0000_0000
-        self.blocks: dict[int, "Memory"] = {}
+        # weak: a block is freed when its last user lets go (as ``cudaFree`` in ``cupy.cuda.Memory``),
+        # which also gives its bytes back to ``used``; held strongly here, nothing ever was freed
+        self.blocks: "weakref.WeakValueDictionary[int, Memory]" = weakref.WeakValueDictionary()
         self.capacity = DEFAULT_CAPACITY
         self.used = 0
         self.counters = StrictCounters()
