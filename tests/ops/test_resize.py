@@ -154,3 +154,32 @@ def test_upsample7_scratch_is_predicted_from_attributes():
     spec.kernel(Ctx(attrs=attrs, opset=7), X)
     predicted = spec.scratch(attrs, [X.shape], [X.dtype])
     assert requested and requested == [(tuple(s), np.dtype(d)) for s, d in predicted]
+
+
+@pytest.mark.parametrize("ctm", CTMS[:4])
+@pytest.mark.parametrize("scales", [F(1, 1, 2, 2), F(1, 1, 4, 3), F(1, 1, 8, 1), F(1, 2, 1, 1), F(1, 1, 1, 32)])
+def test_linear_integer_upsampling(ctm, scales):
+    """Integer-factor linear upsampling (u2netp's 38 Resize nodes are 2x to 32x), on short axes
+    where clamping reaches every output position near the edges, and on a leading axis."""
+    x = rng.standard_normal((1, 3, 5, 2)).astype(np.float32)
+    check_against_onnxruntime("Resize", [x, None, scales], opset=13, mode="linear",
+                              coordinate_transformation_mode=ctm, constant_inputs=[2], **TOL)
+
+
+def test_linear_upsampling_on_threads_and_in_float64():
+    """A resize big enough to be split over a session's threads, and a float64 one (onnxruntime
+    has no float64 Resize: held to its float32 result): the same as onnxruntime."""
+    import gpuinfer
+    from tests.node_helpers import run_onnxruntime, single_node_model
+
+    x = rng.standard_normal((1, 16, 40, 48)).astype(np.float32)
+    sc = F(1, 1, 2, 2)
+    model = single_node_model("Resize", [x, None, sc], 1, 13, constant_inputs=[2], mode="linear",
+                              coordinate_transformation_mode="pytorch_half_pixel")
+    (want,) = run_onnxruntime(model, {"in0": x})
+    sess = gpuinfer.InferenceSession(model.SerializeToString(), device="cpu", intra_op_threads=2)
+    np.testing.assert_allclose(sess.run(None, {"in0": x})[0], want, **TOL)
+    (got64,) = run_kernel("Resize", [x.astype(np.float64), None, sc], opset=13, mode="linear",
+                          coordinate_transformation_mode="pytorch_half_pixel")
+    assert got64.dtype == np.float64
+    np.testing.assert_allclose(got64, want, **TOL)
