@@ -19,6 +19,7 @@ from gpuinfer.graph.kernels import kernels
 from gpuinfer.graph.read import ModelSource, read_model
 from gpuinfer.graph.toposort import topological_order
 from gpuinfer.graph.types import collect_value_types, host_only_values, is_static, type_shape, value_kind
+from gpuinfer.graph.weightless import weightless_copy
 from gpuinfer.values import OptionalValue, TensorSequence
 
 # Ops whose result must not be computed once at load even when their inputs are constant.
@@ -67,11 +68,19 @@ def model_opsets(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """ONNX shape inference with shape-data propagation; the raw model if inference fails."""
+    """ONNX shape inference with shape-data propagation, run on the model without its weights'
+    data (graph/weightless.py); the raw model if inference fails.  Only the inferred types are
+    read from the result: its large initializers are graph inputs there, and are taken out again."""
+    light, added = weightless_copy(model)
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
     except Exception:
         return model
+    if added:
+        inputs = [i for i in inferred.graph.input if i.name not in added]
+        del inferred.graph.input[:]
+        inferred.graph.input.extend(inputs)
+    return inferred
 
 
 def unsupported_ops(graph: onnx.GraphProto, opsets: dict[str, int]) -> list[tuple[str, str, str, int]]:

@@ -14,6 +14,7 @@ from typing import Optional, Union
 import onnx
 
 from gpuinfer.errors import InvalidModelError, ModelCheckWarning, ModelLoadError
+from gpuinfer.graph.weightless import weightless_copy
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
@@ -147,8 +148,11 @@ def _check_reason(model: onnx.ModelProto) -> Optional[str]:
 
 
 def _checker(model: onnx.ModelProto) -> None:
-    if model.ByteSize() < 2**31 - 1:
-        onnx.checker.check_model(model)
+    """The checker, on the model without its weights' data: serialising them for it was most of
+    a big model's load (graph/weightless.py); the builder reads and checks every tensor itself."""
+    light = weightless_copy(model)[0]
+    if light.ByteSize() < 2**31 - 1:
+        onnx.checker.check_model(light)
 
 
 def _summary(exc: Exception) -> str:
