@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         command = "python bench/memory_modes.py " + " ".join(a for a in (argv or sys.argv[1:]) if a not in ("--write", "--quiet"))
         write_section("memory-modes", "## Memory modes side by side (CPU)\n\n"
                       f"Command: `{command.strip()}` (peak = the pool's exact count in a steady-state run; "
-                      "sampled = tracemalloc over the session's ready baseline; median of the runs after the "
+                      "sampled = tracemalloc's peak over the run's start, plus the bytes the pool held then; median of the runs after the "
                       f"first)\n\nMachine: {machine()}\n\n{table}\n")
     return 0
 

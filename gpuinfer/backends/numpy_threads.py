@@ -18,6 +18,7 @@ blocks a worker has not started when the caller runs out of work are cancelled, 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -72,7 +73,12 @@ class RowThreads:
             for i, (start, stop) in queue:
                 body(i, start, stop)
 
-        futures = [self._workers.submit(drain) for _ in range(min(self.threads, len(blocks)) - 1)]
+        # each worker runs in a copy of the caller's context: numpy keeps its error state and ufunc
+        # buffer size there (the run ignores IEEE warnings, as ONNX wants, and holds numpy's
+        # buffers to runtime/executor.py's size); a worker's own default context warned
+        # "overflow encountered in exp" for every block of an Exp that overflowed
+        futures = [self._workers.submit(contextvars.copy_context().run, drain)
+                   for _ in range(min(self.threads, len(blocks)) - 1)]
         try:
             drain()
         finally:  # every block is written before the buffers are read

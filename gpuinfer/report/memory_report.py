@@ -22,7 +22,9 @@ class MemoryReport:
 
     ``peak_bytes`` is the pool's exact count (intermediates, scratch, outputs, plus buffers kept
     from earlier runs); ``sampled_peak_bytes`` is the independent sampler's figure for the same
-    run over the session's ready baseline (None when no sampler ran; ``sampler`` says why).
+    run (None when no sampler ran; ``sampler`` says why): on CUDA NVML's peak over the baseline
+    taken when the session was ready, on the CPU tracemalloc's peak over the run's start plus the
+    bytes the pool held then (report/sampler.py says why).
 
     ``first_run_traced``: this input-shape signature's plan could not place every tensor ahead
     (data-dependent shapes such as NonZero's, or control-flow bodies), so its first run served

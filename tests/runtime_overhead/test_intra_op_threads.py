@@ -147,3 +147,49 @@ def test_blas_threads_are_put_back_after_a_run():
     sess = gpuinfer.InferenceSession(OPS["Tanh"](3), device="cpu", intra_op_threads=1)
     sess.run(None, {"x": np.ones((1, 3, 4, 4), np.float32)})
     assert blas() == before
+
+
+def test_workers_run_with_the_callers_numpy_error_state_and_buffer_size():
+    """numpy keeps its error state and ufunc buffer size per context: a worker's own default one
+    warned of IEEE overflow the run ignores and buffered 8192 elements where the run holds 1024."""
+    import threading
+    import time
+
+    pool = numpy_threads.RowThreads(3)
+    ctx = gpuinfer.ops.context.StandaloneContext()
+    seen = []
+
+    def block(start, stop):
+        time.sleep(0.005)  # lets the workers take blocks of their own
+        seen.append((threading.get_ident(), np.geterr()["over"], np.getbufsize()))
+
+    with numpy_threads.running_with(pool), np.errstate(all="ignore"):
+        before = np.setbufsize(1024)
+        try:
+            numpy_threads.split_rows(ctx, 100_000, 64, block)
+        finally:
+            np.setbufsize(before)
+    assert len({thread for thread, _, _ in seen}) >= 2, seen
+    assert {(over, size) for _, over, size in seen} == {("ignore", 1024)}, seen
+
+
+def test_an_overflow_in_threaded_blocks_warns_no_more_than_on_one_thread(monkeypatch):
+    import warnings
+
+    splits = []
+    real_run = numpy_threads.RowThreads.run
+    monkeypatch.setattr(numpy_threads.RowThreads, "run",
+                        lambda self, blocks, body: (splits.append(len(blocks)), real_run(self, blocks, body)))
+    x = np.full((1, 4, 256, 256), 100.0, np.float32)  # exp(100) overflows float32
+    node = helper.make_node("Exp", ["x"], ["y"])
+    graph = helper.make_graph([node], "exp", [helper.make_tensor_value_info("x", F, None)],
+                              [helper.make_tensor_value_info("y", F, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    sess = gpuinfer.InferenceSession(model.SerializeToString(), device="cpu", intra_op_threads=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = sess.run(None, {"x": x})[0]
+    assert splits, "the pass was not split"
+    assert np.isinf(y).all()
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
