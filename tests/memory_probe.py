@@ -42,8 +42,9 @@ NUMPY_DOMAIN = 389047  # numpy's NPY_TRACE_DOMAIN: the tracemalloc domain of its
 SAMPLED_MAX_BYTES = 16 << 20  # counted peaks up to this get the sampled numpy-only view
 
 
-def steady_state_memory(source, feeds: dict, mode: str) -> dict:
-    """Counted peak, lower bound and tracemalloc's view of one steady-state run on the CPU."""
+def steady_state_memory(source, feeds: dict, mode: str, numpy_peak: bool = True) -> dict:
+    """Counted peak, lower bound and tracemalloc's view of one steady-state run on the CPU
+    (``numpy_peak=False``: without the slow sampled run, ``traced_numpy`` is then the total)."""
     sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode)
     for _ in range(2):  # warm-up: plans (learnt sizes re-plan after the first run), the arena, kept buffers
         sess.run(None, feeds)
@@ -65,7 +66,8 @@ def steady_state_memory(source, feeds: dict, mode: str) -> dict:
     report = sess.memory_report()
     # the sampled run costs minutes on the big models (u2netp: ~2 min), where tracemalloc's total is
     # within 0.5% of the count anyway: sampled where Python's objects can matter, else the total
-    numpy_grown = numpy_data_peak(lambda: sess.run(None, feeds)) if report.peak_bytes <= SAMPLED_MAX_BYTES else grown
+    sampled = numpy_peak and report.peak_bytes <= SAMPLED_MAX_BYTES
+    numpy_grown = numpy_data_peak(lambda: sess.run(None, feeds)) if sampled else grown
     report = sess.memory_report()
     traced = held + grown
     counted = report.peak_bytes + copied_once

@@ -72,7 +72,7 @@ def test_arena_stays_within_a_tenth_of_the_tensors_bound(model_id):
     """Scratch (im2col columns and padded bands, depthwise blocks, PRelu bands, LRN's squares) may
     not dominate the peak."""
     source, feeds = model_case(model_id)
-    m = steady_state_memory(source, feeds, "arena")
+    m = steady_state_memory(source, feeds, "arena", numpy_peak=False)  # reads counts only
     assert m["counted"] <= 1.10 * m["tensor_bound"], m
 
 
