@@ -36,7 +36,8 @@ def one(arg: str, repeat: int, threads=None, tell: bool = False) -> dict:
         rest = time_runs(lambda: sess.run(None, feeds), repeat)
         report = sess.memory_report()
         del sess
-        sampled_sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode, sample_memory=True)
+        sampled_sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode, sample_memory=True,
+                                                 intra_op_threads=threads)  # as the timed session
         sampled_sess.run(None, feeds)
         sampled_sess.run(None, feeds)
         sampled = sampled_sess.memory_report().sampled_peak_bytes
