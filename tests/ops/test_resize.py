@@ -166,19 +166,26 @@ def test_linear_integer_upsampling(ctm, scales):
                               coordinate_transformation_mode=ctm, constant_inputs=[2], **TOL)
 
 
-def test_linear_upsampling_on_threads_and_in_float64():
-    """A resize big enough to be split over a session's threads, and a float64 one (onnxruntime
-    has no float64 Resize: held to its float32 result): the same as onnxruntime."""
+def test_linear_upsampling_on_threads_and_in_float64(monkeypatch):
+    """A resize big enough to be split over a session's threads (it is: the pool's ``run`` is
+    called), and a float64 one (onnxruntime has no float64 Resize: held to its float32 result):
+    the same as onnxruntime."""
     import gpuinfer
+    from gpuinfer.backends import numpy_threads
     from tests.node_helpers import run_onnxruntime, single_node_model
 
-    x = rng.standard_normal((1, 16, 40, 48)).astype(np.float32)
+    x = rng.standard_normal((1, 16, 48, 48)).astype(np.float32)  # 576 KiB out: over SPLIT_MIN_BYTES
     sc = F(1, 1, 2, 2)
+    splits = []
+    real_run = numpy_threads.RowThreads.run
+    monkeypatch.setattr(numpy_threads.RowThreads, "run",
+                        lambda self, blocks, body: (splits.append(len(blocks)), real_run(self, blocks, body)))
     model = single_node_model("Resize", [x, None, sc], 1, 13, constant_inputs=[2], mode="linear",
                               coordinate_transformation_mode="pytorch_half_pixel")
     (want,) = run_onnxruntime(model, {"in0": x})
     sess = gpuinfer.InferenceSession(model.SerializeToString(), device="cpu", intra_op_threads=2)
     np.testing.assert_allclose(sess.run(None, {"in0": x})[0], want, **TOL)
+    assert splits and min(splits) >= 2, "the resize was not split over the threads"
     (got64,) = run_kernel("Resize", [x.astype(np.float64), None, sc], opset=13, mode="linear",
                           coordinate_transformation_mode="pytorch_half_pixel")
     assert got64.dtype == np.float64

@@ -64,12 +64,18 @@ class DeviceAllocatorHook:
         self.alloc_seconds = 0.0
 
     def installed(self):
-        """Context manager routing this thread's CuPy allocations through the hook.
+        """Context manager routing this thread's CuPy allocations through the hook."""
+        return self._cupy.cuda.using_allocator(installable_malloc(self._cupy, self))
 
-        The ``PythonFunctionAllocator`` is made per use, not kept: kept, its bound methods would
-        make a cycle with the hook, and the hook's store (cached device blocks) would outlive the
-        session until the garbage collector ran.  Memory handed out holds the hook (``_free``)."""
-        return self._cupy.cuda.using_allocator(self._cupy.cuda.PythonFunctionAllocator(self._malloc, self._free).malloc)
+
+def installable_malloc(cupy: Any, owner: Any) -> Any:
+    """``owner._malloc`` / ``owner._free`` as a CuPy allocator to install, made on each use.
+
+    Not kept on ``owner`` (the hook, a graph's private pool, the sizing allocator): kept, the
+    ``PythonFunctionAllocator`` would hold the owner's bound methods and so the owner itself, a
+    cycle that keeps the owner's device memory after the session is gone, until the garbage
+    collector runs.  Memory handed out holds the owner through its free callback."""
+    return cupy.cuda.PythonFunctionAllocator(owner._malloc, owner._free).malloc
 
 
 def keep_async_memory(cupy: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 from typing import Any, Callable, Optional
 
+from gpuinfer.backends.cuda.allocator_hook import installable_malloc
 from gpuinfer.errors import GpuinferError
 
 ALIGN = 512  # as CuPy's pool: kernels may assume 256-byte aligned buffers
@@ -85,8 +86,8 @@ class SizingAllocator:
 
     @property
     def malloc(self) -> Callable[[int], Any]:
-        """The allocator to install (made on each use: see ``GraphPool.malloc``)."""
-        return self._cupy.cuda.PythonFunctionAllocator(self._malloc, self._free).malloc
+        """The allocator to install (``allocator_hook.installable_malloc``)."""
+        return installable_malloc(self._cupy, self)
 
     def _malloc(self, size: int, device_id: int) -> int:
         memory = self._forward(size)
@@ -112,10 +113,8 @@ class GraphPool:
 
     @property
     def malloc(self) -> Callable[[int], Any]:
-        """The allocator to install while capturing, made on each use: held here, it would hold
-        this pool's bound methods and so the pool itself, a cycle that keeps the block alive until
-        the garbage collector runs.  Memory it hands out holds the pool through ``_free``."""
-        return self._cupy.cuda.PythonFunctionAllocator(self._malloc, self._free).malloc
+        """The allocator to install while capturing (``allocator_hook.installable_malloc``)."""
+        return installable_malloc(self._cupy, self)
 
     def _malloc(self, size: int, device_id: int) -> int:
         return self._base + self.fit.alloc(size)
