@@ -67,11 +67,18 @@ class RowThreads:
     def run(self, blocks: list, body: Callable[[int, int, int], Any]) -> None:
         """``body(index, start, stop)`` for every block, on the caller and the workers at once;
         exceptions come out of this call, after every started block is done."""
-        queue = iter(list(enumerate(blocks)))  # a list iterator hands each block out once, under the GIL
+        # a list iterator hands each block out once, under the GIL; ``work`` is emptied once the
+        # call is done: a cancelled worker item stays in the executor's queue until a worker next
+        # wakes, and through ``body`` it kept the op's arrays alive after the pool released them
+        # (light/shufflenet reduce: 1.2-2.6 MB over the count now and then, at 2 threads)
+        work = [iter(list(enumerate(blocks))), body]
 
         def drain() -> None:
+            if not work:
+                return
+            queue, fn = work
             for i, (start, stop) in queue:
-                body(i, start, stop)
+                fn(i, start, stop)
 
         # each worker runs in a copy of the caller's context: numpy keeps its error state and ufunc
         # buffer size there (the run ignores IEEE warnings, as ONNX wants, and holds numpy's
@@ -81,10 +88,12 @@ class RowThreads:
                    for _ in range(min(self.threads, len(blocks)) - 1)]
         try:
             drain()
-        finally:  # every block is written before the buffers are read
-            for future in futures:
-                if not future.cancel():
-                    future.result()
+        finally:  # every block is written before the buffers are read (and before an error leaves)
+            errors = [future.exception() for future in futures if not future.cancel()]
+            work.clear()
+        for error in errors:
+            if error is not None:
+                raise error
 
 
 @contextlib.contextmanager
