@@ -9,7 +9,10 @@ that is not the run's comes and goes in the same process and would be read as th
 on the 2-core machine (tests/test_memory_modes.py, 1-4 of 19 models a run): another session
 freed after this one's baseline (its figure fell to 0), a runner's code compiled (0.7 MB for
 MiniLM's 309 nodes), and the interpreter's interned-string table resizing inside that compile
-(+1.9 MB), which is why the failures moved from model to model.  Held bytes come from the
+(+1.9 MB), which is why the failures moved from model to model.  A last one was not the
+sampler's: an intra-op worker item cancelled unstarted kept its op's arrays alive in the thread
+pool's queue after the pool had released them (light/shufflenet reduce +1.2-2.6 MB at 2 threads,
+now and then; fixed in backends/numpy_threads.py).  Held bytes come from the
 pool's count; tests/memory_probe.py reads tracemalloc the same way, and checks them apart.
 """
 from __future__ import annotations
