@@ -23,6 +23,7 @@ rules of the ``gpuinfer`` command (``gpuinfer.cli.inputs``, seed 0).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -270,3 +271,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+BUSY = "while True:\n    pass\n"  # one spinning Python loop: a busy process beside the engines
+
+
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """``count`` processes spinning on the CPU while the block runs, as other work on the machine
+    would; stopped (by their own handles) after it."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()

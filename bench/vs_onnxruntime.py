@@ -22,14 +22,12 @@ per load).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, SHARED_MODELS, add_model_arguments, geomean, machine, main_guard,  # noqa: E402
+from common import (ROOT, SHARED_MODELS, add_model_arguments, busy_processes, geomean, machine, main_guard,  # noqa: E402
                     markdown_table, median_ms, one_model, progress, report_progress, resolve_models,
                     run_isolated, time_runs, write_section)
 
@@ -37,7 +35,6 @@ from common import (ROOT, SHARED_MODELS, add_model_arguments, geomean, machine, 
 # from the rest of the machine falls on every engine alike rather than on whichever ran then.
 ROUNDS = 5
 FULL_U2NET = ROOT / "models" / "u2net.onnx"  # rebuilt from ../shared/models/u2net (git-ignored)
-BUSY = "while True:\n    pass\n"
 
 
 def one(arg: str, modes: list[str], repeat: int, threads: int | None, tell: bool = False) -> dict:
@@ -75,20 +72,6 @@ def one(arg: str, modes: list[str], repeat: int, threads: int | None, tell: bool
             times[name] += time_runs(lambda: sess.run(None, feeds), per_round)
         report_progress(tell, f"{model.name}: round {r + 2} of {ROUNDS}" if r + 1 < ROUNDS else model.name)
     return {"model": model.id, "nodes": nodes, **{name: median_ms(t) for name, t in times.items()}}
-
-
-@contextlib.contextmanager
-def busy_processes(count: int):
-    """``count`` processes spinning on the CPU while the block runs; stopped (by their own
-    handles) after it."""
-    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(count)]
-    try:
-        yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait()
 
 
 def _default_models() -> list[str]:
