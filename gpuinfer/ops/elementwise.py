@@ -373,13 +373,13 @@ def _horner(xp, coeffs, t, acc):
 
 def _erf_inplace(xp, v, t1, t2):
     """v = erf(v) using two same-sized temporaries."""
-    xp.clip(v, -4, 4, out=v)
+    clamp(xp, v, -4, 4, v)  # the clip ufunc itself: no wrappers, no objects left in their caches
     xp.multiply(v, v, out=t1)
     _horner(xp, _ERF_P, t1, t2)
     xp.multiply(v, t2, out=v)
     _horner(xp, _ERF_Q, t1, t2)
     xp.divide(v, t2, out=v)
-    xp.clip(v, -1, 1, out=v)
+    clamp(xp, v, -1, 1, v)
 
 
 @op("Erf", since=9, inplace=True, scratch=chunk_scratch(None, None, None))
