@@ -52,6 +52,10 @@ class Backend(Protocol):
     def to_device(self, array: np.ndarray) -> Any:
         """A device copy of a host array (the array itself on the CPU); one counted upload."""
 
+    def upload_constants(self, values: dict) -> dict:
+        """The model's weights on the device, uploaded once at session creation (the arrays
+        themselves on the CPU); host-only values come back as they are."""
+
     def to_host(self, array: Any) -> np.ndarray:
         """A host numpy array (the array itself on the CPU); one counted download."""
 

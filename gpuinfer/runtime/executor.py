@@ -88,12 +88,17 @@ class Executor:
         self.frees: dict[int, list[list[str]]] = {}
         self.places: dict[int, HostPlan] = {}
         host_only = frozenset(graph.host_only)
-        for g in [graph, *subgraphs_of(graph)]:
+        graphs = [graph, *subgraphs_of(graph)]
+        wanted = {}
+        for g in graphs:
             places = self.places[id(g)] = HostPlan(g, backend, host_only)
-            # on a GPU only constants read as data go up (once); steering ones stay on the host
-            self.constants[id(g)] = {k: backend.to_device(v) if k in places.upload else v
-                                     for k, v in g.constants.items()}
+            # on a GPU only constants read as data go up (once, every graph's in one block);
+            # steering ones stay on the host
+            wanted.update({(id(g), k): v for k, v in g.constants.items() if k in places.upload})
             self.frees[id(g)] = self._free_lists(g)
+        uploaded = backend.upload_constants(wanted)
+        for g in graphs:
+            self.constants[id(g)] = {k: uploaded.get((id(g), k), v) for k, v in g.constants.items()}
         self.profile: Optional[dict[str, list]] = None  # op type -> [calls, seconds] when profiling
         self._nested_seconds = 0.0  # profiled time so far, for charging control flow its own share
         self._steps: dict[tuple[int, tuple], list[Step]] = {}  # (id(graph), scope) -> its steps

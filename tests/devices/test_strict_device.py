@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import gpuinfer
 from gpuinfer.backends.strict import STRICT
@@ -115,6 +115,42 @@ def test_device_out_of_memory_is_a_device_memory_error_with_the_size(backing):
         SPACE.capacity = saved
     assert info.value.requested and info.value.requested > 0
     assert "reduce" in str(info.value) and "bytes" in str(info.value)
+
+
+def test_weights_go_up_in_one_block_that_leaves_with_the_session():
+    """Weights are uploaded once, into one block the session owns (a direct cudaMalloc), not as
+    arrays of CuPy's default pool, which keeps freed blocks cached: before, ``del`` left every
+    weight's bytes reserved there.  The device's address space gets them back when the session goes."""
+    import gc
+
+    from gpuinfer.backends.strict.memory import get_default_memory_pool
+
+    pool = get_default_memory_pool()
+    gc.collect()
+    space_before, pool_before, blocks_before = SPACE.used, pool.total_bytes(), len(SPACE.blocks)
+    model = conv_net(channels=64)
+    weights = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    sess = gpuinfer.InferenceSession(model, device="strict", memory_mode="arena")
+    assert pool.total_bytes() == pool_before, "weights went into CuPy's default pool"
+    assert len(SPACE.blocks) == blocks_before + 1, "the weights are not in one block"
+    assert weights <= SPACE.used - space_before <= weights + 256 * len(model.graph.initializer)
+    feeds = conv_net_feeds()
+    np.testing.assert_allclose(sess.run(None, feeds)[0], gpuinfer.InferenceSession(model, device="cpu").run(None, feeds)[0],
+                               rtol=1e-5, atol=1e-6)
+    del sess
+    gc.collect()
+    assert pool.total_bytes() == pool_before and SPACE.used == space_before
+
+
+def test_no_room_for_the_weights_is_a_device_memory_error_at_creation():
+    saved = SPACE.capacity
+    SPACE.capacity = SPACE.used + 1024  # less than conv_net(64)'s 150 KB of weights
+    try:
+        with pytest.raises(gpuinfer.errors.DeviceMemoryError, match="weights") as info:
+            gpuinfer.InferenceSession(conv_net(channels=64), device="strict")
+    finally:
+        SPACE.capacity = saved
+    assert info.value.requested and info.value.requested > 1024
 
 
 def test_string_constants_stay_on_the_host_and_their_ops_run_there():

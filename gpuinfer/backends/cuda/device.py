@@ -13,12 +13,14 @@ import numpy as np
 
 from gpuinfer.backends.base import Capabilities
 from gpuinfer.backends.cuda.allocator_hook import DeviceAllocatorHook
-from gpuinfer.backends.cuda.errors import translated
+from gpuinfer.backends.cuda.errors import device_failure, translated
 from gpuinfer.backends.cuda.graph_pool import GraphPool, SizingAllocator
 from gpuinfer.backends.cuda.kernel_library import KernelLibrary
 from gpuinfer.backends.cuda.nvml_sampler import NvmlSampler
+from gpuinfer.errors import DeviceMemoryError
 
 HOST_ONLY_KINDS = "OUSVM"  # object, strings, void, datetime: no CuPy arrays of these
+WEIGHT_ALIGN = 256  # bytes between weights in their block: CuPy's own allocation alignment
 SCATTER_UFUNCS = frozenset({"add", "subtract", "maximum", "minimum", "bitwise_and", "bitwise_or", "bitwise_xor"})
 
 
@@ -54,6 +56,34 @@ class CudaDevice:
         if isinstance(array, self.xp.ndarray) or not self.can_hold(np.asarray(array).dtype):
             return array
         return self.xp.asarray(array)
+
+    def upload_constants(self, values: dict) -> dict:
+        """The model's weights, uploaded once into one block of their own (a direct ``cudaMalloc``
+        through ``cupy.cuda.Memory``, 256-byte aligned slots): freed when the session goes, not
+        left cached in CuPy's default pool as arrays made by ``asarray`` would be.  Host-only
+        values (strings, objects) and device arrays come back as they are."""
+        host = {k: np.asarray(v, order="C") for k, v in values.items()  # (ascontiguousarray makes 0-d 1-d)
+                if not isinstance(v, self.xp.ndarray) and self.can_hold(np.asarray(v).dtype)}
+        offsets, total = {}, 0
+        for k, v in host.items():
+            offsets[k], total = total, total + -(-max(v.nbytes, 1) // WEIGHT_ALIGN) * WEIGHT_ALIGN
+        if not host:
+            return dict(values)
+        try:
+            block = self.xp.cuda.Memory(total)
+        except Exception as exc:
+            failure = device_failure(self.xp, exc, 0, self.mode)
+            if isinstance(failure, DeviceMemoryError):
+                raise DeviceMemoryError(f"the GPU has no room for the model's weights: {total} bytes "
+                                        f"in one block", requested=total) from exc
+            raise failure or exc
+        base = self.xp.cuda.MemoryPointer(block, 0)
+        placed = dict(values)
+        for k, v in host.items():
+            placed[k] = self.xp.ndarray(v.shape, dtype=v.dtype, memptr=base + offsets[k])
+            if v.size:
+                placed[k].set(v)
+        return placed
 
     def to_host(self, array: Any) -> np.ndarray:
         if isinstance(array, np.ndarray):
