@@ -49,14 +49,14 @@ def _products(m: int, k: int, n: int, threads: int, repeat: int) -> dict:
     """Median microseconds of each way, and whether the bytes agree."""
     from threadpoolctl import threadpool_limits
 
-    from gpuinfer.backends.numpy_threads import RowThreads
+    from gpuinfer.backends.numpy_threads import RowThreads, shared_pool
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
     out = np.empty((m, n), np.float32)
     step = -(-m // BLOCKS)
     blocks = [(s, min(m, s + step)) for s in range(0, m, step)]
-    pool = RowThreads(threads)
+    pool = shared_pool(threads) or RowThreads(1)  # the sessions' own pool (none for one core)
 
     def rows(fn):
         return lambda: pool.run(blocks, lambda _, s, e: fn(a[s:e], b, out=out[s:e]))

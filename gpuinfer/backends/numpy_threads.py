@@ -73,9 +73,7 @@ class RowThreads:
         # (light/shufflenet reduce: 1.2-2.6 MB over the count now and then, at 2 threads)
         work = [iter(list(enumerate(blocks))), body]
 
-        def drain() -> None:
-            if not work:
-                return
+        def drain() -> None:  # never runs after the clear: a worker's item is cancelled or waited for
             queue, fn = work
             for i, (start, stop) in queue:
                 fn(i, start, stop)

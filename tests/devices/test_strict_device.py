@@ -123,6 +123,7 @@ def test_weights_go_up_in_one_block_that_leaves_with_the_session():
     weight's bytes reserved there.  The device's address space gets them back when the session goes."""
     import gc
 
+    from gpuinfer.backends.cuda.device import WEIGHT_ALIGN
     from gpuinfer.backends.strict.memory import get_default_memory_pool
 
     pool = get_default_memory_pool()
@@ -133,7 +134,7 @@ def test_weights_go_up_in_one_block_that_leaves_with_the_session():
     sess = gpuinfer.InferenceSession(model, device="strict", memory_mode="arena")
     assert pool.total_bytes() == pool_before, "weights went into CuPy's default pool"
     assert len(SPACE.blocks) == blocks_before + 1, "the weights are not in one block"
-    assert weights <= SPACE.used - space_before <= weights + 256 * len(model.graph.initializer)
+    assert weights <= SPACE.used - space_before <= weights + WEIGHT_ALIGN * len(model.graph.initializer)
     feeds = conv_net_feeds()
     np.testing.assert_allclose(sess.run(None, feeds)[0], gpuinfer.InferenceSession(model, device="cpu").run(None, feeds)[0],
                                rtol=1e-5, atol=1e-6)

@@ -62,21 +62,27 @@ class CudaDevice:
         through ``cupy.cuda.Memory``, 256-byte aligned slots): freed when the session goes, not
         left cached in CuPy's default pool as arrays made by ``asarray`` would be.  Host-only
         values (strings, objects) and device arrays come back as they are."""
-        host = {k: np.asarray(v, order="C") for k, v in values.items()  # (ascontiguousarray makes 0-d 1-d)
-                if not isinstance(v, self.xp.ndarray) and self.can_hold(np.asarray(v).dtype)}
+        host = {}
+        for k, v in values.items():
+            if not isinstance(v, self.xp.ndarray):
+                v = np.asarray(v, order="C")  # (not ascontiguousarray: it makes 0-d arrays 1-d)
+                if self.can_hold(v.dtype):
+                    host[k] = v
+        if not host:
+            return dict(values)
         offsets, total = {}, 0
         for k, v in host.items():
             offsets[k], total = total, total + -(-max(v.nbytes, 1) // WEIGHT_ALIGN) * WEIGHT_ALIGN
-        if not host:
-            return dict(values)
         try:
             block = self.xp.cuda.Memory(total)
         except Exception as exc:
             failure = device_failure(self.xp, exc, 0, self.mode)
+            if failure is None:
+                raise
             if isinstance(failure, DeviceMemoryError):
-                raise DeviceMemoryError(f"the GPU has no room for the model's weights: {total} bytes "
-                                        f"in one block", requested=total) from exc
-            raise failure or exc
+                failure = DeviceMemoryError(f"the GPU has no room for the model's weights: {total} bytes "
+                                            f"in one block", requested=total)
+            raise failure from exc
         base = self.xp.cuda.MemoryPointer(block, 0)
         placed = dict(values)
         for k, v in host.items():
