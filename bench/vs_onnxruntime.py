@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpuinfer import MEMORY_MODES  # noqa: E402
 from common import (ROOT, SHARED_MODELS, add_model_arguments, busy_processes, geomean, machine, main_guard,  # noqa: E402
                     markdown_table, median_ms, one_model, progress, report_progress, resolve_models,
                     run_isolated, time_runs, write_section)
@@ -34,6 +36,7 @@ from common import (ROOT, SHARED_MODELS, add_model_arguments, busy_processes, ge
 # The runs of each engine are spread over this many rounds, taken in turn, so that a burst of noise
 # from the rest of the machine falls on every engine alike rather than on whichever ran then.
 ROUNDS = 5
+SETTLE_S = 0.3  # pause before each engine's turn: the previous engine's spinning threads go idle
 FULL_U2NET = ROOT / "models" / "u2net.onnx"  # rebuilt from ../shared/models/u2net (git-ignored)
 
 
@@ -64,10 +67,13 @@ def one(arg: str, modes: list[str], repeat: int, threads: int | None, tell: bool
     report_progress(tell, f"{model.name}: round 1 of {ROUNDS}")
     for r in range(ROUNDS):
         for name, sess in engines.items():
-            # One untimed run first: the engine that ran before may still have threads spinning
-            # (onnxruntime's pool and OpenBLAS both spin a while after a run), which would charge
-            # this engine's first timed run for them.  Measured: squeezenet per_tensor, timed
-            # right after onnxruntime, 27.7 ms against 13 ms alone.
+            # A pause and one untimed run first: the engine that ran before may still have threads
+            # spinning (onnxruntime's pool and OpenBLAS both spin a while after a run), which
+            # would charge this engine's runs for them.  Measured: squeezenet per_tensor, timed
+            # right after onnxruntime, 27.7 ms against 13 ms alone; with one untimed run between
+            # them still 22 ms (and onnxruntime after gpuinfer 14.1 against 10.3), after a 0.3 s
+            # pause 11.3 against 10.3 (throwaway probe, median of 12).
+            time.sleep(SETTLE_S)
             sess.run(None, feeds)
             times[name] += time_runs(lambda: sess.run(None, feeds), per_round)
         report_progress(tell, f"{model.name}: round {r + 2} of {ROUNDS}" if r + 1 < ROUNDS else model.name)
@@ -83,15 +89,16 @@ def _default_models() -> list[str]:
     if FULL_U2NET.is_file():
         models.append(str(FULL_U2NET))
     else:
-        print(f"note: the full u2net is not at {FULL_U2NET.relative_to(ROOT)}; rebuild it with "
-              "`python ../shared/models/u2net/rebuild.py models/u2net.onnx` to include it", file=sys.stderr)
+        print(f"note: the full u2net is not at {FULL_U2NET.relative_to(ROOT)}; rebuild it with `mkdir -p models && "
+              "python ../shared/models/u2net/rebuild.py models/u2net.onnx` to include it", file=sys.stderr)
     return models
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser, "../shared/models, onnx's light networks and models/u2net.onnx if rebuilt")
-    parser.add_argument("--modes", nargs="*", default=["per_tensor", "arena", "reduce", "reuse"])
+    parser.add_argument("--modes", nargs="+", choices=MEMORY_MODES, default=["per_tensor", "arena", "reduce", "reuse"],
+                        help="gpuinfer's memory modes to time (put model paths before this option)")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per engine (at least 10)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both engines (default: each engine's own default)")

@@ -26,6 +26,11 @@ class OpContext:
     node_name: str = ""
     op_type: str = ""
     n_outputs: int = 1
+    # Bytes of scratch this step may take beyond what its scratch function asks by default: room
+    # the plan has at this step below its busiest one (plan/slack.py), so spending it costs no
+    # memory.  Kernels with a speed/size trade in their scratch (Conv's bands) read it; 0 outside
+    # a planned run.
+    scratch_slack: int = 0
 
     def attr(self, name: str, default: Any = None) -> Any:
         """Attribute ``name`` as a Python value (int, float, str, list, np.ndarray, Graph)."""

@@ -55,8 +55,10 @@ class ConvGeometry:
     out_shape: tuple
     path: str  # "pointwise", "depthwise", "kn2row" or "im2col"
     padded_shape: tuple = None  # scratch for the zero-padded input, or None
-    tile: int = 0  # im2col, kn2row, depthwise "nhwc": output pixels per einsum run
+    tile: int = 0  # im2col, kn2row: output rows per band; depthwise "nhwc": output pixels per einsum run
+    gemm_rows: int = 0  # im2col: output rows per matmul inside a band (0: the whole band; see _widened_tile)
     layout: str = ""  # depthwise: "strided" or "nhwc" (see conv_depthwise.depthwise_layout)
+    blocks: int = 0  # depthwise "nhwc": channel blocks (conv_depthwise.channel_blocks)
     phased: bool = False  # the padded copy is column-phased (see conv_depthwise.column_phased)
     scratch: list = field(default_factory=list)
 
@@ -75,8 +77,10 @@ def use_kn2row(x_shape, w_shape, g) -> bool:
     return kn2row_fits(x_shape, w_shape, g) and 2 * w_shape[0] <= x_shape[1] and cg >= KN2ROW_MIN_CHANNELS
 
 
-def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES) -> ConvGeometry:
-    """The geometry of a Conv on a device whose tiles are ``tile_bytes`` (``caps.tile_bytes``)."""
+def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES, slack=0) -> ConvGeometry:
+    """The geometry of a Conv on a device whose tiles are ``tile_bytes`` (``caps.tile_bytes``),
+    its scratch at most ``slack`` bytes over the smallest it would take (``scratch_slack``: room
+    the plan has at this step, spent on longer bands and channel blocks, fewer Python passes)."""
     n_sp, kernel, strides, dil, group = window_attrs("Conv", attrs, x_shape, w_shape)
     n, c = x_shape[:2]
     m = w_shape[0]
@@ -92,7 +96,7 @@ def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES) -> 
         g.path = "pointwise"
     elif group == c == m and c > 1:
         g.path = "depthwise"
-        depthwise_plan(g, pshape, padded, dt)
+        depthwise_plan(g, pshape, padded, dt, slack)
     elif use_kn2row(x_shape, w_shape, g):
         g.path = "kn2row"
         kn2row_plan(g, x_shape, w_shape, dt, tile_bytes)
@@ -101,12 +105,37 @@ def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES) -> 
         band = column_band_bytes(c * math.prod(x_shape[2:]), m * math.prod(out_sp), math.prod(w_shape),
                                  c * math.prod(kernel), dt.itemsize, tile_bytes)
         g.tile = max(1, min(out_sp[0], band // max(row, 1)))
+        if slack > 0:
+            g.tile = _widened_tile(g, pshape, padded, row, scaled(COLUMN_TILE_BYTES, tile_bytes), slack, dt.itemsize)
         if padded:
             g.padded_shape = (c, padded_rows(g, pshape[2]), *pshape[3:])
             g.phased = math.prod(kernel) <= WINDOW_GATHER_TAPS and column_phased(kernel, strides, dil)
             g.scratch.append((g.padded_shape, dt))
         g.scratch.append(((c * math.prod(kernel), g.tile * math.prod(out_sp[1:])), dt))
     return g
+
+
+def _widened_tile(g: ConvGeometry, pshape, padded: bool, row: int, most_band: int, slack: int, itemsize: int) -> int:
+    """The most output rows a band may take when its scratch (columns, and the padded rows they
+    read) may grow by ``slack`` bytes, its columns no more than ``most_band`` bytes (a band that size
+    stays in cache): a multiple of ``g.tile``, whose matmuls stay ``g.tile`` rows each
+    (``g.gemm_rows``).  One band's copies then cover several matmuls' columns, and the products are
+    the very ones of the narrower bands: OpenBLAS's bytes change with a product's width, so a
+    wider matmul would make ``arena``'s results differ from the other modes'."""
+    def scratch_bytes(tile: int) -> int:  # never falls as the tile grows
+        g.tile = tile
+        pad = pshape[1] * padded_rows(g, pshape[2]) * math.prod(pshape[3:]) * itemsize if padded else 0
+        return tile * row + pad
+
+    least = g.tile
+    room = scratch_bytes(least) + slack
+    lo, hi = 1, max(1, min(-(-g.out_shape[2] // least), most_band // max(row * least, 1)))
+    while lo < hi:  # the most matmuls a band's columns may hold
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if scratch_bytes(mid * least) <= room else (lo, mid - 1)
+    g.gemm_rows = least
+    g.tile = min(lo * least, g.out_shape[2]) if lo > 1 else least
+    return g.tile
 
 
 def column_band_bytes(in_elements: int, out_elements: int, w_elements: int, column: int, itemsize: int,
@@ -136,8 +165,8 @@ def padded_rows(g: ConvGeometry, all_rows: int) -> int:
     return min(all_rows, (g.tile - 1) * g.strides[0] + (g.kernel[0] - 1) * g.dilations[0] + 1)
 
 
-def _conv_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
-    return conv_geometry(attrs, shapes[0], shapes[1], dtypes[0], tile_bytes).scratch
+def _conv_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES, scratch_slack=0):
+    return conv_geometry(attrs, shapes[0], shapes[1], dtypes[0], tile_bytes, scratch_slack).scratch
 
 
 def conv_into(ctx, x, w, g, out, b=None):
@@ -185,6 +214,7 @@ def _im2col(ctx, x, w, g, out):
     cols = ctx.scratch((c * k, g.tile * row), x.dtype).reshape(-1)
     wr = w.reshape(grp, mg, cg * k)
     banded = pad_buf is not None and pad_buf.shape[1] < x.shape[2] + g.begin[0] + g.end[0]
+    gemm_rows = g.gemm_rows or g.tile
     for ni in range(n):
         src = x[ni]
         if pad_buf is not None and not banded:  # the whole image padded once
@@ -209,8 +239,11 @@ def _im2col(ctx, x, w, g, out):
                 for ki, sl in enumerate(tap_slices(g, band, src.shape[-1], 1, r0_src)):
                     cols_v[:, ki] = src[sl]
             cols_g = cols_band.reshape(grp, cg * k, rows * row)
-            for gi in range(grp):
-                xp.matmul(wr[gi], cols_g[gi], out=out_n[gi, :, r0:r0 + rows].reshape(mg, rows * row))
+            for s0 in range(0, rows, gemm_rows):
+                s1 = min(rows, s0 + gemm_rows)
+                for gi in range(grp):
+                    xp.matmul(wr[gi], cols_g[gi, :, s0 * row:s1 * row],
+                              out=out_n[gi, :, r0 + s0:r0 + s1].reshape(mg, (s1 - s0) * row))
 
 
 def _pad_rows(buf, x, g, first, count):
@@ -241,8 +274,9 @@ def _windows(xp, src, g, band, shift):
 @op("Conv", since=1, scratch=_conv_scratch)
 def conv(ctx, x, w, b=None):
     """N-d grouped, strided, dilated, padded convolution (cross-correlation) with optional bias."""
-    g = ctx.memo((x.shape, w.shape, x.dtype),
-                 lambda: conv_geometry(ctx.attrs, x.shape, w.shape, x.dtype, tile_bytes_of(ctx)))
+    slack = ctx.scratch_slack
+    g = ctx.memo((x.shape, w.shape, x.dtype, slack),
+                 lambda: conv_geometry(ctx.attrs, x.shape, w.shape, x.dtype, tile_bytes_of(ctx), slack))
     out = ctx.out(0, g.out_shape, x.dtype)
     conv_into(ctx, x, w, g, out, b)
     return out

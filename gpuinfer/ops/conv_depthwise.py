@@ -76,30 +76,77 @@ def nhwc_run_pixels(c, out_sp, stride, taps, run=NHWC_RUN):
     return next((b for b in range(most, (most + 1) // 2 - 1, -1) if wo % b == 0), most)
 
 
-def depthwise_plan(g, pshape, padded, dt):
-    """Set the layout and scratch buffers (in request order) of a depthwise conv on geometry ``g``."""
+def depthwise_plan(g, pshape, padded, dt, slack=0):
+    """Set the layout and scratch buffers (in request order) of a depthwise conv on geometry ``g``,
+    whose "strided" channel blocks may take ``slack`` bytes more than their share (``BLOCK_SHARE``):
+    the widest blocks whose scratch fits, fewer passes for the same elementwise arithmetic."""
     c = pshape[1]
     out_sp = g.out_shape[2:]
     taps = math.prod(g.kernel)
     g.layout = depthwise_layout(c, pshape, g.strides, taps)
     in_sp = [p - b - e for p, b, e in zip(pshape[2:], g.begin, g.end)]
     if g.layout == "nhwc":  # a channel block's padded channels-last image, its expanded weights
-        budget = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)  # per image
-        cb = nhwc_channel_block(c, pshape[2:], budget, dt.itemsize)
+        least = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)  # per image
+        room = _nhwc_scratch(g, c, pshape, out_sp, taps, least, dt) + slack
+        budget = least
+        for wider in (least + slack, (least + slack) * 2 // 3, (least + slack) // 2):
+            if wider > least and _nhwc_scratch(g, c, pshape, out_sp, taps, wider, dt) <= room:
+                budget = wider
+                break
+        cb, g.tile = _nhwc_block(g, c, pshape, out_sp, taps, budget, dt)
         g.padded_shape = (*pshape[2:], cb)
-        run = min(NHWC_RUN, max(cb, budget // 2 // (taps * dt.itemsize)))
-        g.tile = nhwc_run_pixels(cb, out_sp, g.strides[1], taps, run)
         g.scratch += [(g.padded_shape, dt), ((*g.kernel, g.tile * cb), dt)]
     else:  # a channel block's padded copy (if padded) and its products
         n = pshape[0]
         per_channel = n * ((math.prod(pshape[2:]) if padded else 0) + math.prod(out_sp)) * dt.itemsize
-        cb = max(1, min(c, channel_block_bytes(n * c, in_sp, out_sp, dt.itemsize) // max(per_channel, 1)))
+        block = channel_block_bytes(n * c, in_sp, out_sp, dt.itemsize)
+        cb = max(1, min(c, block // max(per_channel, 1)))
+        cb = max(cb, min(c, (cb * per_channel + slack) // max(per_channel, 1)))
         if padded:
             g.padded_shape = (n, cb, *pshape[2:])
             g.phased = column_phased(g.kernel, g.strides, g.dilations)
             g.scratch.append((g.padded_shape, dt))
         g.tile = cb
         g.scratch.append(((n, cb, *out_sp), dt))
+
+
+def _nhwc_block(g, c, pshape, out_sp, taps, budget, dt):
+    """(channels in the largest block, output pixels per einsum run) of an "nhwc" depthwise conv
+    whose block may take ``budget`` bytes (its padded image; the expanded weights take up to half
+    as much).  Blocks are balanced (``channel_blocks``), at least two channels each."""
+    g.blocks = block_count(c, nhwc_channel_block(c, pshape[2:], budget, dt.itemsize))
+    cb = -(-c // g.blocks)
+    run = min(NHWC_RUN, max(cb, budget // 2 // (taps * dt.itemsize)))
+    return cb, nhwc_run_pixels(cb, out_sp, g.strides[1], taps, run)
+
+
+def _nhwc_scratch(g, c, pshape, out_sp, taps, budget, dt) -> int:
+    cb, tile = _nhwc_block(g, c, pshape, out_sp, taps, budget, dt)
+    return (math.prod(pshape[2:]) * cb + taps * tile * cb) * dt.itemsize
+
+
+def block_count(c: int, most: int) -> int:
+    """How many blocks ``c`` channels go in when a block may hold ``most``: never so many that a
+    block holds one channel alone (where ``c`` > 1; see ``channel_blocks``)."""
+    n = -(-c // max(1, most))
+    return max(1, min(n, c // 2) if c > 1 else n)
+
+
+@functools.lru_cache(maxsize=1024)
+def channel_blocks(c: int, n: int) -> tuple:
+    """``c`` channels in ``n`` blocks as even as can be (from ``block_count``: never one channel
+    alone).  A one-channel block's window view has its tap column stride equal to its element
+    stride; einsum then puts a tap axis innermost and sums the taps in another order (PP-OCRv4
+    rec's 120-channel maps in blocks of 17: a 1-channel tail block gave other bits than one block
+    of 120).  Blocks of two or more channels sum them alike, however many, so a wider block
+    (``scratch_slack``) gives the same bytes."""
+    size, extra = divmod(c, n)
+    bounds, start = [], 0
+    for i in range(n):
+        stop = start + size + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return tuple(bounds)
 
 
 def depthwise_conv(ctx, x, w, g, out):
@@ -236,8 +283,7 @@ def _depthwise_nhwc(ctx, x, w, g, out):
     blocks, tail = divmod(wo, b)
     as_strided = xp.lib.stride_tricks.as_strided
     bands = _row_bands(ho, x.shape[2], g.strides[0], g.dilations[0], kh, g.begin[0])
-    for c0 in range(0, c, cb):
-        c1 = min(c, c0 + cb)
+    for c0, c1 in channel_blocks(c, g.blocks):
         n_c = c1 - c0
         pad = pad_all if n_c == cb else pad_all.reshape(-1)[:math.prod(g.padded_shape[:2]) * n_c].reshape(
             *g.padded_shape[:2], n_c)

@@ -65,13 +65,14 @@ def hard_swish_spec(op_type: str, dtype: Any) -> OpSpec:
 def _chain_scratch(first: Any, act: Any):
     """The fused step's scratch: the producer's buffers, then the activation's (PRelu wants one),
     in the order the two halves ask for them; the activation's input is the producer's output.
-    ``device_kind`` picks each half's scratch function as ``OpSpec.scratch_for`` does."""
+    ``device_kind`` picks each half's scratch function as ``OpSpec.scratch_for`` does; the step's
+    ``scratch_slack`` goes to the producer, as ``PartContext.scratch_slack`` gives it at run time."""
     n_first = len(first.inputs)
 
-    def scratch(attrs, shapes, dtypes, output_shapes=None, device_kind="cpu"):
+    def scratch(attrs, shapes, dtypes, output_shapes=None, device_kind="cpu", scratch_slack=0):
         head, tail = first.spec.scratch_for(device_kind), act.spec.scratch_for(device_kind)
-        wanted = list(_call_scratch(head, first.attrs, shapes[:n_first], dtypes[:n_first], device_kind)) \
-            if head is not None else []
+        wanted = list(_call_scratch(head, first.attrs, shapes[:n_first], dtypes[:n_first], device_kind,
+                                    scratch_slack)) if head is not None else []
         made = output_shapes[0] if output_shapes else None
         if tail is None or made is None:
             return wanted  # (no shape: the activation's buffer is served, and learnt, at the first run)
@@ -91,9 +92,13 @@ def _prelu_band(act: Any, made: Any, rest: list, dtype: Any, device_kind: str):
     return band_shape(tuple(made), tuple(rest[0]), dtype, act.opset)
 
 
-def _call_scratch(fn, attrs, shapes, dtypes, device_kind):
-    """A half's scratch, with the device's tile size where its function takes one."""
-    extra = {"tile_bytes": tile_bytes_for(device_kind)} if "tile_bytes" in scratch_keywords(fn) else {}
+def _call_scratch(fn, attrs, shapes, dtypes, device_kind, scratch_slack=0):
+    """A half's scratch, with the device's tile size and the step's spare bytes where its
+    function takes them."""
+    keywords = scratch_keywords(fn)
+    extra = {"tile_bytes": tile_bytes_for(device_kind)} if "tile_bytes" in keywords else {}
+    if scratch_slack and "scratch_slack" in keywords:
+        extra["scratch_slack"] = scratch_slack
     return fn(attrs, shapes, dtypes, **extra) or ()
 
 
@@ -144,6 +149,12 @@ class PartContext(OpContext):
         if o is not None and i == 0 and tuple(o.shape) == tuple(shape) and o.dtype == dtype:
             return o
         return self._ctx.out(i, shape, dtype)
+
+    @property
+    def scratch_slack(self) -> int:
+        """The step's spare scratch bytes go to its first half (the producer, made without an
+        output buffer handed in; the activation after it rewrites that buffer)."""
+        return self._ctx.scratch_slack if self._out0 is None else 0
 
     def scratch(self, shape, dtype):
         return self._ctx.scratch(shape, dtype)

@@ -22,6 +22,7 @@ from gpuinfer.plan.lifetimes import Lifetime, graph_lifetimes, lower_bound
 from gpuinfer.plan.modes import MODES, MemoryMode, by_speed, get_mode, register_mode, unregister_mode
 from gpuinfer.plan.plan import ALIGNMENT, MemoryPlan, Placement
 from gpuinfer.plan.sharing import Sharing
+from gpuinfer.plan.slack import step_slack
 from gpuinfer.plan.verify import PlanVerificationError, verify_plan
 from gpuinfer.values import TensorKey, value_key
 
@@ -47,26 +48,43 @@ def inplace_pairs(graph: Graph, lifetimes: dict[TensorKey, Lifetime]) -> list[tu
 
 def make_plan(graph: Graph, types: dict, mode: Union[str, MemoryMode], keep: frozenset = frozenset(),
               seen_scratch: Optional[dict] = None, traces: Optional[dict] = None,
-              device_kind: str = "cpu") -> MemoryPlan:
+              device_kind: str = "cpu", scratch_slack: Optional[dict] = None) -> MemoryPlan:
     """Plan ``graph`` for one signature under ``mode``.
 
     ``types``: value -> (static shape, dtype) known ahead (or seen in a run); ``seen_scratch``:
     step -> scratch a run really asked for (see ``graph_lifetimes``); ``traces``: step -> the
     ``TracePlan`` of its subgraph tensors (or None: not traced), whose blocks the plan places.
     ``device_kind``: whose kernels run ("cpu" or "cuda"): their scratch differs.
+    ``scratch_slack``: the spare scratch bytes per step the kernels were given (a plan remade from
+    a run keeps its predecessor's, which the run's kernels asked with); None lets a mode that
+    ``spends_slack`` find them (plan/slack.py) when the plan is complete ahead of any run.
     """
     mode = get_mode(mode) if isinstance(mode, str) else mode
     blocks_of = {step: t.block_bytes for step, t in (traces or {}).items() if t is not None}
-    records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch, blocks_of, device_kind)
+    slack = dict(scratch_slack or {})
+    records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch, blocks_of, device_kind, slack)
+    placed = _place(graph, mode, records)
+    if scratch_slack is None and seen_scratch is None and not dynamic and not blocks_of and mode.spends_slack:
+        wider_slack = step_slack(graph, records, device_kind)
+        if wider_slack:
+            wider = graph_lifetimes(graph, types, keep, None, blocks_of, device_kind, wider_slack)[0]
+            wider_placed = _place(graph, mode, wider)
+            if sum(wider_placed[1]) <= sum(placed[1]):  # no bigger: keep the faster plan
+                records, placed, slack = wider, wider_placed, wider_slack
+    lifetimes, (blocks, placements, inplace, concat) = placed[0], placed[1:]
+    return MemoryPlan(mode.name, len(graph.nodes), lifetimes, placements, blocks, inplace, dynamic,
+                      lower_bound(records, len(graph.nodes)), dict(types), seen_scratch is not None, concat,
+                      dict(traces or {}), scratch_slack=slack)
+
+
+def _place(graph: Graph, mode: MemoryMode, records: list) -> tuple:
+    """(lifetimes by key, blocks, placements, in-place map, concat map) of ``records`` under ``mode``."""
     lifetimes = {l.key: l for l in records}
     # A mode that places outputs holds them in its blocks (copied out once the run is over), so a
     # run never needs the blocks plus the outputs beside them; the others give outputs their own buffers.
     placeable = records if mode.places_outputs else [l for l in records if l.kind != "output"]
     sharing = Sharing(inplace_pairs(graph, lifetimes), concat_aliases(graph, lifetimes)) if mode.shares_bytes else Sharing()
-    blocks, placements, inplace, concat = mode.place(placeable, sharing)
-    return MemoryPlan(mode.name, len(graph.nodes), lifetimes, placements, blocks, inplace, dynamic,
-                      lower_bound(records, len(graph.nodes)), dict(types), seen_scratch is not None, concat,
-                      dict(traces or {}))
+    return (lifetimes, *mode.place(placeable, sharing))
 
 
 __all__ = ["ALIGNMENT", "Lifetime", "MODES", "MemoryMode", "MemoryPlan", "Placement", "PlanVerificationError",

@@ -143,4 +143,4 @@ def _lowest_free_offset(placed, size: int, first: int, last: int, alignment: int
 # and Concat sharing offered.  As fast as per_tensor where measured (README's u2netp table), but
 # ``auto`` tries it second: per_tensor needs no placement search and hands out intermediates.
 ARENA = register_mode(MemoryMode("arena", plan_arena, speed_rank=1, places_outputs=True, shares_bytes=True,
-                                 shares_blocks=True, fixed_addresses=True))
+                                 shares_blocks=True, fixed_addresses=True, spends_slack=True))

@@ -39,7 +39,8 @@ class Lifetime:
 def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = frozenset(),
                     seen_scratch: Optional[dict[int, list]] = None,
                     trace_blocks: Optional[dict[int, int]] = None,
-                    device_kind: str = "cpu") -> tuple[list[Lifetime], list[str]]:
+                    device_kind: str = "cpu",
+                    scratch_slack: Optional[dict[int, int]] = None) -> tuple[list[Lifetime], list[str]]:
     """Lifetimes of every node output with a known shape, plus op scratch; and the names left dynamic.
 
     ``types`` maps value names to (static shape, dtype) for this signature.  ``seen_scratch``
@@ -47,7 +48,10 @@ def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = fro
     over what the op's scratch function predicts.  ``trace_blocks`` (step -> bytes) are the blocks
     control-flow steps hold their subgraph tensors in, as earlier runs traced them.
     ``device_kind``: whose kernels will run (a CUDA variant asks other scratch than the CPU kernel).
+    ``scratch_slack`` (step -> bytes): how much more scratch than its least a step's kernel may
+    take (plan/slack.py), for the scratch functions that take it.
     """
+    slack = scratch_slack or {}
     end = max(len(graph.nodes) - 1, 0)
     records: list[Lifetime] = []
     dynamic: list[str] = []
@@ -68,18 +72,30 @@ def graph_lifetimes(graph: Graph, types: dict[str, tuple], keep: frozenset = fro
         if seen_scratch is not None:
             records.extend(_scratch_records(node.step, seen_scratch.get(node.step, ())))
         else:
-            records.extend(_scratch_records(node.step, _predicted_scratch(graph, node, types, device_kind)))
+            records.extend(_scratch_records(node.step, _predicted_scratch(graph, node, types, device_kind,
+                                                                          slack.get(node.step, 0))))
         if trace_blocks and node.step in trace_blocks:
             records.append(Lifetime(trace_block_key(node.step), node.step, node.step, trace_blocks[node.step],
                                     "scratch", (trace_blocks[node.step],), "uint8"))
     return records, dynamic
 
 
-def _predicted_scratch(graph: Graph, node, types: dict, device_kind: str = "cpu") -> list:
-    """What the op's scratch function (for ``device_kind``) says this node will ask for, or [] if it cannot say."""
+def takes_slack(node, device_kind: str = "cpu") -> bool:
+    """Whether ``node``'s scratch function can spend spare bytes (a ``scratch_slack`` keyword)."""
+    scratch = _scratch_function(node, device_kind)
+    return scratch is not None and _takes(scratch, "scratch_slack")
+
+
+def _scratch_function(node, device_kind: str):
     if node.spec is None:
-        return []
-    scratch = node.spec.scratch_for(device_kind) if hasattr(node.spec, "scratch_for") else node.spec.scratch
+        return None
+    return node.spec.scratch_for(device_kind) if hasattr(node.spec, "scratch_for") else node.spec.scratch
+
+
+def _predicted_scratch(graph: Graph, node, types: dict, device_kind: str = "cpu", slack: int = 0) -> list:
+    """What the op's scratch function (for ``device_kind``) says this node will ask for, or [] if
+    it cannot say; with ``slack`` spare bytes where the function takes them."""
+    scratch = _scratch_function(node, device_kind)
     if scratch is None:
         return []
     shapes, dtypes = [], []
@@ -90,6 +106,8 @@ def _predicted_scratch(graph: Graph, node, types: dict, device_kind: str = "cpu"
     extra = {"device_kind": device_kind} if _takes(scratch, "device_kind") else {}
     if _takes(scratch, "tile_bytes"):  # tiles follow the device (ops/tiles.py)
         extra["tile_bytes"] = tile_bytes_for(device_kind)
+    if slack and _takes(scratch, "scratch_slack"):
+        extra["scratch_slack"] = slack
     try:
         if _takes(scratch, "output_shapes"):  # e.g. Resize: its scratch follows the output shape
             outputs = [_known(graph, name, types)[0] for name in node.outputs]

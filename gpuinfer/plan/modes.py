@@ -13,6 +13,8 @@ few facts the planner and the session ask of it instead of testing its name:
   (``reduce`` places nothing, so it neither traces nor replans);
 - ``hands_out_intermediates``: every intermediate stays readable after a run, so ``run`` may name
   one as an output without ``keep=`` (``per_tensor``);
+- ``spends_slack``: kernels may widen their scratch into the room below the plan's busiest step
+  (``slack.py``; ``arena``);
 - ``speed_rank``: the order ``memory_mode="auto"`` tries modes in, fastest first.
 
 A new mode is one file: define the planner, build a ``MemoryMode`` and pass it to
@@ -40,6 +42,9 @@ class MemoryMode:
     hands_out_intermediates: bool = False
     # every planned buffer keeps its address from run to run, so a captured CUDA graph can replay on it
     fixed_addresses: bool = False
+    # steps' kernels may widen their scratch into the room the plan has below its busiest step
+    # (plan/slack.py): only a planner that packs tensors by lifetime keeps that room free
+    spends_slack: bool = False
 
     def __call__(self, lifetimes: list, sharing: object) -> tuple:
         """The planner itself (``MODES[name](lifetimes, sharing)``)."""

@@ -51,6 +51,8 @@ class MemoryPlan:
     traces: dict = field(default_factory=dict)
     # counted peak of the run whose trace finished this plan (None: complete before any run)
     first_run_peak_bytes: Optional[int] = None
+    # step -> spare scratch bytes its kernel may spend (plan/slack.py; ``OpContext.scratch_slack``)
+    scratch_slack: dict = field(default_factory=dict)
 
     @property
     def planned_bytes(self) -> int:

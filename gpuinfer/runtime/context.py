@@ -29,6 +29,12 @@ class RunContext(OpContext):
         self.temporaries: list[TensorKey] = []
         self.watched: list = []  # weak references to the step's dynamic scratch memory (``_gone``)
 
+    @property
+    def scratch_slack(self) -> int:  # type: ignore[override]
+        """The plan's spare scratch bytes for this step (``OpContext.scratch_slack``); subgraph
+        steps have none (their tensors are traced, not planned ahead)."""
+        return 0 if self.scope else self.pool.plan.scratch_slack.get(self.node.step, 0)
+
     def bind(self, step: Any) -> None:
         """Point at ``step``'s node; its attributes come precomputed (``executor.Step.fields``)."""
         self.__dict__.update(step.fields)
