@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import gpuinfer
 from gpuinfer.graph.passes import PASSES
-from tests.model_zoo import model_case
+from tests.model_zoo import model_case, reference_outputs
 
 
 def _bn_net():
@@ -45,6 +45,7 @@ def test_each_pass_alone():
     after = {
         "remove_identities": ["Conv", "BatchNormalization", "Relu", "Sigmoid", "MaxPool"],
         "fold_batchnorm": ["Conv", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
+        "fold_channel_affine": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
         "fuse_activations": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
         "remove_dead_nodes": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "MaxPool"],
         "share_duplicate_filters": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid",
@@ -56,6 +57,54 @@ def test_each_pass_alone():
         sess = gpuinfer.InferenceSession(model, device="cpu", optimizations=[name])
         assert _ops(sess) == after[name], name
         np.testing.assert_allclose(sess.run(None, feeds)[0], expected, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_folded_batchnorm_leaves_one_copy_of_the_weights():
+    model, _ = _bn_net()
+    sess = gpuinfer.InferenceSession(model, device="cpu", optimizations=["fold_batchnorm"])
+    assert not {"w", "b", "scale", "beta", "mean", "var"} & set(sess.graph.constants)
+
+
+def _affine_net(mul_shape=(6, 1, 1), add_shape=(1, 6, 1, 1), sub_first=False, conv_read_twice=False):
+    """Conv -> Mul(constant) -> Add or Sub(constant) -> Relu, as exporters write a BatchNorm."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, mul_shape).astype(np.float32), "a"),
+             numpy_helper.from_array(rng.standard_normal(add_shape).astype(np.float32), "c")]
+    shift = helper.make_node("Sub", ["c", "m"], ["s"], name="shift") if sub_first else \
+        helper.make_node("Add", ["m", "c"], ["s"], name="shift")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y0"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Mul", ["a", "y0"], ["m"], name="scale"), shift,
+             helper.make_node("Relu", ["s"], ["y"], name="relu")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 8, 8])]
+    if conv_read_twice:
+        nodes.append(helper.make_node("Sigmoid", ["y0"], ["z"], name="other"))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 6, 8, 8]))
+    graph = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              outputs, initializer=inits)
+    return (helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+            {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("case, ops", [
+    ({}, ["Conv", "Relu"]),  # per-channel Mul and Add folded (the Relu fuses when that pass runs too)
+    ({"mul_shape": ()}, ["Conv", "Mul", "Add", "Relu"]),  # a scalar scale stays (see channel_affine.py)
+    ({"mul_shape": (1, 1, 8, 8)}, ["Conv", "Mul", "Add", "Relu"]),  # varies over space: stays
+    ({"sub_first": True}, ["Conv", "Sub", "Relu"]),  # c - conv(x): the Mul folds, the Sub stays
+    ({"conv_read_twice": True}, ["Conv", "Mul", "Add", "Relu", "Sigmoid"]),  # the conv's output is read elsewhere
+])
+def test_channel_affine_folds_only_what_it_can(case, ops):
+    model, feeds = _affine_net(**case)
+    folded = gpuinfer.InferenceSession(model, device="cpu", optimizations=["fold_channel_affine"])
+    assert _ops(folded) == ops
+    expected = reference_outputs(model.SerializeToString(), feeds)
+    for got, want in zip(folded.run(None, feeds), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    fused = gpuinfer.InferenceSession(model, device="cpu")
+    if ops == ["Conv", "Relu"]:
+        assert _ops(fused) == ["Conv+Relu"] and "w" not in fused.graph.constants
+    for got, want in zip(fused.run(None, feeds), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_all_passes_together():

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Union
 from gpuinfer.errors import GpuinferError
 from gpuinfer.graph.ir import Graph
 from gpuinfer.graph.passes.batchnorm import fold_batchnorm
+from gpuinfer.graph.passes.channel_affine import fold_channel_affine
 from gpuinfer.graph.passes.dead import remove_dead_nodes
 from gpuinfer.graph.passes.duplicate_filters import share_duplicate_filters
 from gpuinfer.graph.passes.fusion import fuse_activations
@@ -24,6 +25,7 @@ Pass = Callable[[Graph], int]  # returns how many nodes it changed
 PASSES: dict[str, Pass] = {
     "remove_identities": remove_identities,
     "fold_batchnorm": fold_batchnorm,
+    "fold_channel_affine": fold_channel_affine,
     "share_duplicate_filters": share_duplicate_filters,
     "fuse_residual_adds": fuse_residual_adds,
     "fuse_activations": fuse_activations,

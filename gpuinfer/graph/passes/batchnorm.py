@@ -47,11 +47,27 @@ def _fold(graph: Graph, conv: Node, bn: Node) -> None:
     bias = graph.constants[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0.0
     new_w = (w.astype(np.float64) * a.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
     new_b = ((bias - mean) * a + beta).astype(w.dtype)
-    w_name, b_name = fresh_name(graph, f"{conv.name}/bn_folded_W"), fresh_name(graph, f"{conv.name}/bn_folded_B")
-    graph.constants[w_name] = new_w
-    graph.constants[b_name] = new_b
+    replace_conv_parameters(graph, conv, new_w, new_b, bn.outputs[0], "bn_folded")
+
+
+def replace_conv_parameters(graph: Graph, conv: Node, w: np.ndarray, b: np.ndarray, output: str, tag: str) -> None:
+    """``conv`` now multiplies by ``w``, adds ``b`` (new constants, named after it and ``tag``) and
+    writes ``output``: the value of the node folded into it.  The constants it read before go
+    where no other node reads them: a folded model kept both copies of every folded weight."""
+    before = [name for name in conv.inputs[1:] if name]
+    if w is graph.constants[conv.inputs[1]]:
+        w_name = conv.inputs[1]
+    else:
+        w_name = fresh_name(graph, f"{conv.name}/{tag}_W")
+        graph.constants[w_name] = w
+    b_name = fresh_name(graph, f"{conv.name}/{tag}_B")
+    graph.constants[b_name] = b
     conv.inputs = [conv.inputs[0], w_name, b_name]
-    conv.outputs = [bn.outputs[0]]
+    conv.outputs = [output]
+    still_read = {name for node in graph.nodes for name in (*node.inputs, *node.outer_reads)}
+    for name in before:
+        if name not in still_read and name not in graph.outputs and name in graph.constants:
+            del graph.constants[name]
     proto = type(conv.proto)()
     proto.CopyFrom(conv.proto)
     del proto.input[:]
