@@ -12,7 +12,9 @@ one per free core); ``--threads N`` gives both N.  ``--load N`` runs N busy proc
 spinning Python loop each) beside both engines for the whole measurement, as other work on the
 machine would.
 
-Prints the median latency of each engine after warm-up, taken in interleaved rounds, and the ratio
+Prints the median latency of each engine after warm-up, taken in interleaved rounds (each turn
+after a short pause and an untimed run, so that the other engine's spinning threads are idle and
+charge neither), and the ratio
 gpuinfer / onnxruntime (lower is better).  The geometric mean is over the models that take at
 least ``--min-ms`` (10) in onnxruntime; the tiny ones are listed with their cost per node (the
 nodes one gpuinfer run executes, subgraph bodies included) instead, where the run loop, not the
@@ -137,7 +139,8 @@ def main(argv=None) -> int:
         section = "vs-onnxruntime" + (f"-load{args.load}" if args.load else "")
         write_section(section, f"## gpuinfer (CPU) vs onnxruntime (CPU){' under load' if args.load else ''}\n\n"
                       f"Command: `{command.strip()}` ({threads}{busy}; median of {args.repeat} runs after 2 "
-                      f"warm-up runs, taken in {ROUNDS} interleaved rounds; ratio < 1 means gpuinfer is faster; "
+                      f"warm-up runs, taken in {ROUNDS} interleaved rounds, each engine's turn after a {SETTLE_S} s pause "
+                      "and an untimed run; ratio < 1 means gpuinfer is faster; "
                       f"geometric mean over the models taking at least {args.min_ms:g} ms in onnxruntime, the "
                       f"others shown per node)\n\nMachine: {machine()}\n\n{table}\n")
     return 0
