@@ -1,11 +1,13 @@
 """Per-op-type time of a model (``InferenceSession(profile=True)``), to see where a run goes.
 
     python bench/profile_model.py [MODEL ...] [--mode arena] [--runs 10] [--threads 1] [--quiet]
-        [--write [--section profile-silero]]
+        [--onnxruntime] [--write [--section profile-silero]]
 
 MODEL: ONNX files or folders ('light/NAME' for one of onnx's light networks, 'shared/NAME' for
 ../shared/models/NAME; default ../shared/models and the light networks; see bench/common.py).
-One table per model; ``--write`` takes exactly one model.
+One table per model; ``--write`` takes exactly one model.  ``--onnxruntime`` adds onnxruntime's
+own table for the same runs (its profiler's kernel times per op type, under its names: it fuses
+other chains than gpuinfer, e.g. ``FusedConv``, ``QuickGelu``), to see which ops the gap is in.
 """
 from __future__ import annotations
 
@@ -38,12 +40,47 @@ def profile(model, mode: str, runs: int, threads, bar) -> tuple[str, int, float]
             total / runs * 1000)
 
 
+def onnxruntime_profile(model, runs: int, threads) -> tuple[str, float]:
+    """onnxruntime's per-op-type table of one model (markdown) and its kernel ms per run, from its
+    profiler over ``runs`` runs after one warm-up run."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    source, feeds = model.load()
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    with tempfile.TemporaryDirectory() as folder:
+        opts = ort.SessionOptions()
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(folder) / "ort")
+        if threads:
+            opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        for _ in range(runs + 1):
+            sess.run(None, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    kernels = kernels[len(kernels) // (runs + 1):]  # every run times the same nodes: drop the warm-up's
+    table: dict[str, list] = {}
+    for e in kernels:
+        entry = table.setdefault(e.get("args", {}).get("op_name", "?"), [0, 0.0])
+        entry[0] += 1
+        entry[1] += e["dur"] / 1e6
+    total = sum(seconds for _, seconds in table.values()) or 1e-12
+    rows = [[op, str(calls // runs), f"{seconds / runs * 1000:.2f}", f"{seconds / total * 100:.1f}"]
+            for op, (calls, seconds) in sorted(table.items(), key=lambda kv: -kv[1][1])]
+    return markdown_table(["onnxruntime op type", "calls per run", "ms per run", "% of run"], rows), total / runs * 1000
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     parser.add_argument("--mode", default="arena")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--onnxruntime", action="store_true",
+                        help="also onnxruntime's per-op-type table for the same model and runs")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--section", default="profile",
                         help="the RESULTS.md section to write (one per profiled model)")
@@ -54,12 +91,16 @@ def main(argv=None) -> int:
     for model in models:
         with progress(args.runs, f"profile_model {model.name} [{args.mode}]", args.quiet) as bar:
             text, nodes, kernel_ms = profile(model, args.mode, args.runs, args.threads, bar)
+        if args.onnxruntime:
+            ort_text, ort_ms = onnxruntime_profile(model, args.runs, args.threads)
+            text += (f"\n\ngpuinfer: {kernel_ms:.1f} ms per run in kernels; onnxruntime: {ort_ms:.1f} ms\n\n"
+                     f"{ort_text}")
         if len(models) > 1:
             print(f"\n{model.id}\n")
         print(text)
         if args.write:
             command = f"python bench/profile_model.py {model.id} --mode {args.mode} --runs {args.runs}" + (
-                f" --threads {args.threads}" if args.threads else "")
+                f" --threads {args.threads}" if args.threads else "") + (" --onnxruntime" if args.onnxruntime else "")
             if args.section != "profile":
                 command += f" --section {args.section}"
             write_section(args.section, f"## Where the time goes: {model.id} ({args.mode})\n\nCommand: `{command}` "

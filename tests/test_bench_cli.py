@@ -94,3 +94,17 @@ def test_memory_modes_runs_a_model_given_by_path():
             peaks[cells[1]] = float(cells[2])
     assert set(peaks) == {"per_tensor", "reduce", "reuse", "arena"}, result.stdout
     assert peaks["arena"] <= peaks["reduce"] < peaks["per_tensor"]  # the planned modes hold less than one buffer each
+
+
+def test_profile_model_puts_onnxruntime_beside_gpuinfer():
+    import onnx
+
+    result = bench("profile_model.py", SQUEEZENET, "--runs", "2", "--quiet", "--onnxruntime")
+    assert result.returncode == 0, result.stderr
+    convs = sum(node.op_type == "Conv" for node in onnx.load(SQUEEZENET, load_external_data=False).graph.node)
+    ort_rows = [line.split("|") for line in result.stdout.split("| onnxruntime op type |")[1].splitlines()[2:]
+                if line.startswith("|")]
+    conv_calls = sum(int(row[2]) for row in ort_rows if "Conv" in row[1])  # Conv or FusedConv, by version
+    assert conv_calls == convs  # per run: the warm-up run's kernels are not counted
+    assert "| Conv+Relu |" in result.stdout.split("| onnxruntime op type |")[0]
+    assert "gpuinfer:" in result.stdout and "ms per run in kernels; onnxruntime:" in result.stdout
