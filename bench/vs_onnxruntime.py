@@ -139,8 +139,8 @@ def main(argv=None) -> int:
         section = "vs-onnxruntime" + (f"-load{args.load}" if args.load else "")
         write_section(section, f"## gpuinfer (CPU) vs onnxruntime (CPU){' under load' if args.load else ''}\n\n"
                       f"Command: `{command.strip()}` ({threads}{busy}; median of {args.repeat} runs after 2 "
-                      f"warm-up runs, taken in {ROUNDS} interleaved rounds, each engine's turn after a {SETTLE_S} s pause "
-                      "and an untimed run; ratio < 1 means gpuinfer is faster; "
+                      f"warm-up runs, taken in {ROUNDS} interleaved rounds, each engine's turn after a "
+                      f"{SETTLE_S} s pause and an untimed run; ratio < 1 means gpuinfer is faster; "
                       f"geometric mean over the models taking at least {args.min_ms:g} ms in onnxruntime, the "
                       f"others shown per node)\n\nMachine: {machine()}\n\n{table}\n")
     return 0

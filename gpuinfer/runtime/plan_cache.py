@@ -76,8 +76,8 @@ class PlanCache:
                 scratch.setdefault(key.step, []).append((key.index, shape, dtype))
         seen_scratch = {step: [(s, d) for _, s, d in sorted(items, key=lambda t: t[0])]
                         for step, items in scratch.items()}
-        new = make_plan(self.graph, types, self.mode, self.keep, seen_scratch, plan.traces, device_kind=self.device_kind,
-                        scratch_slack=plan.scratch_slack)
+        new = make_plan(self.graph, types, self.mode, self.keep, seen_scratch, plan.traces,
+                        device_kind=self.device_kind, scratch_slack=plan.scratch_slack)
         first = plan.first_run_peak_bytes if plan.first_run_peak_bytes is not None else peak
         new.first_run_peak_bytes = first
         signature = signature_of(feeds, self.graph)

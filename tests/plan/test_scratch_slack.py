@@ -31,8 +31,9 @@ def _model() -> bytes:
     def weight(name, *shape):
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name)
 
-    inits = [weight("w1", 64, 8, 3, 3), weight("w0", 16, 64, 1, 1), weight("w2", 32, 16, 3, 3), weight("w3", 32, 1, 3, 3),
-             weight("b3", 32), numpy_helper.from_array(np.full((32, 1, 1), 0.1, np.float32), "slope")]
+    inits = [weight("w1", 64, 8, 3, 3), weight("w0", 16, 64, 1, 1), weight("w2", 32, 16, 3, 3),
+             weight("w3", 32, 1, 3, 3), weight("b3", 32),
+             numpy_helper.from_array(np.full((32, 1, 1), 0.1, np.float32), "slope")]
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1], name="wide"),
         helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
