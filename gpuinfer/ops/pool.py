@@ -48,9 +48,10 @@ def pool_geometry(attrs, x_shape) -> PoolGeometry:
 
 
 @functools.lru_cache(maxsize=512)
-def _plan(key, x_shape, tile_bytes=CPU_TILE_BYTES):
+def _plan(key, x_shape, tile_bytes=CPU_TILE_BYTES, slack_elems=0):
     """(geometry, per-axis fold specs, "windows" | "separable" | "taps", scratch shapes) of a pool call
-    on a device whose tiles are ``tile_bytes``."""
+    on a device whose tiles are ``tile_bytes``, whose scratch tile may take ``slack_elems`` more
+    elements than its share (``scratch_slack``): fewer tiles, each folded alike."""
     g = pool_geometry(dict(key), x_shape)
     out_sp, in_sp = g.out_shape[2:], x_shape[2:]
     axes = tuple(zip(in_sp, out_sp, g.kernel, g.strides, g.dilations, g.begin))
@@ -68,8 +69,12 @@ def _plan(key, x_shape, tile_bytes=CPU_TILE_BYTES):
     # ... and at most a sixteenth of the step's own input and output, one row at least (mtcnn onet's
     # output-sized tile was 0.2x its whole tensors' bound)
     share = max(ho * w, rows * (math.prod(in_sp) + math.prod(out_sp)) // 16)
-    budget = min(scaled(pool_fold.TILE_ELEMS, tile_bytes), rows * math.prod(out_sp), padded, scaled(share, tile_bytes))
-    return g, axes, "separable", [(max(1, min(rows, budget // (ho * w))), ho, w)]
+    most = scaled(pool_fold.TILE_ELEMS, tile_bytes)
+    budget = min(most, rows * math.prod(out_sp), padded, scaled(share, tile_bytes))
+    m = max(1, min(rows, budget // (ho * w)))
+    if slack_elems:
+        m = max(m, min(rows, min(most, m * ho * w + slack_elems) // (ho * w)))
+    return g, axes, "separable", [(m, ho, w)]
 
 
 _WINDOW_ATTRS = ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides")
@@ -83,7 +88,8 @@ def _key(attrs):
 def _pool_into(ctx, ufunc, reduce, x, fill, use_scratch=True):
     """The pooled output of ``x``, folded by the path ``_plan`` picks; returns (out, geometry)."""
     tile_bytes = tile_bytes_of(ctx)
-    g, axes, kind, scratch = _plan(_key(ctx.attrs), tuple(x.shape), tile_bytes)
+    slack_elems = ctx.scratch_slack // x.dtype.itemsize if use_scratch else 0
+    g, axes, kind, scratch = _plan(_key(ctx.attrs), tuple(x.shape), tile_bytes, slack_elems)
     out = ctx.out(0, g.out_shape, x.dtype)
     tmp = ctx.scratch(scratch[0], x.dtype) if scratch and use_scratch else None
     if out.size == 0:
@@ -112,8 +118,9 @@ def _pool_into(ctx, ufunc, reduce, x, fill, use_scratch=True):
     return out, g
 
 
-def _pool_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
-    return [(s, np.dtype(dtypes[0])) for s in _plan(_key(attrs), tuple(shapes[0]), tile_bytes)[3]]
+def _pool_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES, scratch_slack=0):
+    dtype = np.dtype(dtypes[0])
+    return [(s, dtype) for s in _plan(_key(attrs), tuple(shapes[0]), tile_bytes, scratch_slack // dtype.itemsize)[3]]
 
 
 def _lp_scratch(attrs, shapes, dtypes):

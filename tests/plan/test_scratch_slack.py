@@ -181,3 +181,28 @@ def test_channel_blocks_are_even_and_never_one_channel_alone():
             assert max(sizes) - min(sizes) <= 1
             assert c == 1 or min(sizes) >= 2
             assert max(sizes) <= max(most, 3)  # over ``most`` only to keep a channel from being alone
+
+
+@pytest.mark.parametrize("op_type, attrs", [
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),  # Inception-v2's branch pools
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1]}),
+])
+def test_wider_pool_tiles_give_the_same_bits(op_type, attrs):
+    from gpuinfer.ops import pool as pool_module
+    from gpuinfer.ops.context import StandaloneContext
+    from gpuinfer.ops.registry import lookup
+
+    x = np.random.default_rng(7).standard_normal((1, 256, 28, 28)).astype(np.float32)
+    outs, tiles = [], []
+    for slack in (0, 1 << 16, 1 << 22):
+        tile = pool_module._pool_scratch(attrs, [x.shape], [x.dtype], scratch_slack=slack)[0][0]
+        least = pool_module._pool_scratch(attrs, [x.shape], [x.dtype])[0][0]
+        assert (np.prod(tile) - np.prod(least)) * x.itemsize <= slack
+        tiles.append(tile[0])
+        ctx = StandaloneContext(attrs=attrs, opset=17)
+        ctx.scratch_slack = slack  # what a planned run's context reads from its plan
+        outs.append(lookup(op_type, 17).kernel(ctx, x))
+    assert tiles[0] < tiles[-1] == 256  # the widest takes every channel in one tile
+    for out in outs[1:]:
+        assert np.array_equal(out, outs[0])
