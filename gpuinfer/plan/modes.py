@@ -14,7 +14,7 @@ few facts the planner and the session ask of it instead of testing its name:
 - ``hands_out_intermediates``: every intermediate stays readable after a run, so ``run`` may name
   one as an output without ``keep=`` (``per_tensor``);
 - ``spends_slack``: kernels may widen their scratch into the room below the plan's busiest step
-  (``slack.py``; ``arena``);
+  (``slack.py``; ``arena``, and ``reduce``, whose peak is that step);
 - ``speed_rank``: the order ``memory_mode="auto"`` tries modes in, fastest first.
 
 A new mode is one file: define the planner, build a ``MemoryMode`` and pass it to
@@ -43,7 +43,8 @@ class MemoryMode:
     # every planned buffer keeps its address from run to run, so a captured CUDA graph can replay on it
     fixed_addresses: bool = False
     # steps' kernels may widen their scratch into the room the plan has below its busiest step
-    # (plan/slack.py): only a planner that packs tensors by lifetime keeps that room free
+    # (plan/slack.py): only a mode that packs tensors by lifetime (arena) or frees them at their
+    # last use (reduce) keeps that room free; per_tensor and reuse would hold every widened buffer
     spends_slack: bool = False
 
     def __call__(self, lifetimes: list, sharing: object) -> tuple:

@@ -16,4 +16,5 @@ def plan_reduce(lifetimes: list[Lifetime], sharing: Sharing):
 
 # Slowest (one allocator call per tensor per run): ``auto``'s last resort.  Nothing is placed, so
 # subgraph traces and shapes seen in a run would not be used: no traces, no replanning.
-REDUCE = register_mode(MemoryMode("reduce", plan_reduce, speed_rank=3, plans_ahead=False))
+# Its peak is the busiest step's bytes: scratch widened below that (plan/slack.py) costs it nothing.
+REDUCE = register_mode(MemoryMode("reduce", plan_reduce, speed_rank=3, plans_ahead=False, spends_slack=True))

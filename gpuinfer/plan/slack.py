@@ -6,8 +6,8 @@ works a depthwise conv a block of channels at a time, and every band or block is
 runs well, because at the busiest step of a plan that scratch is part of the peak.  But most steps
 are not the busiest: at step ``s`` the tensors alive take ``live(s)`` bytes against the plan's
 ``bound`` (its busiest step, ``lower_bound``), so the step's kernel may take ``bound - live(s)``
-bytes more and no step gets busier than the busiest.  A mode that ``spends_slack`` (``arena``) plans
-once with the least scratch, hands each such step its slack, plans again, and keeps the wider plan
+bytes more and no step gets busier than the busiest.  A mode that ``spends_slack`` (``arena``;
+``reduce``, whose peak is the busiest step itself) plans once with the least scratch, hands each such step its slack, plans again, and keeps the wider plan
 only if its blocks are no bigger (the placement is a heuristic: wider scratch could in principle
 land where it grows the block).
 
