@@ -72,9 +72,9 @@ def one(arg: str, modes: list[str], repeat: int, threads: int | None, tell: bool
             # A pause and one untimed run first: the engine that ran before may still have threads
             # spinning (onnxruntime's pool and OpenBLAS both spin a while after a run), which
             # would charge this engine's runs for them.  Measured: squeezenet per_tensor, timed
-            # right after onnxruntime, 27.7 ms against 13 ms alone; with one untimed run between
-            # them still 22 ms (and onnxruntime after gpuinfer 14.1 against 10.3), after a 0.3 s
-            # pause 11.3 against 10.3 (throwaway probe, median of 12).
+            # right after onnxruntime, 27.7 ms against 13 ms alone; squeezenet arena (a throwaway
+            # probe, median of 12) with one untimed run after onnxruntime's still 22 ms against
+            # 10.3 alone, after a 0.3 s pause 11.3; onnxruntime after gpuinfer 14.1 against 10.3.
             time.sleep(SETTLE_S)
             sess.run(None, feeds)
             times[name] += time_runs(lambda: sess.run(None, feeds), per_round)

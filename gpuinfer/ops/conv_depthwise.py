@@ -93,7 +93,7 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
             if wider > least and _nhwc_scratch(g, c, pshape, out_sp, taps, wider, dt) <= room:
                 budget = wider
                 break
-        cb, g.tile = _nhwc_block(g, c, pshape, out_sp, taps, budget, dt)
+        g.blocks, cb, g.tile = _nhwc_block(g, c, pshape, out_sp, taps, budget, dt)
         g.padded_shape = (*pshape[2:], cb)
         g.scratch += [(g.padded_shape, dt), ((*g.kernel, g.tile * cb), dt)]
     else:  # a channel block's padded copy (if padded) and its products
@@ -111,17 +111,17 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
 
 
 def _nhwc_block(g, c, pshape, out_sp, taps, budget, dt):
-    """(channels in the largest block, output pixels per einsum run) of an "nhwc" depthwise conv
-    whose block may take ``budget`` bytes (its padded image; the expanded weights take up to half
-    as much).  Blocks are balanced (``channel_blocks``), at least two channels each."""
-    g.blocks = block_count(c, nhwc_channel_block(c, pshape[2:], budget, dt.itemsize))
-    cb = -(-c // g.blocks)
+    """(channel blocks, channels in the largest, output pixels per einsum run) of an "nhwc"
+    depthwise conv whose block may take ``budget`` bytes (its padded image; the expanded weights
+    take up to half as much).  Blocks are balanced (``channel_blocks``), two channels at least."""
+    blocks = block_count(c, nhwc_channel_block(c, pshape[2:], budget, dt.itemsize))
+    cb = -(-c // blocks)
     run = min(NHWC_RUN, max(cb, budget // 2 // (taps * dt.itemsize)))
-    return cb, nhwc_run_pixels(cb, out_sp, g.strides[1], taps, run)
+    return blocks, cb, nhwc_run_pixels(cb, out_sp, g.strides[1], taps, run)
 
 
 def _nhwc_scratch(g, c, pshape, out_sp, taps, budget, dt) -> int:
-    cb, tile = _nhwc_block(g, c, pshape, out_sp, taps, budget, dt)
+    _, cb, tile = _nhwc_block(g, c, pshape, out_sp, taps, budget, dt)
     return (math.prod(pshape[2:]) * cb + taps * tile * cb) * dt.itemsize
 
 

@@ -173,10 +173,15 @@ def _known(graph: Graph, name: str, types: dict):
 
 def lower_bound(lifetimes: list[Lifetime], steps: int) -> int:
     """Most bytes alive at any one step: no plan without in-place sharing can do better."""
+    return max(live_bytes(lifetimes, steps), default=0)
+
+
+def live_bytes(lifetimes: list[Lifetime], steps: int) -> list[int]:
+    """Bytes alive at each step (one more entry past the last: 0); [] without lifetimes."""
     if not lifetimes:
-        return 0
+        return []
     delta = [0] * (max(steps, max(l.last for l in lifetimes) + 1) + 1)  # Python ints: a corrupt
     for l in lifetimes:  # shape's exabytes must reach the memory-limit check, not overflow int64
         delta[l.first] += l.nbytes
         delta[l.last + 1] -= l.nbytes
-    return max(itertools.accumulate(delta))
+    return list(itertools.accumulate(delta))

@@ -21,10 +21,8 @@ every shared model's peak the same to the byte.
 """
 from __future__ import annotations
 
-import itertools
-
 from gpuinfer.graph.ir import Graph
-from gpuinfer.plan.lifetimes import Lifetime, lower_bound, takes_slack
+from gpuinfer.plan.lifetimes import Lifetime, live_bytes, takes_slack
 
 # Slack under this is not worth a different geometry (a band of a few more pixels).
 MIN_SLACK_BYTES = 16 << 10
@@ -35,13 +33,8 @@ def step_slack(graph: Graph, records: list[Lifetime], device_kind: str) -> dict[
     its tiles are whole tensors already)."""
     if device_kind != "cpu" or not records:
         return {}
-    steps = len(graph.nodes)
-    bound = lower_bound(records, steps)
-    delta = [0] * (max(steps, max(l.last for l in records) + 1) + 1)
-    for l in records:
-        delta[l.first] += l.nbytes
-        delta[l.last + 1] -= l.nbytes
-    live = list(itertools.accumulate(delta))
+    live = live_bytes(records, len(graph.nodes))
+    bound = max(live)  # lower_bound's figure
     slack = {}
     for node in graph.nodes:
         spare = bound - live[node.step]

@@ -39,24 +39,23 @@ def fold_channel_affine(graph: Graph) -> int:
         for side in ((0, 1) if node.op_type != "Sub" else (0,)):
             conv = producer.get(node.inputs[side])
             const = node.inputs[1 - side]
-            if not _foldable(graph, conv, readers, drop) or const not in graph.constants:
+            if not _foldable(graph, conv, readers) or const not in graph.constants:
                 continue
             per_channel = _per_channel(graph.constants[const], graph.constants[conv.inputs[1]])
             if per_channel is None:
                 continue
             _fold(graph, conv, node, per_channel)
             drop.add(id(node))
-            producer[node.outputs[0]] = conv
-            readers = consumers_of(graph)
+            producer[node.outputs[0]] = conv  # readers of that value are already in ``readers``
             folded += 1
             break
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
     return folded
 
 
-def _foldable(graph: Graph, conv: Optional[Node], readers: dict, drop: set) -> bool:
+def _foldable(graph: Graph, conv: Optional[Node], readers: dict) -> bool:
     """A plain Conv with constant weights (and bias) whose output only this node reads."""
-    return (conv is not None and conv.op_type == "Conv" and not conv.domain and id(conv) not in drop
+    return (conv is not None and conv.op_type == "Conv" and not conv.domain
             and len(readers.get(conv.outputs[0], [])) == 1 and conv.outputs[0] not in graph.outputs
             and conv.inputs[1] in graph.constants and graph.constants[conv.inputs[1]].dtype.kind == "f"
             and (len(conv.inputs) < 3 or not conv.inputs[2] or conv.inputs[2] in graph.constants))
@@ -72,7 +71,7 @@ def _per_channel(value: np.ndarray, w: np.ndarray) -> Optional[np.ndarray]:
     shape = (1,) * (rank - value.ndim) + tuple(value.shape)
     if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] != m or m == 1:
         return None
-    return np.broadcast_to(value.reshape(-1).astype(np.float64), (m,)).copy()
+    return value.reshape(-1).astype(np.float64)
 
 
 def _fold(graph: Graph, conv: Node, node: Node, a: np.ndarray) -> None:
