@@ -31,6 +31,9 @@ class KernelSource(Protocol):
     def fused_hard_swish(self, op_type: str, dtype: Any) -> Any:
         """The spec of ``x * Clip(x + 3, 0, 6) / 6`` as one step, in ``dtype``'s arithmetic."""
 
+    def fused_silu(self, op_type: str) -> Any:
+        """The spec of ``x * Sigmoid(x)`` as one step, in the two nodes' arithmetic."""
+
 
 _installed: Optional[KernelSource] = None
 

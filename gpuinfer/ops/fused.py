@@ -4,7 +4,8 @@ which nodes become one step, this module says how that step runs.
 * a Conv/ConvTranspose/Gemm/MatMul and the activation after it (``fusion.py``): the producer
   writes its output, the activation rewrites that buffer where it lies;
 * a producer and the residual Add after it (``residual.py``): the sum lands in the producer's output;
-* the hard-swish chain ``x * Clip(x + 3, 0, 6) / 6`` (``hardswish.py``), chunk by chunk.
+* the hard-swish chain ``x * Clip(x + 3, 0, 6) / 6`` (``hardswish.py``), chunk by chunk;
+* SiLU, ``x * Sigmoid(x)`` (``silu.py``), chunk by chunk.
 """
 from __future__ import annotations
 
@@ -56,6 +57,25 @@ def hard_swish_spec(op_type: str, dtype: Any) -> OpSpec:
             clamp(xp, t, 0, 6, t)
             xp.multiply(xc, t, out=oc)
             xp.divide(oc, six, out=oc)
+
+        return chunked(ctx, x, [None], body)
+
+    return OpSpec("", op_type, 1, kernel, True, chunk_scratch(None))
+
+
+def silu_spec(op_type: str) -> OpSpec:
+    """``x * Sigmoid(x)`` as one step; on CUDA one launch (``ops/gpu/activation.py``)."""
+
+    def kernel(ctx, x):
+        """x * (1 / (1 + e^-x)), chunk by chunk, in the Sigmoid and Mul kernels' order of operations."""
+        xp = ctx.xp
+
+        def body(xc, oc, t):
+            xp.negative(xc, out=t)
+            xp.exp(t, out=t)
+            xp.add(t, 1, out=t)
+            xp.divide(1, t, out=t)
+            xp.multiply(xc, t, out=oc)
 
         return chunked(ctx, x, [None], body)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from gpuinfer.ops.context import StandaloneContext
-from gpuinfer.ops.fused import activation_spec, hard_swish_spec, residual_spec
+from gpuinfer.ops.fused import activation_spec, hard_swish_spec, residual_spec, silu_spec
 from gpuinfer.ops.registry import OpSpec, lookup
 
 
@@ -28,3 +28,6 @@ class RegistryKernels:
 
     def fused_hard_swish(self, op_type: str, dtype: Any) -> OpSpec:
         return hard_swish_spec(op_type, dtype)
+
+    def fused_silu(self, op_type: str) -> OpSpec:
+        return silu_spec(op_type)

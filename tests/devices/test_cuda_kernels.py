@@ -94,7 +94,7 @@ def test_narrow_conv_is_one_direct_launch_with_onnxruntime_results(x_shape, w_sh
 
 
 @pytest.mark.parametrize("op_type, attrs", [("Sigmoid", {}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}),
-                                            ("LeakyRelu", {"alpha": 0.05}), ("HardSwish", {})])
+                                            ("LeakyRelu", {"alpha": 0.05}), ("HardSwish", {}), ("Erf", {})])
 def test_activation_is_one_launch_with_onnxruntime_results(op_type, attrs):
     x = (np.random.default_rng(3).standard_normal((2, 3, 17, 5)) * 6).astype(np.float32)
     node = helper.make_node(op_type, ["x"], ["y"], **attrs)
@@ -106,6 +106,47 @@ def test_activation_is_one_launch_with_onnxruntime_results(op_type, attrs):
     got, launches = _steady_run(model, x)
     assert launches == 1
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _with_silu(model: onnx.ModelProto, mul_order=("c", "s")) -> onnx.ModelProto:
+    """``model``'s output ``y`` renamed ``c`` and followed by Mul(c, Sigmoid(c)) -> y (a SiLU)."""
+    graph = model.graph
+    graph.node[-1].output[0] = "c"
+    graph.node.extend([helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", list(mul_order), ["y"])])
+    return model
+
+
+@pytest.mark.parametrize("mul_order", [("c", "s"), ("s", "c")])
+def test_silu_is_one_launch_with_onnxruntime_results(mul_order):
+    x = (np.random.default_rng(4).standard_normal((2, 3, 17, 5)) * 8).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "silu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * x.ndim)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = _with_silu(model, mul_order)
+    expected = run_onnxruntime(model, {"x": x})[0]
+    got, launches = _steady_run(model, x)
+    assert launches == 2  # the Relu, then the fused Sigmoid+Mul step
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# (x shape, w shape, launches): narrow -> conv2d_direct with the SiLU applied on the way out;
+# wide (32 output channels, one image) -> im2col + matmul + bias_act applying it
+CONV_SILU = [((1, 3, 12, 16), (10, 3, 3, 3), 1), ((1, 16, 9, 9), (32, 16, 3, 3), 3)]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, launches", CONV_SILU)
+def test_conv_silu_is_the_conv_epilogue_with_onnxruntime_results(x_shape, w_shape, launches):
+    rng = np.random.default_rng(12)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    model = _with_silu(_conv_model(x_shape, w, b, pads=[1, 1, 1, 1]))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    expected = run_onnxruntime(model, {"x": x})[0]
+    got, n = _steady_run(model, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert n == launches
 
 
 def _with_prelu(model: onnx.ModelProto, slope: np.ndarray) -> onnx.ModelProto:

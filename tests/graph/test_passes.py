@@ -52,6 +52,7 @@ def test_each_pass_alone():
                                     "MaxPool"],
         "fuse_residual_adds": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
         "fuse_hard_swish": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
+        "fuse_silu": ["Conv", "BatchNormalization", "Identity", "Relu", "Dropout", "Sigmoid", "MaxPool"],
     }
     for name in PASSES:
         sess = gpuinfer.InferenceSession(model, device="cpu", optimizations=[name])

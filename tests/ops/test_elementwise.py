@@ -146,10 +146,11 @@ def test_erf_accuracy_and_range():
     x = np.concatenate([np.linspace(-6, 6, 200001), [0.0, 1e-30, -1e-8, 1e-4, np.inf, -np.inf]]).astype(np.float32)
     got = run_checked("Erf", [x], opset=13)[0]
     want = np.array([math.erf(v) for v in x.astype(np.float64)])
-    assert np.max(np.abs(got - want)) < 1e-6
+    assert np.max(np.abs(got - want)) < 2e-7  # tanh(x * P(x^2)): 1.7e-7 measured
     assert np.all(np.abs(got) <= 1)
     small = np.abs(want) > 0
-    assert np.max(np.abs(got[small] - want[small]) / np.abs(want[small])) < 2e-6
+    assert np.max(np.abs(got[small] - want[small]) / np.abs(want[small])) < 3e-7  # 2.6e-7 measured
+    assert np.signbit(run_kernel("Erf", [np.array([-0.0], np.float32)], opset=13)[0][0])
     assert np.isnan(run_kernel("Erf", [np.array([np.nan], np.float32)], opset=13)[0][0])
     check_against_onnxruntime("Erf", [x[::97].copy()], opset=13, rtol=1e-6, atol=5e-7)
 

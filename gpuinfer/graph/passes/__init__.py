@@ -18,6 +18,7 @@ from gpuinfer.graph.passes.fusion import fuse_activations
 from gpuinfer.graph.passes.hardswish import fuse_hard_swish
 from gpuinfer.graph.passes.identity import remove_identities
 from gpuinfer.graph.passes.residual import fuse_residual_adds
+from gpuinfer.graph.passes.silu import fuse_silu
 from gpuinfer.graph.passes.relink import relink
 
 Pass = Callable[[Graph], int]  # returns how many nodes it changed
@@ -28,6 +29,7 @@ PASSES: dict[str, Pass] = {
     "fold_channel_affine": fold_channel_affine,
     "share_duplicate_filters": share_duplicate_filters,
     "fuse_residual_adds": fuse_residual_adds,
+    "fuse_silu": fuse_silu,  # before fuse_activations, which then puts the SiLU step into its Conv
     "fuse_activations": fuse_activations,
     "fuse_hard_swish": fuse_hard_swish,
     "remove_dead_nodes": remove_dead_nodes,

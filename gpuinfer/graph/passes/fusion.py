@@ -13,7 +13,7 @@ from gpuinfer.graph.passes.relink import consumers_of, producers_of
 
 PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
-               "Softplus", "PRelu"}
+               "Softplus", "PRelu", "Sigmoid+Mul"}  # the last: SiLU, one step since passes/silu.py
 
 
 def fuse_activations(graph: Graph) -> int:

@@ -42,6 +42,8 @@ ACTIVATIONS = {
     "Tanh": (5, lambda attrs: (0.0, 0.0)),
     "HardSigmoid": (6, lambda attrs: (float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5)))),
     "HardSwish": (7, lambda attrs: (0.0, 0.0)),
+    "Sigmoid+Mul": (9, lambda attrs: (0.0, 0.0)),  # SiLU, fused by graph/passes/silu.py
+    "Erf": (10, lambda attrs: (0.0, 0.0)),  # never after a Conv; one launch as an op (activation.py)
 }
 
 

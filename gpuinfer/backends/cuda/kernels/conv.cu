@@ -31,7 +31,8 @@ extern "C" __global__ void im2col_2d(const float* __restrict__ x, float* __restr
 
 // act: 0 none, 1 relu, 2 sigmoid, 3 leaky relu (a), 4 clip [a, b], 5 tanh,
 // 6 hard sigmoid (a*v + b clipped to [0, 1]), 7 hard swish, 8 PRelu with a slope per output
-// channel (s: that channel's slope, read by the caller only for act 8).
+// channel (s: that channel's slope, read by the caller only for act 8), 9 SiLU (v * sigmoid(v), the
+// fused Sigmoid+Mul step), 10 erf.
 #define ACT_PRELU 8
 __device__ __forceinline__ float activate(float v, int act, float a, float b, float s)
 {
@@ -44,6 +45,8 @@ __device__ __forceinline__ float activate(float v, int act, float a, float b, fl
         case 6: return fminf(fmaxf(a * v + b, 0.0f), 1.0f);
         case 7: return v * fminf(fmaxf(v / 6.0f + 0.5f, 0.0f), 1.0f);
         case ACT_PRELU: return v >= 0.0f ? v : s * v;
+        case 9: return v * (1.0f / (1.0f + expf(-v)));
+        case 10: return erff(v);
         default: return v;
     }
 }
