@@ -131,17 +131,44 @@ def test_silu_is_one_launch_with_onnxruntime_results(mul_order):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-# (x shape, w shape, launches): narrow -> conv2d_direct with the SiLU applied on the way out;
-# wide (32 output channels, one image) -> im2col + matmul + bias_act applying it
+def test_hard_swish_chain_is_one_launch_with_onnxruntime_results():
+    x = (np.random.default_rng(5).standard_normal((2, 3, 17, 5)) * 6).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "hs",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * x.ndim)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = _with_hard_swish(model)
+    expected = run_onnxruntime(model, {"x": x})[0]
+    got, launches = _steady_run(model, x)
+    assert launches == 2  # the Relu, then the fused Add+Clip+Mul+Div step
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# (x shape, w shape, launches): narrow -> conv2d_direct with the SiLU or hard-swish applied on the way
+# out; wide (32 output channels, one image) -> im2col + matmul + bias_act applying it
 CONV_SILU = [((1, 3, 12, 16), (10, 3, 3, 3), 1), ((1, 16, 9, 9), (32, 16, 3, 3), 3)]
 
 
+def _with_hard_swish(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``'s output ``y`` renamed ``c`` and followed by c * Clip(c + 3, 0, 6) / 6 -> y."""
+    graph = model.graph
+    graph.node[-1].output[0] = "c"
+    graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), n)
+                              for n, v in (("three", 3.0), ("lo", 0.0), ("hi", 6.0))])
+    graph.node.extend([helper.make_node("Add", ["c", "three"], ["a"]), helper.make_node("Clip", ["a", "lo", "hi"], ["k"]),
+                       helper.make_node("Mul", ["c", "k"], ["m"]), helper.make_node("Div", ["m", "hi"], ["y"])])
+    return model
+
+
+@pytest.mark.parametrize("chain", ["silu", "hard_swish"])
 @pytest.mark.parametrize("x_shape, w_shape, launches", CONV_SILU)
-def test_conv_silu_is_the_conv_epilogue_with_onnxruntime_results(x_shape, w_shape, launches):
+def test_conv_chain_is_the_conv_epilogue_with_onnxruntime_results(chain, x_shape, w_shape, launches):
+    """SiLU and hard-swish as exporters spell them (two and four nodes) after a Conv: its epilogue."""
     rng = np.random.default_rng(12)
     w = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(w_shape[0]).astype(np.float32)
-    model = _with_silu(_conv_model(x_shape, w, b, pads=[1, 1, 1, 1]))
+    model = (_with_silu if chain == "silu" else _with_hard_swish)(_conv_model(x_shape, w, b, pads=[1, 1, 1, 1]))
     x = rng.standard_normal(x_shape).astype(np.float32)
     expected = run_onnxruntime(model, {"x": x})[0]
     got, n = _steady_run(model, x)

@@ -93,3 +93,38 @@ def test_merged_step_writes_over_its_dying_input_in_arena():
     one_map, chunk = int(np.prod(shape)) * 4, 65536 * 4
     assert plain.memory_report().peak_bytes >= 2 * one_map
     assert fused.memory_report().peak_bytes <= one_map + chunk + 4096
+
+
+def _conv_hard_swish_model():
+    """Conv -> x * Clip(x + 3, 0, 6) / 6 -> Conv, as PaddlePaddle's MobileNetV3-style models write it."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array(3.0, np.float32), "three"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "three"], ["a"]),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["k"]),
+             helper.make_node("Mul", ["c", "k"], ["m"]),
+             helper.make_node("Div", ["m", "hi"], ["h"]),
+             helper.make_node("Conv", ["h", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "conv_hs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 20, 30])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 20, 30])],
+                              initializer=inits)
+    feeds = {"x": (rng.standard_normal((1, 3, 20, 30)) * 2).astype(np.float32)}
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), feeds
+
+
+def test_chain_after_a_conv_runs_in_its_step():
+    """fuse_hard_swish runs before fuse_activations, so the merged chain joins the Conv's step and
+    rewrites its output in place (on CUDA: the Conv's epilogue), with the four nodes' bits."""
+    model, feeds = _conv_hard_swish_model()
+    plain = gpuinfer.InferenceSession(model, device="cpu", optimizations=False).run(None, feeds)[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(plain, want, rtol=1e-5, atol=1e-5)
+    for mode in gpuinfer.MEMORY_MODES:
+        sess = gpuinfer.InferenceSession(model, device="cpu", memory_mode=mode)
+        assert _types(sess) == [f"Conv+{FUSED_TYPE}", "Conv"], mode
+        np.testing.assert_array_equal(sess.run(None, feeds)[0], plain, err_msg=mode)

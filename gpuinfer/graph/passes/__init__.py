@@ -29,9 +29,10 @@ PASSES: dict[str, Pass] = {
     "fold_channel_affine": fold_channel_affine,
     "share_duplicate_filters": share_duplicate_filters,
     "fuse_residual_adds": fuse_residual_adds,
-    "fuse_silu": fuse_silu,  # before fuse_activations, which then puts the SiLU step into its Conv
-    "fuse_activations": fuse_activations,
+    # the two chains become one step each before fuse_activations, which then puts them into their Conv
+    "fuse_silu": fuse_silu,
     "fuse_hard_swish": fuse_hard_swish,
+    "fuse_activations": fuse_activations,
     "remove_dead_nodes": remove_dead_nodes,
 }
 

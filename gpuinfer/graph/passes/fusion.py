@@ -13,7 +13,8 @@ from gpuinfer.graph.passes.relink import consumers_of, producers_of
 
 PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
-               "Softplus", "PRelu", "Sigmoid+Mul"}  # the last: SiLU, one step since passes/silu.py
+               "Softplus", "PRelu",
+               "Sigmoid+Mul", "Add+Clip+Mul+Div"}  # SiLU and hard-swish chains, one step (silu.py, hardswish.py)
 
 
 def fuse_activations(graph: Graph) -> int:

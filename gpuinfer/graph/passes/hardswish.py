@@ -4,7 +4,8 @@ PaddlePaddle's and other exporters' MobileNetV3-style models carry dozens of the
 is four steps and four full passes over a feature map, with an intermediate buffer alive between
 them.  The fused step does the same arithmetic in the same order, chunk by chunk in a small scratch
 buffer that stays in cache, so its outputs are bitwise those of the four nodes, and it may write
-over ``x`` when ``x`` dies there.
+over ``x`` when ``x`` dies there.  Run before ``fuse_activations``, which then puts the step into
+the Conv before it (on CUDA: the Conv's epilogue, one launch).
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 CuPy's ufuncs spend one launch per step: Sigmoid is negative, exp, add and divide (four
 launches, three extra passes over the tensor), HardSigmoid three, LeakyRelu and HardSwish four
-over chunks, SiLU (the fused Sigmoid+Mul step) five, Erf's polynomial sixteen.  The epilogue kernel applies each in one pass.  Only float32 takes this path (the
+over chunks, SiLU (the fused Sigmoid+Mul step) five, the fused hard-swish chain four, Erf's
+polynomial sixteen.  The epilogue kernel applies each in one pass.  Only float32 takes this path (the
 kernel's type); other dtypes, and a fused activation already absorbed by a Conv, go elsewhere.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from gpuinfer.ops.gpu.conv import ACTIVATIONS
 from gpuinfer.ops.registry import variant
 
 # the multi-launch ones; Relu and Tanh are one CuPy launch already
-ONE_LAUNCH = ("Sigmoid", "HardSigmoid", "LeakyRelu", "HardSwish", "Sigmoid+Mul", "Erf")
+ONE_LAUNCH = ("Sigmoid", "HardSigmoid", "LeakyRelu", "HardSwish", "Sigmoid+Mul", "Add+Clip+Mul+Div", "Erf")
 
 
 def _scratch(shared: Any, attrs: dict, shapes: list, dtypes: list, **known: Any) -> list:

@@ -43,6 +43,7 @@ ACTIVATIONS = {
     "HardSigmoid": (6, lambda attrs: (float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5)))),
     "HardSwish": (7, lambda attrs: (0.0, 0.0)),
     "Sigmoid+Mul": (9, lambda attrs: (0.0, 0.0)),  # SiLU, fused by graph/passes/silu.py
+    "Add+Clip+Mul+Div": (7, lambda attrs: (0.0, 0.0)),  # hard-swish as exporters spell it (passes/hardswish.py)
     "Erf": (10, lambda attrs: (0.0, 0.0)),  # never after a Conv; one launch as an op (activation.py)
 }
 
