@@ -16,24 +16,21 @@ from onnx import helper
 
 from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.graph.kernels import kernels
-from gpuinfer.graph.passes.relink import consumers_of
+from gpuinfer.graph.passes.chains import replace_chains
 
 FUSED_TYPE = "Add+Clip+Mul+Div"
 
 
 def fuse_hard_swish(graph: Graph) -> int:
-    readers = consumers_of(graph)
-    fused: dict[int, Node] = {}  # id(Add node) -> the fused node taking its place
-    drop: set[int] = set()
-    for add in graph.nodes:
-        found = _match(graph, add, readers)
-        if found is None or any(id(n) in drop for n in found[1]):
-            continue
-        x, chain = found
-        fused[id(add)] = _fused_node(graph, x, chain)
-        drop.update(id(n) for n in chain[1:])
-    graph.nodes = [fused.get(id(n), n) for n in graph.nodes if id(n) not in drop]
-    return len(fused)
+    return replace_chains(graph, _hard_swish)
+
+
+def _hard_swish(graph: Graph, add: Node, readers: dict) -> Optional[tuple[Node, list[Node]]]:
+    found = _match(graph, add, readers)
+    if found is None:
+        return None
+    x, chain = found
+    return _fused_node(graph, x, chain), chain[1:]
 
 
 def _match(graph: Graph, add: Node, readers: dict) -> Optional[tuple[str, list[Node]]]:

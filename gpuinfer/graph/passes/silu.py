@@ -16,24 +16,19 @@ from onnx import helper
 
 from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.graph.kernels import kernels
-from gpuinfer.graph.passes.relink import consumers_of
+from gpuinfer.graph.passes.chains import replace_chains
 
 FUSED_TYPE = "Sigmoid+Mul"
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # half floats' Sigmoid rounds between the nodes
 
 
 def fuse_silu(graph: Graph) -> int:
-    readers = consumers_of(graph)
-    fused: dict[int, Node] = {}  # id(Sigmoid node) -> the fused node taking its place
-    drop: set[int] = set()
-    for sigmoid in graph.nodes:
-        mul = _match(graph, sigmoid, readers)
-        if mul is None or id(mul) in drop:
-            continue
-        fused[id(sigmoid)] = _fused_node(sigmoid, mul)
-        drop.add(id(mul))
-    graph.nodes = [fused.get(id(n), n) for n in graph.nodes if id(n) not in drop]
-    return len(fused)
+    return replace_chains(graph, _silu)
+
+
+def _silu(graph: Graph, sigmoid: Node, readers: dict) -> Optional[tuple[Node, list[Node]]]:
+    mul = _match(graph, sigmoid, readers)
+    return None if mul is None else (_fused_node(sigmoid, mul), [mul])
 
 
 def _match(graph: Graph, sigmoid: Node, readers: dict) -> Optional[Node]:
