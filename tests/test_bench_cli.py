@@ -13,7 +13,8 @@ from gpuinfer.cli.models import light_models_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-SCRIPTS = ["memory_modes.py", "profile_model.py", "run_loop_overhead.py", "soak.py", "vs_onnxruntime.py"]
+SCRIPTS = ["blas_bits.py", "memory_modes.py", "profile_model.py", "run_loop_overhead.py", "soak.py",
+           "vs_onnxruntime.py"]
 SQUEEZENET = light_models_dir() / "light_squeezenet.onnx"  # ships inside the onnx package
 
 
@@ -108,3 +109,25 @@ def test_profile_model_puts_onnxruntime_beside_gpuinfer():
     assert conv_calls == convs  # per run: the warm-up run's kernels are not counted
     assert "| Conv+Relu |" in result.stdout.split("| onnxruntime op type |")[0]
     assert "gpuinfer:" in result.stdout and "ms per run in kernels; onnxruntime:" in result.stdout
+
+
+def test_blas_bits_compares_products_and_a_model():
+    """Depths and a model, checked against products computed here with the same thread limits."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    result = bench("blas_bits.py", SQUEEZENET, "--max-depth", "64", "--step", "32", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "K = 32..64 step 32: " in result.stdout
+    rng = np.random.default_rng(0)
+    expected = []
+    for k in (32, 64):  # the script's own draws, in its order
+        a = rng.standard_normal((128, k), dtype=np.float32)
+        b = rng.standard_normal((k, 676), dtype=np.float32)
+        with threadpool_limits(1, user_api="blas"):
+            one = a @ b
+        with threadpool_limits(2, user_api="blas"):
+            expected.append(not np.array_equal(one, a @ b))
+    assert f"{sum(expected)} of 2 differ" in result.stdout
+    row = [line for line in result.stdout.splitlines() if line.startswith(f"| {SQUEEZENET}")]
+    assert len(row) == 1 and row[0].split("|")[3].strip() in ("yes", "no"), result.stdout

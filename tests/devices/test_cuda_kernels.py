@@ -146,7 +146,8 @@ def _with_hard_swish(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node[-1].output[0] = "c"
     graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), n)
                               for n, v in (("three", 3.0), ("lo", 0.0), ("hi", 6.0))])
-    graph.node.extend([helper.make_node("Add", ["c", "three"], ["a"]), helper.make_node("Clip", ["a", "lo", "hi"], ["k"]),
+    graph.node.extend([helper.make_node("Add", ["c", "three"], ["a"]),
+                       helper.make_node("Clip", ["a", "lo", "hi"], ["k"]),
                        helper.make_node("Mul", ["c", "k"], ["m"]), helper.make_node("Div", ["m", "hi"], ["y"])])
     return model
 
