@@ -7,9 +7,10 @@ cores this process may run on, less the other runnable tasks the kernel counts i
 ``/proc/loadavg``, re-read at most every ``LOAD_MAX_AGE_S``), at least one.  On a busy machine the
 blocks go to the threads that run (the caller takes them too), so a stalled worker costs little.
 
-BLAS is different: OpenBLAS's products are not bit-identical across thread counts (inception_v1
-differs between 1 and 2 threads), so a count that followed the load would make two runs of one
-session disagree.  BLAS keeps one count for the process: its own default, or ``intra_op_threads=N``
+BLAS is different: OpenBLAS's products are not bit-identical across thread counts (its threaded
+driver blocks the inner sum elsewhere: on the build measured, inner sizes above 448 that are not
+multiples of 32, e.g. AlexNet's and Inception-v1's; ``bench/blas_bits.py``), so a count that
+followed the load would make two runs of one session disagree.  BLAS keeps one count for the process: its own default, or ``intra_op_threads=N``
 (or onnxruntime's ``SessionOptions.intra_op_num_threads``), set for the run and put back after,
 overriding a BLAS thread variable in the environment only when N is given.  OpenBLAS's spin time
 is read from its environment at load only, so it is not set here (that would mean changing the
