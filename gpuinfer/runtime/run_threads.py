@@ -9,15 +9,23 @@ blocks go to the threads that run (the caller takes them too), so a stalled work
 
 BLAS is different: OpenBLAS's products are not bit-identical across thread counts (its threaded
 driver blocks the inner sum elsewhere: on the build measured, inner sizes above 448 that are not
-multiples of 32, e.g. AlexNet's and Inception-v1's; ``bench/blas_bits.py``), so a count that
-followed the load would make two runs of one session disagree.  BLAS keeps one count for the process: its own default, or ``intra_op_threads=N``
-(or onnxruntime's ``SessionOptions.intra_op_num_threads``), set for the run and put back after,
-overriding a BLAS thread variable in the environment only when N is given.  OpenBLAS's spin time
-is read from its environment at load only, so it is not set here (that would mean changing the
-caller's environment).
+multiples of 32, e.g. AlexNet's and Inception-v1's; ``bench/blas_bits.py``), so for a session that
+makes such products a count that followed the load would make two runs disagree.  Its BLAS keeps
+one count for the process: its own default, or ``intra_op_threads=N`` (or onnxruntime's
+``SessionOptions.intra_op_num_threads``), set for the run and put back after, overriding a BLAS
+thread variable in the environment only when N is given.  OpenBLAS's spin time is read from its
+environment at load only, so it is not set here (that would mean changing the caller's
+environment).
+
+Unless the count is given, a session whose products all give the same bytes at any count
+(``runtime/blas_bits.py`` tries each kind once per process) lets BLAS follow the load too: one
+thread while other processes keep at least half the cores busy (``busy_elsewhere``: runnable tasks
+not of this process, so gpuinfer's own spinning BLAS workers do not count), BLAS's default
+otherwise.  Beside two busy processes on two cores that is u2netp 3.2 -> 1.0 s.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Optional
 
@@ -28,6 +36,7 @@ LOAD_MAX_AGE_S = 0.5  # reading /proc/loadavg costs ~10 us, a tenth of a small m
 
 _blas: Optional[list] = None  # threadpoolctl's BLAS controllers of this process, found once
 _load: list = [0.0, 0]  # (when read, other runnable tasks)
+_busy: list = [0.0, 0]  # (when read, runnable tasks not of this process)
 
 
 def requested_threads(threads: Optional[int], sess_options: Any = None) -> Optional[int]:
@@ -69,6 +78,42 @@ def other_runnable() -> int:
     return _load[1]
 
 
+def busy_elsewhere() -> int:
+    """Runnable tasks on the machine that are not this process's threads (``/proc/loadavg``'s
+    count less this process's running threads, read at most every ``LOAD_MAX_AGE_S``; 0 where the
+    kernel does not say).  ``other_runnable`` counts them too: OpenBLAS's workers spin after a
+    product, so on a quiet machine they would read as load."""
+    now = time.monotonic()
+    if now - _busy[0] > LOAD_MAX_AGE_S:
+        _busy[0], _busy[1] = now, max(0, _running_tasks() - _own_running_threads())
+    return _busy[1]
+
+
+def _running_tasks() -> int:
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _own_running_threads() -> int:
+    """This process's threads in state R (running or runnable), the reader included."""
+    count = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        count += state == "R"
+    return max(1, count)
+
+
 class RunThreads:
     """``with run_threads():`` around a run: BLAS and the row-block pool at this run's count."""
 
@@ -77,8 +122,34 @@ class RunThreads:
         self.cores = default_threads()
         # BLAS is set only to a count the caller gave: one that followed the load would change bits
         self.blas = blas_controllers(True) if self.fixed is not None else []
+        self.follows_load = False  # BLAS's count follows the load (see ``follow_load``)
+        self._blas_default = 0
         self._restore: list = []
         self._scope: Any = None
+
+    def follow_load(self, graph: Any) -> bool:
+        """Let BLAS's count follow the load for runs of ``graph`` if no count was given and every
+        product the graph makes gives the same bytes with one thread and BLAS's default
+        (``runtime/blas_bits.py``).  Returns whether it does."""
+        from gpuinfer.runtime.blas_bits import load_safe_products
+
+        if self.fixed is not None or self.cores < 2:
+            return False
+        libs = blas_controllers(False)
+        default = max((lib.get_num_threads() for lib in libs), default=1)
+        if default < 2 or not load_safe_products(graph, (default,)):
+            return False
+        self.blas, self._blas_default, self.follows_load = libs, default, True
+        return True
+
+    def blas_count(self) -> int:
+        """BLAS threads for a run starting now: the given count; with ``follow_load``, one while
+        other processes keep half the cores or more busy, else BLAS's default; 0: left alone."""
+        if self.fixed is not None:
+            return self.fixed
+        if not self.follows_load:
+            return 0
+        return 1 if busy_elsewhere() >= max(1, self.cores // 2) else self._blas_default
 
     def count(self) -> int:
         """Threads for a run starting now."""
@@ -91,10 +162,11 @@ class RunThreads:
 
     def __enter__(self) -> "RunThreads":
         n = self.count()
-        for lib in self.blas:  # only with a fixed count: n is the same on every run
+        blas = self.blas_count()  # a fixed count, or one that changes no bit (``follow_load``)
+        for lib in self.blas if blas else ():
             before = lib.get_num_threads()
-            if before != n:
-                lib.set_num_threads(n)
+            if before != blas:
+                lib.set_num_threads(blas)
                 self._restore.append((lib, before))
         self._scope = running_with(shared_pool(n))
         self._scope.__enter__()

@@ -76,6 +76,8 @@ class InferenceSession:
         self._device_hook = getattr(self._backend, "hook", None)  # on CUDA: sees every device byte
         self._observers = RunObservers(self, self._backend, sample_memory, trace, sess_options, model)
         self._threads = RunThreads(intra_op_threads, sess_options)  # BLAS and row-block threads per run
+        if self._backend.kind == "cpu":
+            self._threads.follow_load(self._graph)  # where no product's bits depend on BLAS's count
         if workspace is not None:
             workspace.join(self, model)
 
