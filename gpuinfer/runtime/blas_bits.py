@@ -4,8 +4,9 @@ OpenBLAS's threaded driver blocks a product's inner sum elsewhere than its one-t
 some inner sizes (on the build measured: above 448, those not a multiple of 32; a vector times an
 untransposed matrix too: ``bench/blas_bits.py``), so a thread count that followed the machine's
 load would change result bits between runs of such a graph.  For the others it changes nothing
-but speed: beside two busy processes one BLAS thread runs u2netp 3x faster than two that wait on
-each other.  ``load_safe_products`` says which a graph is, so ``RunThreads`` lets BLAS follow the
+but speed: beside two busy processes, with BLAS following the load, u2netp's `arena` run took
+1,032 ms where two BLAS threads waiting on each other took 2,835 (``bench/vs_onnxruntime.py
+--load 2``, bench/RESULTS.md).  ``load_safe_products`` says which a graph is, so ``RunThreads`` lets BLAS follow the
 load only where no bit can move.
 
 The rule is the BLAS build's, not numpy's, so it is not assumed: each product kind a graph makes
@@ -23,7 +24,8 @@ from typing import Any, Optional
 import numpy as np
 
 # Op types whose CPU kernels call BLAS (matmul, dot, einsum, linalg): their files in gpuinfer/ops
-# (tests/test_structure.py keeps this list in step with them).  A fused step counts by its first part.
+# (tests/runtime_overhead/test_blas_follows_load.py keeps this list in step with them).  A fused
+# step counts by its first part.
 BLAS_OPS = frozenset({
     "Conv", "ConvTranspose", "Col2Im", "DeformConv", "ConvInteger", "QLinearConv",  # conv*.py, deform_conv.py
     "MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "Einsum",  # matmul.py
@@ -36,11 +38,12 @@ BLAS_OPS = frozenset({
 
 # (rows, columns) of the product tried for an inner size: big enough that OpenBLAS threads it
 # (it keeps products under 2^18 multiply-adds on one thread; here 8192 x K), small enough to try
-# in milliseconds
-# (the inner blocking is what differs, and it follows the inner size alone: bench/blas_bits.py
-# found the same inner sizes differing for 16-384 rows and 49-784 columns).  A vector's product
-# (rows 1, where Gemm or MatMul may multiply one row) is tried at its own size.
-_BAND = (64, 128)
+# in milliseconds.  The inner blocking is what differs, and it follows the inner size: of the
+# shapes ``bench/blas_bits.py`` tries (an im2col band's, a small map's), none differs at an inner
+# size where this one agrees (the small one differs at fewer: OpenBLAS keeps it on one thread up
+# to larger inner sizes).  A vector's product (rows 1, where Gemm or MatMul may multiply one row)
+# is tried at its own size.
+PROBE_BAND = (64, 128)
 _VECTOR_COLUMNS = 512  # a transposed vector product's outputs tried (each one dot product)
 _VECTOR_MAX = 1 << 22  # an untransposed one is tried at its own size up to this many elements, else not trusted
 
@@ -118,31 +121,34 @@ def _shape(graph: Any, name: str) -> Optional[tuple]:
 @functools.lru_cache(maxsize=None)
 def _agrees(kind: tuple, counts: tuple) -> bool:
     """Whether products of ``kind`` give the same bytes with one BLAS thread and each of ``counts``."""
-    from threadpoolctl import threadpool_limits
-
     k, layout = kind
     if k < 1:
         return True
     rng = np.random.default_rng(k)
-    pairs = []
     if layout == "band":
-        r, c = _BAND
-        pairs = [(rng.standard_normal((r, k), dtype=np.float32), rng.standard_normal((k, c), dtype=np.float32))]
+        rows, columns = PROBE_BAND
+        a, b = rng.standard_normal((rows, k), dtype=np.float32), rng.standard_normal((k, columns), dtype=np.float32)
     elif layout == "rows":
-        pairs = [(rng.standard_normal((8, 1, k), dtype=np.float32), rng.standard_normal((8, k, 1), dtype=np.float32))]
+        a, b = rng.standard_normal((8, 1, k), dtype=np.float32), rng.standard_normal((8, k, 1), dtype=np.float32)
     elif layout.startswith("vector-t"):  # B transposed: dot products, each output its own sum
         n = min(int(layout.split(":")[1]), _VECTOR_COLUMNS)
-        pairs = [(rng.standard_normal((1, k), dtype=np.float32), rng.standard_normal((n, k), dtype=np.float32).T)]
+        a, b = rng.standard_normal((1, k), dtype=np.float32), rng.standard_normal((n, k), dtype=np.float32).T
     else:  # B as stored: OpenBLAS may split the inner sum among threads, by sizes of its own
         n = int(layout.split(":")[1])
         if k * n > _VECTOR_MAX:
             return False
-        pairs = [(rng.standard_normal((1, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32))]
-    for a, b in pairs:
-        with threadpool_limits(1, user_api="blas"):
-            one = np.matmul(a, b)
-        for count in counts:
-            with threadpool_limits(count, user_api="blas"):
-                if not np.array_equal(one, np.matmul(a, b)):
-                    return False
+        a, b = rng.standard_normal((1, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    return products_agree(a, b, counts)
+
+
+def products_agree(a: np.ndarray, b: np.ndarray, counts: tuple) -> bool:
+    """Whether ``a @ b`` gives the same bytes with one BLAS thread and with each of ``counts``."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        one = np.matmul(a, b)
+    for count in counts:
+        with threadpool_limits(count, user_api="blas"):
+            if not np.array_equal(one, np.matmul(a, b)):
+                return False
     return True

@@ -21,7 +21,8 @@ Unless the count is given, a session whose products all give the same bytes at a
 (``runtime/blas_bits.py`` tries each kind once per process) lets BLAS follow the load too: one
 thread while other processes keep at least half the cores busy (``busy_elsewhere``: runnable tasks
 not of this process, so gpuinfer's own spinning BLAS workers do not count), BLAS's default
-otherwise.  Beside two busy processes on two cores that is u2netp 3.2 -> 1.0 s.
+otherwise.  Beside two busy processes on two cores u2netp's `arena` run went 2,835 -> 1,032 ms
+(``bench/vs_onnxruntime.py --load 2``, bench/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -69,12 +70,7 @@ def other_runnable() -> int:
     """Runnable tasks on the machine besides the one reading (0 where the kernel does not say)."""
     now = time.monotonic()
     if now - _load[0] > LOAD_MAX_AGE_S:
-        try:
-            with open("/proc/loadavg") as f:
-                running = int(f.read().split()[3].split("/")[0])
-        except (OSError, ValueError, IndexError):
-            running = 1
-        _load[0], _load[1] = now, max(0, running - 1)
+        _load[0], _load[1] = now, max(0, _running_tasks() - 1)
     return _load[1]
 
 
@@ -90,6 +86,7 @@ def busy_elsewhere() -> int:
 
 
 def _running_tasks() -> int:
+    """Runnable tasks on the machine, the reader included (``/proc/loadavg``; 0 where it is not)."""
     try:
         with open("/proc/loadavg") as f:
             return int(f.read().split()[3].split("/")[0])

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from gpuinfer.graph.ir import Graph, Node
 from gpuinfer.graph.kernels import kernels
+from gpuinfer.graph.passes.hardswish import FUSED_TYPE as HARD_SWISH
 from gpuinfer.graph.passes.relink import consumers_of, producers_of
+from gpuinfer.graph.passes.silu import FUSED_TYPE as SILU
 
 PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
                "Softplus", "PRelu",
-               "Sigmoid+Mul", "Add+Clip+Mul+Div"}  # SiLU and hard-swish chains, one step (silu.py, hardswish.py)
+               SILU, HARD_SWISH}  # the chains silu.py and hardswish.py make one step
 
 
 def fuse_activations(graph: Graph) -> int:

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from gpuinfer.graph.passes.hardswish import FUSED_TYPE as HARD_SWISH
+from gpuinfer.graph.passes.silu import FUSED_TYPE as SILU
 from gpuinfer.ops.gpu.conv import ACTIVATIONS
 from gpuinfer.ops.registry import variant
 
 # the multi-launch ones; Relu and Tanh are one CuPy launch already
-ONE_LAUNCH = ("Sigmoid", "HardSigmoid", "LeakyRelu", "HardSwish", "Sigmoid+Mul", "Add+Clip+Mul+Div", "Erf")
+ONE_LAUNCH = ("Sigmoid", "HardSigmoid", "LeakyRelu", "HardSwish", SILU, HARD_SWISH, "Erf")
 
 
 def _scratch(shared: Any, attrs: dict, shapes: list, dtypes: list, **known: Any) -> list:

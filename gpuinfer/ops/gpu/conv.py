@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from gpuinfer.graph.passes.hardswish import FUSED_TYPE as HARD_SWISH
+from gpuinfer.graph.passes.silu import FUSED_TYPE as SILU
 from gpuinfer.ops.conv_window import window_attrs, window_pads
 from gpuinfer.ops.gpu.prelu import PRELU, channel_slopes
 from gpuinfer.ops.registry import variant
@@ -42,8 +44,8 @@ ACTIVATIONS = {
     "Tanh": (5, lambda attrs: (0.0, 0.0)),
     "HardSigmoid": (6, lambda attrs: (float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5)))),
     "HardSwish": (7, lambda attrs: (0.0, 0.0)),
-    "Sigmoid+Mul": (9, lambda attrs: (0.0, 0.0)),  # SiLU, fused by graph/passes/silu.py
-    "Add+Clip+Mul+Div": (7, lambda attrs: (0.0, 0.0)),  # hard-swish as exporters spell it (passes/hardswish.py)
+    SILU: (9, lambda attrs: (0.0, 0.0)),  # x * Sigmoid(x), one step since graph/passes/silu.py
+    HARD_SWISH: (7, lambda attrs: (0.0, 0.0)),  # hard-swish as exporters spell it (passes/hardswish.py)
     "Erf": (10, lambda attrs: (0.0, 0.0)),  # never after a Conv; one launch as an op (activation.py)
 }
 
