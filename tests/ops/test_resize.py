@@ -190,3 +190,21 @@ def test_linear_upsampling_on_threads_and_in_float64(monkeypatch):
                           coordinate_transformation_mode="pytorch_half_pixel")
     assert got64.dtype == np.float64
     np.testing.assert_allclose(got64, want, **TOL)
+
+
+def test_pass_order_takes_the_last_axis_first_where_no_memory_is_added():
+    """The costly last-axis pass goes first on a 2x upsampling (it then resizes the small input);
+    no order ever needs more scratch than shrinking-axes-first (the planned bound)."""
+    from itertools import product
+
+    from gpuinfer.ops.resize import _pass_order, _pass_sizes, _scratch_elements
+
+    assert _pass_order((1, 64, 160, 160), (1, 64, 320, 320), [2, 3]) == [3, 2]
+    assert _pass_order((1, 3, 100, 100), (1, 3, 50, 200), [2, 3]) == [2, 3]  # shrink first: smaller scratch
+    for h, w, oh, ow, c, oc in product([3, 8, 20], [3, 8, 20], [2, 5, 40], [2, 6, 40], [2], [1, 2, 5]):
+        i, o = (1, c, h, w), (1, oc, oh, ow)
+        axes = [a for a in (1, 2, 3) if i[a] != o[a]]
+        smallest = sorted(axes, key=lambda a: (o[a] / i[a], a))
+        got, least = _pass_sizes(i, o, _pass_order(i, o, axes)), _pass_sizes(i, o, smallest)
+        for into_output in (True, False):
+            assert sum(_scratch_elements(got, into_output)) <= sum(_scratch_elements(least, into_output)), (i, o)
