@@ -51,15 +51,16 @@ class RowThreads:
         self._workers = (ThreadPoolExecutor(self.threads - 1, thread_name_prefix="gpuinfer-intra-op")
                          if self.threads > 1 else None)
 
-    def blocks(self, rows: int, row_bytes: int, align: int = 1) -> Optional[list]:
-        """Row blocks for a pass over ``rows`` rows of ``row_bytes`` bytes, or None when one
-        thread should do it all (too little work for a second)."""
+    def blocks(self, rows: int, row_bytes: int, align: int = 1, most: Optional[int] = None) -> Optional[list]:
+        """Row blocks for a pass over ``rows`` rows of ``row_bytes`` bytes (``most`` of them at
+        most, when given), or None when one thread should do it all (too little work for a second)."""
         if self._workers is None or rows < 2:
             return None
         useful = min(self.threads, rows * row_bytes // MIN_BLOCK_BYTES)
-        if useful < 2:
+        if useful < 2 or (most is not None and most < 2):
             return None
-        size = max(align, -(-rows // (useful * BLOCKS_PER_THREAD)))
+        count = useful * BLOCKS_PER_THREAD if most is None else min(useful * BLOCKS_PER_THREAD, most)
+        size = max(align, -(-rows // count))
         size = -(-size // align) * align
         blocks = [(s, min(s + size, rows)) for s in range(0, rows, size)]
         return blocks if len(blocks) > 1 else None
@@ -105,13 +106,14 @@ def running_with(pool: Optional[RowThreads]) -> Iterator[None]:
         _current.pool = before
 
 
-def row_blocks(ctx: Any, rows: int, row_bytes: int, align: int = 1) -> list:
-    """How a pass over ``rows`` rows of ``row_bytes`` bytes is cut for the run's threads:
-    ``[(0, rows)]`` (one call) on GPU devices, for small passes, or outside a threaded run."""
+def row_blocks(ctx: Any, rows: int, row_bytes: int, align: int = 1, most: Optional[int] = None) -> list:
+    """How a pass over ``rows`` rows of ``row_bytes`` bytes is cut for the run's threads (into
+    ``most`` blocks at most, when given): ``[(0, rows)]`` (one call) on GPU devices, for small
+    passes, or outside a threaded run."""
     pool = getattr(_current, "pool", None)
     if pool is None or rows * row_bytes < SPLIT_MIN_BYTES or not ctx.caps.host_arrays:
         return [(0, rows)]
-    return pool.blocks(rows, row_bytes, align) or [(0, rows)]
+    return pool.blocks(rows, row_bytes, align, most) or [(0, rows)]
 
 
 def run_blocks(blocks: list, body: Callable[[int, int, int], Any]) -> None:

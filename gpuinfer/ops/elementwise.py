@@ -36,20 +36,42 @@ def chunk_elements(tile_bytes=CPU_TILE_BYTES) -> int:
     return scaled(_CHUNK, tile_bytes)
 
 
-def chunk_for(n: int, tile_bytes=CPU_TILE_BYTES) -> int:
-    """Elements per chunk of an ``n``-element tensor (see _CHUNK_SHARE; whole tensors on a GPU)."""
-    return min(n, chunk_elements(tile_bytes), max(scaled(_CHUNK_MIN, tile_bytes), -(-n // _CHUNK_SHARE)))
+def chunk_for(n: int, tile_bytes=CPU_TILE_BYTES, slack_elements: int = 0) -> int:
+    """Elements per chunk of an ``n``-element tensor (see _CHUNK_SHARE; whole tensors on a GPU),
+    widened by up to ``slack_elements`` (the plan's spare scratch at this step, ``scratch_slack``,
+    in chunk elements), never past ``_CHUNK``: fewer chunks, fewer Python passes of the same
+    elementwise arithmetic."""
+    least = max(scaled(_CHUNK_MIN, tile_bytes), -(-n // _CHUNK_SHARE))
+    most = chunk_elements(tile_bytes)
+    if slack_elements > 0:
+        least = max(least, min(most, least + slack_elements) // ALIGN * ALIGN)
+    return min(n, most, least)
+
+
+def _slack_elements(slack: int, dtypes: list) -> int:
+    """Chunk elements ``slack`` spare bytes buy when each element takes one of each of ``dtypes``."""
+    per_element = sum(np.dtype(d).itemsize for d in dtypes)
+    return slack // per_element if per_element else 0
 
 
 def chunk_scratch(*kinds):
     """Scratch declaration for ``chunked``: one chunk-sized buffer per kind (None = work dtype)."""
 
-    def fn(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
+    def fn(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES, scratch_slack=0):
         n = math.prod(shapes[0]) if shapes and shapes[0] is not None else 0
-        c = chunk_for(n, tile_bytes)
-        return [((c,), _work_dtype(dtypes[0]) if k is None else np.dtype(k)) for k in kinds]
+        types = [_work_dtype(dtypes[0]) if k is None else np.dtype(k) for k in kinds]
+        c = chunk_for(n, tile_bytes, _slack_elements(scratch_slack, types))
+        return [((c,), t) for t in types]
 
     return fn
+
+
+# A thread's share of a chunk must hold at least this many elements for a chunked op to be split
+# over the run's threads: each share is worked in chunks of its own, and below this the Python
+# passes per chunk cost more than the second thread gives (PP-OCRv4 rec's 28 hard-swish chains,
+# 1x240x12x80 and the like: 7.2 ms a run split into shares of 3,600 elements, 4.6 ms unsplit;
+# ``python bench/profile_model.py shared/ch_PP-OCRv4_rec_infer.onnx``).
+MIN_THREAD_CHUNK = 1 << 14
 
 
 def chunked(ctx, x, kinds, body):
@@ -57,11 +79,13 @@ def chunked(ctx, x, kinds, body):
 
     Big inputs go in row blocks over the run's threads (backends/numpy_threads.py): block ``b``
     of ``B`` works in chunks of ``c // B`` through its own slice of the same scratch, so the
-    scratch is shared out, not multiplied."""
+    scratch is shared out, not multiplied; as many blocks as leave each ``MIN_THREAD_CHUNK``
+    elements or more."""
     out = ctx.out(0, x.shape, x.dtype)
     n = int(x.size)
-    c = chunk_for(n, tile_bytes_of(ctx))
-    tmps = [ctx.scratch((c,), _work_dtype(x.dtype) if k is None else np.dtype(k)) for k in kinds]
+    types = [_work_dtype(x.dtype) if k is None else np.dtype(k) for k in kinds]
+    c = chunk_for(n, tile_bytes_of(ctx), _slack_elements(ctx.scratch_slack, types))
+    tmps = [ctx.scratch((c,), t) for t in types]
     xf, of = x.reshape(-1), out.reshape(-1)
 
     def run(s0, e0, tmp_slices, size):
@@ -69,8 +93,8 @@ def chunked(ctx, x, kinds, body):
             e = min(s + size, e0)
             body(xf[s:e], of[s:e], *(t[: e - s] for t in tmp_slices))
 
-    blocks = row_blocks(ctx, n, x.itemsize, ALIGN) if x.nbytes >= SPLIT_MIN_BYTES and x.flags.c_contiguous \
-        and out.flags.c_contiguous else [(0, n)]
+    blocks = row_blocks(ctx, n, x.itemsize, ALIGN, most=c // MIN_THREAD_CHUNK) \
+        if x.nbytes >= SPLIT_MIN_BYTES and x.flags.c_contiguous and out.flags.c_contiguous else [(0, n)]
     share = c // len(blocks) // ALIGN * ALIGN  # scratch elements per block
     if len(blocks) == 1 or not share:
         run(0, n, tmps, c)
@@ -387,9 +411,9 @@ def erf(ctx, x):
     return chunked(ctx, x, [None, None], lambda xc, oc, t, acc: _erf_into(xp, xc, oc, t, acc))
 
 
-def _gelu_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES):
+def _gelu_scratch(attrs, shapes, dtypes, tile_bytes=CPU_TILE_BYTES, scratch_slack=0):
     kinds = (None,) if attrs.get("approximate", "none") == "tanh" else (None, None, None)
-    return chunk_scratch(*kinds)(attrs, shapes, dtypes, tile_bytes)
+    return chunk_scratch(*kinds)(attrs, shapes, dtypes, tile_bytes, scratch_slack)
 
 
 @op("Gelu", since=20, inplace=True, scratch=_gelu_scratch)

@@ -208,3 +208,40 @@ def test_wider_pool_tiles_give_the_same_bits(op_type, attrs):
     assert tiles[0] < tiles[-1] == 256  # the widest takes every channel in one tile
     for out in outs[1:]:
         assert np.array_equal(out, outs[0])
+
+
+@pytest.mark.parametrize("op_type, attrs", [
+    ("LeakyRelu", {"alpha": 0.1}),  # one scratch chunk
+    ("Erf", {}),  # two, of the polynomial's terms
+    ("Mish", {}),
+])
+def test_wider_chunks_give_the_same_bits(op_type, attrs):
+    """Chunked elementwise ops (ops/elementwise.py) widen their chunk into spare scratch, up to the
+    in-cache chunk size, declaring exactly what they then ask for, with the same bytes."""
+    from gpuinfer.ops import elementwise
+    from gpuinfer.ops.context import StandaloneContext
+    from gpuinfer.ops.registry import lookup
+
+    spec = lookup(op_type, 18)
+    x = (np.random.default_rng(8).standard_normal((1, 96, 24, 80)) * 3).astype(np.float32)  # rec's maps
+    outs, chunks = [], []
+    least = spec.scratch(attrs, [x.shape], [x.dtype])
+    for slack in (0, 1 << 15, 1 << 22):
+        declared = spec.scratch(attrs, [x.shape], [x.dtype], scratch_slack=slack)
+        assert sum(np.prod(s) * np.dtype(d).itemsize for s, d in declared) \
+            - sum(np.prod(s) * np.dtype(d).itemsize for s, d in least) <= slack
+        asked = []
+
+        class Ctx(StandaloneContext):
+            def scratch(self, shape, dtype):
+                asked.append((tuple(shape), np.dtype(dtype)))
+                return super().scratch(shape, dtype)
+
+        ctx = Ctx(attrs=attrs, opset=18)
+        ctx.scratch_slack = slack
+        outs.append(spec.kernel(ctx, x))
+        assert asked == [(tuple(s), np.dtype(d)) for s, d in declared]
+        chunks.append(declared[0][0][0])
+    assert chunks[0] < chunks[1] < chunks[2] == elementwise.chunk_elements()  # widest: the in-cache chunk
+    for out in outs[1:]:
+        assert np.array_equal(out, outs[0])

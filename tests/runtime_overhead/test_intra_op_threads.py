@@ -79,8 +79,72 @@ def test_threaded_ops_equal_one_thread_bit_for_bit_with_the_same_peak(op, c, h, 
     many, peak_many = _run(model, x, 3, mode)
     np.testing.assert_array_equal(many, one)
     assert peak_many == peak_one  # threads add no buffer
-    if x.nbytes >= 2 * numpy_threads.SPLIT_MIN_BYTES:
+    if x.nbytes >= 2 * numpy_threads.SPLIT_MIN_BYTES and _may_split(op, x):
         assert splits and min(splits) >= 2  # the pass did go in blocks
+    if not _may_split(op, x):
+        assert not splits
+
+
+def _may_split(op, x) -> bool:
+    """False where the kernel keeps a big pass on one thread by design: a chunked op whose thread
+    shares would be too short to pay, a 2x2 average pool (its separable sum is worked in one
+    piece: the order of a sum changes its last bit), a depthwise conv in its "nhwc" layout
+    or in "strided" blocks of one channel."""
+    if op in CHUNKED:
+        return _chunk_splits(x)
+    if op == "AveragePool":
+        from gpuinfer.ops.pool import _key, _plan
+
+        return _plan(_key({"kernel_shape": [2, 2], "strides": [2, 2]}), tuple(x.shape))[2] != "separable"
+    if op == "DepthwiseConv":  # "nhwc": one einsum per band, on one thread; "strided": blocks of channels
+        from gpuinfer.ops.conv import conv_geometry
+
+        c = x.shape[1]
+        g = conv_geometry({"group": c, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}, x.shape, (c, 1, 3, 3), x.dtype)
+        return g.layout == "strided" and g.tile >= 2
+    return True
+
+
+CHUNKED = {"LeakyRelu", "Mish"}  # worked chunk by chunk (ops/elementwise.py ``chunked``)
+
+
+def _chunk_splits(x) -> bool:
+    """Whether a chunked op on ``x`` may go over threads: two shares of MIN_THREAD_CHUNK at least."""
+    from gpuinfer.ops.elementwise import MIN_THREAD_CHUNK, chunk_for
+
+    return chunk_for(x.size) // MIN_THREAD_CHUNK >= 2
+
+
+@pytest.mark.parametrize("op", sorted(CHUNKED))
+def test_big_chunked_ops_split_in_long_shares(op, monkeypatch):
+    """A chunked op big enough for shares of MIN_THREAD_CHUNK goes over the threads, each block
+    working chunks no shorter than that, and gives the one-thread bytes; PP-OCRv4 rec's map
+    (1x240x12x80) stays on one thread."""
+    from gpuinfer.ops import elementwise
+
+    sizes = []
+    real_run = elementwise.run_blocks
+    monkeypatch.setattr(elementwise, "run_blocks", lambda blocks, body: (sizes.append(len(blocks)),
+                                                                        real_run(blocks, body)))
+    bodies = []
+    real_chunked = elementwise.chunked
+
+    def spy(ctx, x, kinds, body):
+        return real_chunked(ctx, x, kinds, lambda xc, *rest: (bodies.append(xc.size), body(xc, *rest))[1])
+
+    monkeypatch.setattr(elementwise, "chunked", spy)
+    rng = np.random.default_rng(3)
+    big = rng.standard_normal((1, 8, 320, 320)).astype(np.float32)
+    one, _ = _run(OPS[op](8), big, 1, "arena")
+    bodies.clear()
+    many, _ = _run(OPS[op](8), big, 2, "arena")
+    np.testing.assert_array_equal(many, one)
+    assert sizes and max(sizes) >= 2
+    runs = 2  # _run runs the session twice; each block has one short tail at most
+    assert len(bodies) <= runs * (big.size // elementwise.MIN_THREAD_CHUNK + max(sizes))
+    sizes.clear()
+    _run(OPS[op](240), rng.standard_normal((1, 240, 12, 80)).astype(np.float32), 2, "arena")
+    assert not sizes  # one thread: shares of its 14,400-element chunk would be too short
 
 
 def test_row_blocks_cover_every_row_once_and_failures_come_out():
