@@ -20,8 +20,8 @@ environment).
 Unless the count is given, a session whose products all give the same bytes at any count
 (``runtime/blas_bits.py`` tries each kind once per process) lets BLAS follow the load too: one
 thread while other processes keep at least half the cores busy (``busy_elsewhere``: runnable tasks
-not of this process, so gpuinfer's own spinning BLAS workers do not count), BLAS's default
-otherwise.  Beside two busy processes on two cores u2netp's `arena` run went 2,835 -> 1,032 ms
+not of this process over the last half second, so gpuinfer's own spinning BLAS workers do not
+count), BLAS's default otherwise.  Beside two busy processes on two cores u2netp's `arena` run went 2,835 -> 1,032 ms
 (``bench/vs_onnxruntime.py --load 2``, bench/RESULTS.md).
 """
 from __future__ import annotations
@@ -34,10 +34,15 @@ from gpuinfer.backends.numpy_threads import default_threads, running_with, share
 from gpuinfer.errors import GpuinferError
 
 LOAD_MAX_AGE_S = 0.5  # reading /proc/loadavg costs ~10 us, a tenth of a small model's run
+BUSY_MAX_WINDOW_S = 5.0  # an older reading says little of now: glance at the runnable tasks instead
+try:
+    _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):
+    _TICKS_PER_S = 100
 
 _blas: Optional[list] = None  # threadpoolctl's BLAS controllers of this process, found once
 _load: list = [0.0, 0]  # (when read, other runnable tasks)
-_busy: list = [0.0, 0]  # (when read, runnable tasks not of this process)
+_busy: list = [0.0, 0, None]  # (when read, busy cores not of this process, (when, _cpu_ticks()) sampled)
 
 
 def requested_threads(threads: Optional[int], sess_options: Any = None) -> Optional[int]:
@@ -75,14 +80,43 @@ def other_runnable() -> int:
 
 
 def busy_elsewhere() -> int:
-    """Runnable tasks on the machine that are not this process's threads (``/proc/loadavg``'s
-    count less this process's running threads, read at most every ``LOAD_MAX_AGE_S``; 0 where the
-    kernel does not say).  ``other_runnable`` counts them too: OpenBLAS's workers spin after a
-    product, so on a quiet machine they would read as load."""
+    """Cores' worth of work on the machine that is not this process's, read at most every
+    ``LOAD_MAX_AGE_S``: the CPU time the machine spent busy (``/proc/stat``, the hypervisor's
+    steal included) less this process's own (``/proc/self/stat``), over the time since the last
+    reading, rounded.  A window, not a glance: one glance at ``/proc/loadavg``'s runnable count
+    (what this read before) caught a passing task now and then on a quiet machine, and the whole
+    run then went with one BLAS thread (u2netp 400 -> 605 ms; throwaway spy on ``blas_count``,
+    1 run in 20).  The first reading, and one after more than ``BUSY_MAX_WINDOW_S``, has no
+    window yet: it counts the runnable tasks that are not this process's threads (OpenBLAS's
+    workers spin after a product, so on a quiet machine they would read as load).  0 where the
+    kernel does not say."""
     now = time.monotonic()
-    if now - _busy[0] > LOAD_MAX_AGE_S:
+    if now - _busy[0] <= LOAD_MAX_AGE_S:
+        return _busy[1]
+    sample = _cpu_ticks()
+    previous, _busy[2] = _busy[2], (now, sample)
+    if sample is not None and previous is not None and previous[1] is not None \
+            and now - previous[0] <= BUSY_MAX_WINDOW_S:
+        (busy, own), (busy0, own0) = sample, previous[1]
+        elsewhere = max(0, (busy - busy0) - (own - own0)) / (_TICKS_PER_S * (now - previous[0]))
+        _busy[0], _busy[1] = now, int(elsewhere + 0.5)
+    else:
         _busy[0], _busy[1] = now, max(0, _running_tasks() - _own_running_threads())
     return _busy[1]
+
+
+def _cpu_ticks() -> Optional[tuple[int, int]]:
+    """(ticks the machine's CPUs spent busy, ticks this process ran), or None where unknown."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle, iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is in user)
+    return busy, int(own[11]) + int(own[12])  # utime, stime
 
 
 def _running_tasks() -> int:

@@ -153,3 +153,32 @@ def test_every_op_in_a_file_that_calls_blas_is_listed():
                 if name not in blas_bits.BLAS_OPS and name not in BLAS_FREE:
                     missing.append(f"{path.name}: {name}")
     assert not missing, missing
+
+
+def test_busy_elsewhere_reads_a_window_of_cpu_time(monkeypatch):
+    """The load BLAS follows is the CPU time others took since the last reading, not a glance at
+    the runnable tasks: a task passing at the moment of reading does not count, two busy
+    processes do; the first reading (no window yet) glances."""
+    real = run_threads._cpu_ticks()
+    if real is not None:  # Linux: the machine's busy ticks include this process's
+        assert 0 <= real[1] <= real[0]
+    clock = [100.0]
+    ticks = [(0, 0)]  # (machine busy ticks, own ticks)
+    glance = [5]  # runnable tasks not of this process, at a glance
+    monkeypatch.setattr(run_threads.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(run_threads, "_cpu_ticks", lambda: ticks[0])
+    monkeypatch.setattr(run_threads, "_running_tasks", lambda: glance[0] + 1)
+    monkeypatch.setattr(run_threads, "_own_running_threads", lambda: 1)
+    monkeypatch.setattr(run_threads, "_busy", [0.0, 0, None])
+    hz = run_threads._TICKS_PER_S
+    assert run_threads.busy_elsewhere() == 5  # no window yet: the glance
+    clock[0] += 0.1
+    assert run_threads.busy_elsewhere() == 5  # read at most every LOAD_MAX_AGE_S
+    for own_cores, other_cores, want in ((2.0, 0.02, 0), (1.0, 1.3, 1), (0.5, 1.6, 2), (1.9, 0.3, 0)):
+        clock[0] += 1.0
+        busy, own = ticks[0]
+        ticks[0] = (busy + int((own_cores + other_cores) * hz), own + int(own_cores * hz))
+        assert run_threads.busy_elsewhere() == want, (own_cores, other_cores)
+    clock[0] += run_threads.BUSY_MAX_WINDOW_S + 1  # a stale window: glance again
+    glance[0] = 3
+    assert run_threads.busy_elsewhere() == 3
