@@ -1,7 +1,7 @@
 """gpuinfer (CPU) against onnxruntime (CPU), side by side, one process per model, optionally on a busy machine.
 
     python bench/vs_onnxruntime.py [MODEL ...] [--models u2netp squeezenet] [--repeat 10] [--threads N]
-        [--load N] [--modes per_tensor arena] [--quiet] [--write]
+        [--load N] [--processes K] [--modes per_tensor arena] [--quiet] [--write]
 
 MODEL: ONNX files or folders ('light' for onnx's light networks; default ../shared/models, those,
 and models/u2net.onnx when it has been rebuilt there: see the README; bench/common.py).  Each model
@@ -10,7 +10,8 @@ runs in a fresh process.
 Threads: by default each engine keeps its own default (onnxruntime one thread per core, gpuinfer
 one per free core); ``--threads N`` gives both N.  ``--load N`` runs N busy processes (one
 spinning Python loop each) beside both engines for the whole measurement, as other work on the
-machine would.
+machine would.  ``--processes K`` measures each model in K fresh processes, one after another,
+and keeps each engine's lowest median (``best_of``).
 
 Prints the median latency of each engine after warm-up, taken in interleaved rounds (each turn
 after a short pause and an untimed run, so that the other engine's spinning threads are idle and
@@ -105,6 +106,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both engines (default: each engine's own default)")
     parser.add_argument("--load", type=int, default=0, metavar="N", help="busy processes beside both engines")
+    parser.add_argument("--processes", type=int, default=1, metavar="K",
+                        help="measure each model in K fresh processes, one after another, and keep each "
+                             "engine's lowest median (default 1)")
     parser.add_argument("--min-ms", type=float, default=10.0,
                         help="models faster than this in onnxruntime are reported per node, not in the mean")
     parser.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
@@ -122,28 +126,51 @@ def main(argv=None) -> int:
     results = []
     engines = ", ".join(["onnxruntime", *args.modes])
     load = f", {args.load} busy processes" if args.load else ""
-    with progress(len(models) * (ROUNDS + 1), f"vs_onnxruntime ({engines}{load})", args.quiet) as bar:
+    k = max(1, args.processes)
+    with progress(len(models) * k * (ROUNDS + 1), f"vs_onnxruntime ({engines}{load})", args.quiet) as bar:
         for model in models:
-            bar.show(f"{model.name}: loading, warm-up")
-            with busy_processes(args.load):
-                res = run_isolated(Path(__file__), ["--one", model.arg, *child], bar)
-            results.append((model, res))
-            print(json.dumps(res), flush=True)
+            tries = []
+            for i in range(k):
+                bar.show(f"{model.name}: loading, warm-up" + (f" (process {i + 1} of {k})" if k > 1 else ""))
+                with busy_processes(args.load):
+                    tries.append(run_isolated(Path(__file__), ["--one", model.arg, *child], bar))
+                print(json.dumps(tries[-1]), flush=True)
+            results.append((model, best_of(tries)))
     table = _table(results, args.modes, args.min_ms)
     print(table)
     if args.write:
         command = "python bench/vs_onnxruntime.py " + " ".join(a for a in (argv or sys.argv[1:])
                                                                if a not in ("--write", "--quiet"))
         threads = f"threads={args.threads} on both" if args.threads else "each engine's default threads"
+        best = (f"; each model measured in {k} fresh processes one after another, each engine's lowest "
+                f"median kept" if k > 1 else "")
         busy = f", {args.load} busy processes beside them" if args.load else ", no other load"
         section = "vs-onnxruntime" + (f"-load{args.load}" if args.load else "")
         write_section(section, f"## gpuinfer (CPU) vs onnxruntime (CPU){' under load' if args.load else ''}\n\n"
                       f"Command: `{command.strip()}` ({threads}{busy}; median of {args.repeat} runs after 2 "
                       f"warm-up runs, taken in {ROUNDS} interleaved rounds, each engine's turn after a "
-                      f"{SETTLE_S} s pause and an untimed run; ratio < 1 means gpuinfer is faster; "
+                      f"{SETTLE_S} s pause and an untimed run{best}; ratio < 1 means gpuinfer is faster; "
                       f"geometric mean over the models taking at least {args.min_ms:g} ms in onnxruntime, the "
                       f"others shown per node)\n\nMachine: {machine()}\n\n{table}\n")
     return 0
+
+
+def best_of(tries: list[dict]) -> dict:
+    """One result from several processes' results for the same model: each engine's lowest median.
+    On a shared machine a process may run through a slow spell (other tenants' memory traffic slows
+    gpuinfer's memory-bound passes more than onnxruntime's packed kernels: u2netp's gpuinfer runs
+    went from ~500 to ~730 ms a third of a minute into one process while onnxruntime's stayed at
+    ~290, throwaway /tmp/probe/phase.py); the lowest median of each engine is its steady state.
+    A failed process counts only if every one failed."""
+    good = [t for t in tries if "error" not in t]
+    if not good:
+        return tries[-1]
+    best = dict(good[0])
+    for t in good[1:]:
+        for key, value in t.items():
+            if key not in ("model", "nodes") and isinstance(value, (int, float)):
+                best[key] = min(best[key], value)
+    return best
 
 
 def _table(results: list, modes: list[str], min_ms: float) -> str:

@@ -85,6 +85,29 @@ def test_vs_onnxruntime_runs_a_model_given_by_path():
     assert "error" not in result.stdout
 
 
+def test_vs_onnxruntime_best_of_processes():
+    """--processes K: each model in K fresh processes (K JSON lines), each engine's lowest median kept."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("vs_onnxruntime", BENCH / "vs_onnxruntime.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tries = [{"model": "m", "nodes": 5, "onnxruntime": 10.0, "arena": 30.0},
+             {"error": "crashed"},
+             {"model": "m", "nodes": 5, "onnxruntime": 12.0, "arena": 21.0}]
+    assert module.best_of(tries) == {"model": "m", "nodes": 5, "onnxruntime": 10.0, "arena": 21.0}
+    assert module.best_of([{"error": "a"}, {"error": "b"}]) == {"error": "b"}
+    result = bench("vs_onnxruntime.py", SQUEEZENET, "--repeat", "1", "--modes", "arena", "--threads", "1",
+                   "--processes", "2")
+    assert result.returncode == 0, result.stderr
+    runs = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(runs) == 2
+    _, ort_ms, arena_ms, _ = _table_row(result.stdout, str(SQUEEZENET))
+    assert float(ort_ms) == pytest.approx(min(r["onnxruntime"] for r in runs), abs=0.06)
+    assert float(arena_ms) == pytest.approx(min(r["arena"] for r in runs), abs=0.06)
+
+
 def test_memory_modes_runs_a_model_given_by_path():
     result = bench("memory_modes.py", SQUEEZENET, "--repeat", "1", "--threads", "1")
     assert result.returncode == 0, result.stderr
