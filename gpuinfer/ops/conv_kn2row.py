@@ -1,24 +1,33 @@
 """kn2row convolution: stride 1, 2-D, for layers with fewer output than input channels.
 
 im2col copies C*K columns per output position and multiplies an M x CK matrix by them; when M is
-small next to C that copy costs more than the product.  kn2row skips it: the weights stacked per tap
-as a (K*M, C) matrix multiply the input image itself, read flat as (C, H*W) -- one GEMM per band of
-input rows, which BLAS reads straight out of the image -- giving every tap's contribution at every
-input position.  Tap (i, j) then adds its (M, rows, cols) block into the output shifted by
-(pad_top - i*dh, pad_left - j*dw), clipped to the output: padding is never materialised (positions it
-would feed just get no contribution), and each input row's products are computed exactly once.
-Output rows are set to the bias (or zero) just before the first band that adds into them.
+small next to C that copy costs more than the product.  kn2row copies less: per band of input rows,
+the rows shifted by each kernel column (``kw`` copies of the band, the padding's columns zero) are
+stacked as a (kw*C, rows*Wo) matrix, and the weights stacked per kernel row as a (kh*M, kw*C) one
+multiply them -- one GEMM per band -- giving every kernel row's contribution at every input row.
+Kernel row i then adds its (M, rows, Wo) block into the output rows shifted by pad_top - i*dh,
+clipped to the output: whole output rows, each one contiguous pass, and each input row's products
+computed exactly once.  Output rows are set to the bias (or zero) just before the first band that
+adds into them.
+
+That is the "rows" layout.  The "taps" one stacks the weights per tap (kh*kw*M, C) to multiply the
+image itself (no copy), and each of the kh*kw taps adds a column-shifted block: kh*kw strided adds
+where "rows" has kw shifted copies and kh contiguous adds, but no copy of the input: it runs where
+the shifted copies would take more scratch than the per-tap result (C > 2M at 3x3), so that no
+step's scratch grows (``kn2row_layout``).  Measured (throwaway /tmp/probe/kn2.py, a whole conv, the
+same band budget): u2netp's 128 -> 64 at 320x320 147 -> 121 ms, u2net's 1024 -> 512 at 20x20
+46 -> 33 ("rows" runs both); with C = 4M "rows" gained less (PP-OCRv4 det's 96 -> 24 at 160x160
+15.8 -> 14.5, 64 -> 16 at 320x320 none) and would need more scratch: those stay "taps".
 """
 from __future__ import annotations
 
-import math
-
 from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled
 
-# The GEMM result of one band (taps x output channels x band rows x input width) holds at most this
-# much, as an im2col column tile does.  4 MiB was measured 2-4% faster on the kn2row layers of
-# u2netp and PP-OCRv4 det, but raises densenet121's arena peak by 17% (7.3 -> 8.6 MB).  That is on
-# the CPU; a device scales it by its ``caps.tile_bytes`` (ops/tiles.py): the whole image on a GPU.
+# The scratch of one band (its shifted rows and GEMM result: (kw*C + kh*M) x band rows x output
+# width) holds at most this much, as an im2col column tile does.  4 MiB was measured 2-4% faster on
+# the kn2row layers of u2netp and PP-OCRv4 det, but raises densenet121's arena peak by 17% (7.3 ->
+# 8.6 MB).  That is on the CPU; a device scales it by its ``caps.tile_bytes`` (ops/tiles.py): the
+# whole image on a GPU.
 KN2ROW_BAND_BYTES = 2 << 20
 
 
@@ -28,19 +37,109 @@ def kn2row_fits(x_shape, w_shape, g) -> bool:
             and all(d > 0 for d in (*x_shape[2:], *g.out_shape[2:])))
 
 
+def kn2row_layout(cg: int, mg: int, kh: int, kw: int, wd: int, wo: int) -> str:
+    """"rows" where one input row's shifted copies and GEMM result, (kw*C + kh*M) x Wo, take no more
+    than its per-tap GEMM result, kh*kw*M x W (C = 2M at 3x3 "same": u2net's RSU blocks), so that
+    no step's scratch grows; "taps" otherwise."""
+    return "rows" if (kw * cg + kh * mg) * wo <= kh * kw * mg * wd else "taps"
+
+
 def kn2row_plan(g, x_shape, w_shape, dt, tile_bytes=CPU_TILE_BYTES):
-    """Set the band height (input rows) and scratch buffers (in request order) of a kn2row conv on
-    geometry ``g``: the stacked weights, then the GEMM result of one band."""
+    """Set the band height (input rows), the layout and the scratch buffers (in request order) of a
+    kn2row conv on geometry ``g``: the stacked weights, then (``g.layout`` "rows") the band's
+    shifted rows and GEMM result in one buffer, or ("taps") the band's per-tap GEMM result."""
     c, m = x_shape[1], w_shape[0]
-    h, w = x_shape[2:]
+    h, wd = x_shape[2:]
     grp = g.group
-    rows_out = math.prod(g.kernel) * (m // grp)  # rows of the stacked weights
-    g.tile = max(1, min(h, scaled(KN2ROW_BAND_BYTES, tile_bytes) // max(rows_out * w * dt.itemsize, 1)))
-    g.scratch += [((grp, rows_out, c // grp), dt), ((rows_out, g.tile * w), dt)]
+    kh, kw = g.kernel
+    wo = g.out_shape[3]
+    cg, mg = c // grp, m // grp
+    band = scaled(KN2ROW_BAND_BYTES, tile_bytes) // dt.itemsize
+    g.layout = kn2row_layout(cg, mg, kh, kw, wd, wo)
+    if g.layout == "rows":
+        g.tile = max(1, min(h, band // ((kw * cg + kh * mg) * wo)))
+        g.scratch += [((grp, kh * mg, kw * cg), dt), ((kw * cg + kh * mg, g.tile * wo), dt)]
+    else:
+        g.tile = max(1, min(h, band // (kh * kw * mg * wd)))
+        g.scratch += [((grp, kh * kw * mg, cg), dt), ((kh * kw * mg, g.tile * wd), dt)]
 
 
 def kn2row_conv(ctx, x, w, g, out, b=None):
-    """The stride-1 2-D convolution of ``x`` by ``w`` plus bias ``b`` written into ``out``."""
+    """The stride-1 2-D convolution of ``x`` by ``w`` plus bias ``b`` written into ``out``, in the
+    layout ``kn2row_plan`` chose."""
+    if g.layout == "rows":
+        _kn2row_rows(ctx, x, w, g, out, b)
+    else:
+        _kn2row_taps(ctx, x, w, g, out, b)
+
+
+def _fill_rows(xp, block, bias):
+    """Output rows set to the bias (or zero) before any kernel row adds into them."""
+    if bias is None:
+        block.fill(0)
+    else:
+        xp.copyto(block, bias)
+
+
+def _kn2row_rows(ctx, x, w, g, out, b=None):
+    """kn2row over rows shifted by each kernel column: one GEMM and kh contiguous adds a band."""
+    xp = ctx.xp
+    n, c, h, wd = x.shape
+    m = w.shape[0]
+    grp = g.group
+    cg, mg = c // grp, m // grp
+    kh, kw = g.kernel
+    dh, dw = g.dilations
+    pt, pl = g.begin
+    ho, wo = g.out_shape[2:]
+    ws = ctx.scratch((grp, kh * mg, kw * cg), x.dtype)
+    xp.copyto(ws.reshape(grp, kh, mg, kw, cg), w.reshape(grp, mg, cg, kh, kw).transpose(0, 3, 1, 4, 2))
+    # one buffer: the band's shifted rows, then its GEMM result (at C = 2M, 3x3 "same", the very
+    # shape of the per-tap result "taps" asks for, so a mode sharing same-shaped buffers shares it alike)
+    both = ctx.scratch((kw * cg + kh * mg, g.tile * wo), x.dtype)
+    shifted, y = both[:kw * cg].reshape(-1), both[kw * cg:]
+    bias = None if b is None else b.reshape(grp, mg, 1, 1)
+    # kernel column j reads input column output column + j*dw - pl, inside for output columns [lo, hi)
+    columns = [(j * dw - pl, max(0, pl - j * dw), min(wo, wd + pl - j * dw)) for j in range(kw)]
+    reaches = any(lo < hi for _, lo, hi in columns)  # some kernel column sees the input at all
+    row_shifts = [i * dh - pt for i in range(kh)]  # input row = output row + shift
+    for ni in range(n):
+        for gi in range(grp):
+            src = x[ni, gi * cg:(gi + 1) * cg]
+            dst = out[ni, gi * mg:(gi + 1) * mg]
+            filled = 0  # output rows set to the bias so far
+            for a in range(0, h, g.tile) if reaches else ():
+                rows = min(g.tile, h - a)
+                band = shifted[:kw * cg * rows * wo].reshape(kw, cg, rows, wo)  # contiguous prefix
+                for j, (shift, lo, hi) in enumerate(columns):
+                    part = band[j]
+                    if lo >= hi:
+                        part.fill(0)
+                        continue
+                    part[..., :lo] = 0
+                    part[..., hi:] = 0
+                    xp.copyto(part[..., lo:hi], src[:, a:a + rows, lo + shift:hi + shift])
+                yb = y[:, :rows * wo]
+                xp.matmul(ws[gi], band.reshape(kw * cg, rows * wo), out=yb)
+                y4 = yb.reshape(kh, mg, rows, wo)
+                reach = min(ho, a + rows - min(row_shifts))
+                if reach > filled:  # rows first reached in this band: start them at the bias
+                    _fill_rows(xp, dst[:, filled:reach], None if bias is None else bias[gi])
+                    filled = reach
+                for i, shift in enumerate(row_shifts):
+                    r_lo, r_hi = max(0, a - shift), min(ho, a + rows - shift)  # input row = output row + shift
+                    if r_lo >= r_hi:
+                        continue
+                    part = dst[:, r_lo:r_hi]
+                    xp.add(part, y4[i, :, r_lo + shift - a:r_hi + shift - a], out=part)
+            if ho > filled:  # rows no kernel row reaches (pads wider than the kernel): the bias alone
+                _fill_rows(xp, dst[:, filled:], None if bias is None else bias[gi])
+
+
+def _kn2row_taps(ctx, x, w, g, out, b=None):
+    """kn2row over the image itself: the weights stacked per tap (kh*kw*M, C) multiply a band of
+    input rows read straight out of the image (no copy), and each tap adds its column-shifted
+    block: where C > 2M, copying the shifted rows would take more scratch than the per-tap result."""
     xp = ctx.xp
     n, c, h, wd = x.shape
     m = w.shape[0]
@@ -73,11 +172,7 @@ def kn2row_conv(ctx, x, w, g, out, b=None):
                 y4 = yb.reshape(kh * kw, mg, rows, wd)
                 reach = min(ho, a + rows - min(t[1] for t in taps)) if taps else ho
                 if reach > filled:  # rows first reached in this band: start them at the bias
-                    block = dst[:, filled:reach]
-                    if bias is None:
-                        block.fill(0)
-                    else:
-                        xp.copyto(block, bias[gi])
+                    _fill_rows(xp, dst[:, filled:reach], None if bias is None else bias[gi])
                     filled = reach
                 for k, shift_r, c_lo, c_hi, shift_c in taps:
                     r_lo, r_hi = max(0, a - shift_r), min(ho, a + rows - shift_r)  # input row = output row + shift_r
@@ -87,8 +182,4 @@ def kn2row_conv(ctx, x, w, g, out, b=None):
                     xp.add(part, y4[k, :, r_lo + shift_r - a:r_hi + shift_r - a, c_lo + shift_c:c_hi + shift_c],
                            out=part)
             if ho > filled:  # rows no tap reaches (pads wider than the kernel): the bias alone
-                block = dst[:, filled:]
-                if bias is None:
-                    block.fill(0)
-                else:
-                    xp.copyto(block, bias[gi])
+                _fill_rows(xp, dst[:, filled:], None if bias is None else bias[gi])

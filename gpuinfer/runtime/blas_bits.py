@@ -95,7 +95,8 @@ def _conv_kinds(graph: Any, node: Any) -> Optional[set]:
     m, cg, taps = w.shape[0], w.shape[1], math.prod(w.shape[2:])
     if group == m == cg * group and group > 1:  # depthwise: no BLAS (ops/conv_depthwise.py)
         return set()
-    return {(cg * taps, "band"), (cg, "band")}  # im2col's columns, or pointwise / kn2row's input rows
+    # im2col's columns, pointwise's input rows, kn2row's rows shifted by each kernel column
+    return {(cg * taps, "band"), (cg, "band"), (cg * w.shape[-1], "band")}
 
 
 def _matmul_kinds(graph: Any, node: Any, base: str) -> Optional[set]:

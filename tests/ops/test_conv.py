@@ -393,24 +393,56 @@ KN2ROW_CASES = [
 ]
 
 
+KN2ROW_LAYOUTS = ["rows", "taps"]
+
+
+def _force_kn2row_layout(monkeypatch, layout):
+    import gpuinfer.ops.conv_kn2row as kn_module
+
+    monkeypatch.setattr(kn_module, "kn2row_layout", lambda *args: layout)
+
+
+@pytest.mark.parametrize("layout", KN2ROW_LAYOUTS)
 @pytest.mark.parametrize("x_shape,w_shape,attrs", KN2ROW_CASES)
 @pytest.mark.parametrize("bias", [False, True])
-def test_kn2row(monkeypatch, x_shape, w_shape, attrs, bias):
-    """kn2row, forced, against onnxruntime on every padding, dilation and kernel shape, with its declared scratch."""
+def test_kn2row(monkeypatch, x_shape, w_shape, attrs, bias, layout):
+    """kn2row in each layout, forced, against onnxruntime on every padding, dilation and kernel
+    shape, with its declared scratch."""
     _force_kn2row(monkeypatch)
+    _force_kn2row_layout(monkeypatch, layout)
+    assert conv_geometry(attrs, x_shape, w_shape, np.float32).layout == layout
     _check_kn2row(x_shape, w_shape, attrs, bias)
 
 
+@pytest.mark.parametrize("layout", KN2ROW_LAYOUTS)
 @pytest.mark.parametrize("x_shape,w_shape,attrs", KN2ROW_CASES[:4] + KN2ROW_CASES[12:13])
-def test_kn2row_in_row_bands(monkeypatch, x_shape, w_shape, attrs):
+def test_kn2row_in_row_bands(monkeypatch, x_shape, w_shape, attrs, layout):
     """A small band budget: several GEMM bands per image, the last one partial."""
     import gpuinfer.ops.conv_kn2row as kn_module
 
     _force_kn2row(monkeypatch)
-    m, k = w_shape[0] // attrs.get("group", 1), w_shape[2] * w_shape[3]
-    monkeypatch.setattr(kn_module, "KN2ROW_BAND_BYTES", 2 * k * m * x_shape[3] * 4)  # 2 input rows
+    _force_kn2row_layout(monkeypatch, layout)
+    grp = attrs.get("group", 1)
+    m, cg, (kh, kw) = w_shape[0] // grp, x_shape[1] // grp, w_shape[2:]
+    wo = conv_geometry(attrs, x_shape, w_shape, np.float32).out_shape[3]
+    row = (kw * cg + kh * m) * wo if layout == "rows" else kh * kw * m * x_shape[3]
+    monkeypatch.setattr(kn_module, "KN2ROW_BAND_BYTES", 2 * row * 4)  # 2 input rows
     assert conv_geometry(attrs, x_shape, w_shape, np.float32).tile == 2 and x_shape[2] % 2
     _check_kn2row(x_shape, w_shape, attrs)
+
+
+def test_kn2row_layout_never_grows_a_band():
+    """"rows" (shifted copies) where its band row takes no more than the per-tap result: u2net's
+    C = 2M blocks; "taps" where C > 2M (PP-OCRv4 rec's 960 -> 60 1x3, det's 96 -> 24)."""
+    from gpuinfer.ops.conv_kn2row import kn2row_layout
+
+    assert kn2row_layout(128, 64, 3, 3, 320, 320) == "rows"
+    assert kn2row_layout(1024, 512, 3, 3, 20, 20) == "rows"
+    assert kn2row_layout(960, 60, 1, 3, 40, 40) == "taps"
+    assert kn2row_layout(96, 24, 3, 3, 160, 160) == "taps"
+    for cg, mg, kh, kw, wd, wo in [(128, 64, 3, 3, 320, 320), (6, 3, 4, 4, 10, 10), (8, 2, 5, 5, 10, 10)]:
+        if kn2row_layout(cg, mg, kh, kw, wd, wo) == "rows":
+            assert (kw * cg + kh * mg) * wo <= kh * kw * mg * wd
 
 
 def test_kn2row_matches_im2col(monkeypatch):

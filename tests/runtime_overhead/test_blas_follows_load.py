@@ -46,7 +46,8 @@ def _gemm_model(k: int, n: int, trans_b: int):
 
 def test_product_kinds_of_convs_and_what_is_not_looked_into():
     graph = gpuinfer.InferenceSession(_conv_model(112, 3)[0], device="cpu").graph
-    assert blas_bits.product_kinds(graph) == {(1008, "band"), (112, "band")}  # im2col's K, pointwise's
+    # im2col's K, pointwise's, kn2row's (the input rows shifted by each of 3 kernel columns)
+    assert blas_bits.product_kinds(graph) == {(1008, "band"), (112, "band"), (336, "band")}
     depthwise = gpuinfer.InferenceSession(_conv_model(16, 3, group=16, outputs=16)[0], device="cpu").graph
     assert blas_bits.product_kinds(depthwise) == set()  # tap by tap, no BLAS
     rnn = helper.make_graph([helper.make_node("RNN", ["x", "w", "r"], ["y"], hidden_size=4)], "rnn",
