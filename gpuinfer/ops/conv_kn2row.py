@@ -81,17 +81,17 @@ def _fill_rows(xp, block, bias):
         xp.copyto(block, bias)
 
 
+def _sizes(x, w, g) -> tuple:
+    """(n, h, wd, grp, cg, mg, kh, kw, dh, dw, pt, pl, ho, wo) of a kn2row conv."""
+    n, c, h, wd = x.shape
+    grp = g.group
+    return (n, h, wd, grp, c // grp, w.shape[0] // grp, *g.kernel, *g.dilations, *g.begin, *g.out_shape[2:])
+
+
 def _kn2row_rows(ctx, x, w, g, out, b=None):
     """kn2row over rows shifted by each kernel column: one GEMM and kh contiguous adds a band."""
     xp = ctx.xp
-    n, c, h, wd = x.shape
-    m = w.shape[0]
-    grp = g.group
-    cg, mg = c // grp, m // grp
-    kh, kw = g.kernel
-    dh, dw = g.dilations
-    pt, pl = g.begin
-    ho, wo = g.out_shape[2:]
+    n, h, wd, grp, cg, mg, kh, kw, dh, dw, pt, pl, ho, wo = _sizes(x, w, g)
     ws = ctx.scratch((grp, kh * mg, kw * cg), x.dtype)
     xp.copyto(ws.reshape(grp, kh, mg, kw, cg), w.reshape(grp, mg, cg, kh, kw).transpose(0, 3, 1, 4, 2))
     # one buffer: the band's shifted rows, then its GEMM result (at C = 2M, 3x3 "same", the very
@@ -141,14 +141,7 @@ def _kn2row_taps(ctx, x, w, g, out, b=None):
     input rows read straight out of the image (no copy), and each tap adds its column-shifted
     block: where C > 2M, copying the shifted rows would take more scratch than the per-tap result."""
     xp = ctx.xp
-    n, c, h, wd = x.shape
-    m = w.shape[0]
-    grp = g.group
-    cg, mg = c // grp, m // grp
-    kh, kw = g.kernel
-    dh, dw = g.dilations
-    pt, pl = g.begin
-    ho, wo = g.out_shape[2:]
+    n, h, wd, grp, cg, mg, kh, kw, dh, dw, pt, pl, ho, wo = _sizes(x, w, g)
     ws = ctx.scratch((grp, kh * kw * mg, cg), x.dtype)
     xp.copyto(ws.reshape(grp, kh, kw, mg, cg), w.reshape(grp, mg, cg, kh, kw).transpose(0, 3, 4, 1, 2))
     y = ctx.scratch((kh * kw * mg, g.tile * wd), x.dtype)
