@@ -4,7 +4,8 @@ For every resized axis the host computes, once, which input positions feed each 
 and with which weights (nearest: one tap; linear: two; cubic: four; antialias: a wider, scaled
 filter).  Nearest resizes then gather the whole output with a single ``take`` over the flattened
 trailing axes.  Linear and cubic resizes run one pass per axis (gather each tap, scale it, add),
-smallest output/input ratio first, with intermediates in scratch buffers.
+in the cheapest order that needs no more scratch, a block of channels at a time, with
+intermediates in scratch buffers a block's size.
 
 Coordinates are computed in float32 arithmetic, as onnxruntime does, so nearest-neighbour ties
 round the same way.
@@ -187,8 +188,33 @@ def resize_scratch_for(in_shape, out_shape, dtype, active, n_taps):
     if not active or all(t == 1 for t in n_taps):
         return []
     wdt = np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.dtype(np.float32)
+    into_output = wdt == np.dtype(dtype)
+    block = channel_block(in_shape, out_shape, active, wdt.itemsize, into_output)
+    if block is not None:  # the passes work a block of one image's channels at a time
+        in_shape, out_shape = (1, block, *in_shape[2:]), (1, block, *out_shape[2:])
     sizes = _pass_sizes(in_shape, out_shape, _pass_order(in_shape, out_shape, active))
-    return [((n,), wdt) for n in _scratch_elements(sizes, wdt == np.dtype(dtype))]
+    return [((n,), wdt) for n in _scratch_elements(sizes, into_output)]
+
+
+# A linear resize works a block of one image's channels at a time through all its passes, so its
+# scratch (the tap buffer and the intermediates) holds a block's planes, not the whole tensor's: at
+# most a sixteenth of the resize's own input and output, RESIZE_MIN_BLOCK_BYTES at least, one
+# channel at least.  u2netp's 64x160x160 -> 320x320 took 39 MB of whole-tensor intermediates, and
+# that step was its arena's peak.
+RESIZE_SHARE = 16
+RESIZE_MIN_BLOCK_BYTES = 256 << 10
+
+
+def channel_block(in_shape, out_shape, active, itemsize, into_output):
+    """Channels per block of a separable resize (``RESIZE_SHARE``), or None where the batch or
+    channel axis is itself resized (or there is none): then the passes take the whole tensor."""
+    if len(in_shape) < 3 or any(a < 2 for a in active):
+        return None
+    plane_in, plane_out = (1, 1, *in_shape[2:]), (1, 1, *out_shape[2:])
+    per_channel = sum(_scratch_elements(_pass_sizes(plane_in, plane_out, _pass_order(in_shape, out_shape, active)),
+                                        into_output)) * itemsize
+    budget = max(RESIZE_MIN_BLOCK_BYTES, (math.prod(in_shape) + math.prod(out_shape)) * itemsize // RESIZE_SHARE)
+    return max(1, min(in_shape[1], budget // max(per_channel, 1)))
 
 
 def _scratch_elements(sizes, last_into_output):
@@ -304,6 +330,7 @@ def _separable_plan(ctx, x_shape, out_shape, dtype, taps):
     active = [a for a, t in enumerate(taps) if t is not None]
     scratch = resize_scratch_for(x_shape, out_shape, dtype, active, [taps[a].idx.shape[1] for a in active])
     wdt = scratch[0][1]
+    block = channel_block(x_shape, out_shape, active, wdt.itemsize, wdt == np.dtype(dtype))
     passes = []
     for a in _pass_order(x_shape, out_shape, active):
         t = taps[a]
@@ -312,13 +339,14 @@ def _separable_plan(ctx, x_shape, out_shape, dtype, taps):
         passes.append((a, tuple((xp.asarray(np.ascontiguousarray(t.idx[:, k])),
                                  xp.asarray(t.weight[:, k].astype(wdt).reshape(wshape)))
                                 for k in range(t.idx.shape[1]))))
-    return scratch, tuple(passes)
+    return scratch, tuple(passes), block
 
 
 def _separable(ctx, x, out, taps, plan):
-    """One gather-scale-add pass per resized axis, intermediates in scratch (each row block of a
-    threaded resize works in its own share of it: the scratch is sized by the rows)."""
-    scratch, passes = plan
+    """One gather-scale-add pass per resized axis, intermediates in scratch, a block of channels
+    at a time (``channel_block``); each row block of a threaded resize works in its own share of
+    the block's scratch (sized by the rows)."""
+    scratch, passes, block = plan
     tmp_all = ctx.scratch(*scratch[0])
     inter_all = [ctx.scratch(*s) for s in scratch[1:]]
 
@@ -327,7 +355,13 @@ def _separable(ctx, x, out, taps, plan):
         _separable_passes(ctx, xb, ob, passes, scratch[0][1], tmp_all[start * share[0]:stop * share[0]],
                           [f[start * n:stop * n] for f, n in zip(inter_all, share[1:])])
 
-    _by_rows(ctx, x, out, taps, rows)
+    if block is None:
+        _by_rows(ctx, x, out, taps, rows)
+        return
+    for ni in range(x.shape[0]):
+        for c0 in range(0, x.shape[1], block):
+            c1 = min(x.shape[1], c0 + block)
+            _by_rows(ctx, x[ni:ni + 1, c0:c1], out[ni:ni + 1, c0:c1], taps, rows)
 
 
 def _separable_passes(ctx, x, out, passes, wdt, tmp_flat, inter_flat):

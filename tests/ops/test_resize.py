@@ -1,4 +1,6 @@
 """Resize and Upsample against onnxruntime: modes, coordinate transforms, nearest modes, opset changes."""
+import math
+
 import numpy as np
 import pytest
 
@@ -172,9 +174,11 @@ def test_linear_upsampling_on_threads_and_in_float64(monkeypatch):
     the same as onnxruntime."""
     import gpuinfer
     from gpuinfer.backends import numpy_threads
+    from gpuinfer.ops import resize as resize_module
     from tests.node_helpers import run_onnxruntime, single_node_model
 
-    x = rng.standard_normal((1, 16, 48, 48)).astype(np.float32)  # 576 KiB out: over SPLIT_MIN_BYTES
+    monkeypatch.setattr(resize_module, "RESIZE_SHARE", 1)  # blocks of 26 channels: 958 KiB out each
+    x = rng.standard_normal((1, 32, 48, 48)).astype(np.float32)  # over SPLIT_MIN_BYTES a block
     sc = F(1, 1, 2, 2)
     splits = []
     real_run = numpy_threads.RowThreads.run
@@ -208,3 +212,30 @@ def test_pass_order_takes_the_last_axis_first_where_no_memory_is_added():
         got, least = _pass_sizes(i, o, _pass_order(i, o, axes)), _pass_sizes(i, o, smallest)
         for into_output in (True, False):
             assert sum(_scratch_elements(got, into_output)) <= sum(_scratch_elements(least, into_output)), (i, o)
+
+
+@pytest.mark.parametrize("shape,scales", [((2, 40, 30, 20), F(1, 1, 2, 3)), ((1, 64, 40, 40), F(1, 1, 2, 2)),
+                                          ((2, 24, 64, 64), F(1, 1, 0.5, 2.5))])
+def test_linear_resize_works_in_channel_blocks(monkeypatch, shape, scales):
+    """A linear resize works a block of one image's channels at a time: its declared scratch holds a
+    block (far below whole-tensor intermediates), it asks for exactly that, and it gives the bytes
+    of one whole-tensor block and onnxruntime's values, over several images and a partial block."""
+    from gpuinfer.ops import resize as resize_module
+
+    x = rng.standard_normal(shape).astype(np.float32)
+    spec = lookup("Resize", 13)
+    out_shape = tuple(int(math.floor(d * s)) for d, s in zip(shape, scales))
+    declared = spec.scratch({"mode": "linear"}, [x.shape, None, (4,)], [x.dtype, None, np.dtype(np.float32)],
+                            output_shapes=[out_shape])
+    order = resize_module._pass_order(x.shape, out_shape, [2, 3])
+    sizes = resize_module._pass_sizes  # elements each pass makes, on the given shapes
+    plane = sum(resize_module._scratch_elements(sizes((1, 1, *shape[2:]), (1, 1, *out_shape[2:]), order), True))
+    whole = sum(resize_module._scratch_elements(sizes(x.shape, out_shape, order), True))
+    block = resize_module.channel_block(x.shape, out_shape, [2, 3], 4, True)
+    assert 1 <= block < shape[1]  # several blocks an image
+    assert sum(n[0] for n, _ in declared) == plane * block < whole
+    (got,) = check_against_onnxruntime("Resize", [x, None, scales], opset=13, mode="linear",
+                                       constant_inputs=[2], **TOL)
+    monkeypatch.setattr(resize_module, "RESIZE_SHARE", 1 / 1e9)  # one block: every channel at once
+    (one_block,) = run_kernel("Resize", [x, None, scales], opset=13, mode="linear")
+    np.testing.assert_array_equal(got, one_block)

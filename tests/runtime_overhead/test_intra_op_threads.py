@@ -89,13 +89,19 @@ def _may_split(op, x) -> bool:
     """False where the kernel keeps a big pass on one thread by design: a chunked op whose thread
     shares would be too short to pay, a 2x2 average pool (its separable sum is worked in one
     piece: the order of a sum changes its last bit), a depthwise conv in its "nhwc" layout
-    or in "strided" blocks of one channel."""
+    or in "strided" blocks of one channel, a linear resize whose channel blocks are small."""
     if op in CHUNKED:
         return _chunk_splits(x)
     if op == "AveragePool":
         from gpuinfer.ops.pool import _key, _plan
 
         return _plan(_key({"kernel_shape": [2, 2], "strides": [2, 2]}), tuple(x.shape))[2] != "separable"
+    if op == "ResizeLinear":  # a block of channels at a time (ops/resize.py): split where a block is big
+        from gpuinfer.ops.resize import channel_block
+
+        n, c, h, w = x.shape
+        block = channel_block(x.shape, (n, c, 2 * h, 2 * w), [2, 3], 4, True)
+        return block >= 2 and block * 4 * h * w * 4 >= numpy_threads.SPLIT_MIN_BYTES
     if op == "DepthwiseConv":  # "nhwc": one einsum per band, on one thread; "strided": blocks of channels
         from gpuinfer.ops.conv import conv_geometry
 
