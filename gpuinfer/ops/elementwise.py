@@ -69,8 +69,9 @@ def chunk_scratch(*kinds):
 # A thread's share of a chunk must hold at least this many elements for a chunked op to be split
 # over the run's threads: each share is worked in chunks of its own, and below this the Python
 # passes per chunk cost more than the second thread gives (PP-OCRv4 rec's 28 hard-swish chains,
-# 1x240x12x80 and the like: 7.2 ms a run split into shares of 3,600 elements, 4.6 ms unsplit;
-# ``python bench/profile_model.py shared/ch_PP-OCRv4_rec_infer.onnx``).
+# 1x240x12x80 and the like: 7.2 ms a run split into shares of 3,600 elements, 4.6 ms unsplit, in
+# ``python bench/profile_model.py shared/ch_PP-OCRv4_rec_infer.onnx --mode arena --runs 20`` run
+# as is and with the split turned off by a throwaway patch of SPLIT_MIN_BYTES).
 MIN_THREAD_CHUNK = 1 << 14
 
 

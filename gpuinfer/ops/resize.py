@@ -187,13 +187,20 @@ def resize_scratch_for(in_shape, out_shape, dtype, active, n_taps):
     """
     if not active or all(t == 1 for t in n_taps):
         return []
+    return _separable_layout(in_shape, out_shape, dtype, active)[1]
+
+
+def _separable_layout(in_shape, out_shape, dtype, active):
+    """(channels per block or None, scratch buffers) of the separable passes: the planner's
+    declaration and the kernel's plan both read it, so the two cannot drift apart."""
     wdt = np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.dtype(np.float32)
     into_output = wdt == np.dtype(dtype)
     block = channel_block(in_shape, out_shape, active, wdt.itemsize, into_output)
+    order = _pass_order(in_shape, out_shape, active)
     if block is not None:  # the passes work a block of one image's channels at a time
         in_shape, out_shape = (1, block, *in_shape[2:]), (1, block, *out_shape[2:])
-    sizes = _pass_sizes(in_shape, out_shape, _pass_order(in_shape, out_shape, active))
-    return [((n,), wdt) for n in _scratch_elements(sizes, into_output)]
+    sizes = _pass_sizes(in_shape, out_shape, order)
+    return block, [((n,), wdt) for n in _scratch_elements(sizes, into_output)]
 
 
 # A linear resize works a block of one image's channels at a time through all its passes, so its
@@ -328,12 +335,13 @@ def _separable_plan(ctx, x_shape, out_shape, dtype, taps):
     these took most of a resize (u2netp's 16x10x10 -> 20x20: 0.38 ms a call)."""
     xp = ctx.xp
     active = [a for a, t in enumerate(taps) if t is not None]
-    scratch = resize_scratch_for(x_shape, out_shape, dtype, active, [taps[a].idx.shape[1] for a in active])
+    block, scratch = _separable_layout(x_shape, out_shape, dtype, active)
     wdt = scratch[0][1]
-    block = channel_block(x_shape, out_shape, active, wdt.itemsize, wdt == np.dtype(dtype))
     passes = []
     for a in _pass_order(x_shape, out_shape, active):
         t = taps[a]
+        if t.weight is None:  # a nearest axis inside a linear resize: one tap of weight 1
+            t = AxisTaps(t.idx, np.ones(t.idx.shape), t.outside)
         wshape = [1] * len(x_shape)
         wshape[a] = -1
         passes.append((a, tuple((xp.asarray(np.ascontiguousarray(t.idx[:, k])),
@@ -408,11 +416,8 @@ def resize_into(ctx, x, out_shape, scales, roi, cfg):
     elif all(t is None or t.weight is None for t in taps):
         _by_rows(ctx, x, out, taps, lambda xb, ob, *_: _gather_nearest(ctx, xb, ob, taps))
     else:
-        # a nearest axis inside a linear resize: one tap of weight 1
-        linear = [t if t is None or t.weight is not None else AxisTaps(t.idx, np.ones(t.idx.shape), t.outside)
-                  for t in taps]
-        plan = ctx.memo(key + ("separable",), lambda: _separable_plan(ctx, x.shape, out.shape, x.dtype, linear))
-        _separable(ctx, x, out, linear, plan)
+        plan = ctx.memo(key + ("separable",), lambda: _separable_plan(ctx, x.shape, out.shape, x.dtype, taps))
+        _separable(ctx, x, out, taps, plan)
     value = out.dtype.type(cfg.get("extrapolation_value", 0.0))
     for a, t in enumerate(taps):
         if t is not None and t.outside is not None:

@@ -19,8 +19,8 @@ environment).
 
 Unless the count is given, a session whose products all give the same bytes at any count
 (``runtime/blas_bits.py`` tries each kind once per process) lets BLAS follow the load too: one
-thread while other processes keep at least half the cores busy (``busy_elsewhere``: runnable tasks
-not of this process over the last half second, so gpuinfer's own spinning BLAS workers do not
+thread while other processes keep at least half the cores busy (``busy_elsewhere``: the CPU time
+other processes took since the last reading, so gpuinfer's own spinning BLAS workers do not
 count), BLAS's default otherwise.  Beside two busy processes on two cores u2netp's `arena` run went 2,835 -> 1,032 ms
 (``bench/vs_onnxruntime.py --load 2``, bench/RESULTS.md).
 """
