@@ -1,6 +1,7 @@
 """Conv: geometry and path choice, the im2col and pointwise paths, and the Conv op.
 
-Conv is im2col (columns built for a band of output rows at a time) around BLAS matmuls, with a
+Conv is im2col (columns built for a band of output rows at a time, as flat runs of the unpadded
+input where the width is kept: conv_flat_columns.py) around BLAS matmuls, with a
 direct matmul for 1x1 convolutions, kn2row (conv_kn2row.py) for stride-1 2-D convolutions with few
 output channels, and a tap-by-tap multiply-add for depthwise ones (conv_depthwise.py).  The geometry
 (pads, output size, which path runs, which scratch buffers it needs) is computed by pure functions of
@@ -17,6 +18,7 @@ import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
 from gpuinfer.ops.conv_depthwise import column_phased, depthwise_conv, depthwise_plan, phase_into, tap_slices
+from gpuinfer.ops.conv_flat_columns import fill_flat_columns, flat_columns_fit
 from gpuinfer.ops.conv_kn2row import kn2row_conv, kn2row_fits, kn2row_plan
 from gpuinfer.ops.conv_window import pad_into, window_attrs, window_pads
 from gpuinfer.ops.registry import op
@@ -60,6 +62,7 @@ class ConvGeometry:
     layout: str = ""  # depthwise: "strided" or "nhwc" (see conv_depthwise.depthwise_layout)
     blocks: int = 0  # depthwise "nhwc": channel blocks (conv_depthwise.channel_blocks)
     phased: bool = False  # the padded copy is column-phased (see conv_depthwise.column_phased)
+    flat: bool = False  # im2col: columns read as flat runs of the unpadded input (conv_flat_columns.py)
     scratch: list = field(default_factory=list)
 
 
@@ -105,6 +108,8 @@ def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES, sla
         band = column_band_bytes(c * math.prod(x_shape[2:]), m * math.prod(out_sp), math.prod(w_shape),
                                  c * math.prod(kernel), dt.itemsize, tile_bytes)
         g.tile = max(1, min(out_sp[0], band // max(row, 1)))
+        g.flat = math.prod(kernel) <= WINDOW_GATHER_TAPS and flat_columns_fit(kernel, strides, x_shape, out_shape)
+        padded = padded and not g.flat  # flat columns need no padded copy
         if slack > 0:
             g.tile = _widened_tile(g, pshape, padded, row, scaled(COLUMN_TILE_BYTES, tile_bytes), slack, dt.itemsize)
         if padded:
@@ -201,8 +206,7 @@ def _pointwise(ctx, x, w, g, out):
 
 def _im2col(ctx, x, w, g, out):
     """General conv: per band of output rows, copy the input under every tap into columns
-    (C*K, rows*cols) and multiply each group's (M/g, C/g*K) weights by its columns (2-D matmuls:
-    a 3-D stacked matmul was measured ~20% slower)."""
+    (C*K, rows*cols) and multiply each group's weights by its columns."""
     xp = ctx.xp
     n, c = x.shape[:2]
     m, grp = w.shape[0], g.group
@@ -225,25 +229,40 @@ def _im2col(ctx, x, w, g, out):
             rows = min(g.tile, out_sp[0] - r0)
             band = (rows,) + out_sp[1:]
             cols_band = cols[:c * k * rows * row]  # contiguous prefix: reshapes stay views
-            shift = r0 * g.strides[0]
-            if banded:  # pad just the rows this band reads
-                _pad_rows(pad_buf, x[ni], g, shift, (rows - 1) * g.strides[0] + (g.kernel[0] - 1) * g.dilations[0] + 1)
-                src, shift, r0_src = pad_buf, 0, 0
+            if g.flat:  # runs of the unpadded image (conv_flat_columns.py)
+                fill_flat_columns(cols_band.reshape(c, k, rows * row), src, g.kernel, g.dilations, g.begin, r0, rows)
             else:
-                r0_src = r0
-            if k > WINDOW_GATHER_TAPS:  # long kernels (STFT-as-Conv): one strided copy, not k slices
-                windows = _windows(xp, src, g, band, shift)
-                cols_band.reshape(windows.shape)[...] = windows
-            else:
-                cols_v = cols_band.reshape((c, k) + band)
-                for ki, sl in enumerate(tap_slices(g, band, src.shape[-1], 1, r0_src)):
-                    cols_v[:, ki] = src[sl]
-            cols_g = cols_band.reshape(grp, cg * k, rows * row)
-            for s0 in range(0, rows, gemm_rows):
-                s1 = min(rows, s0 + gemm_rows)
-                for gi in range(grp):
-                    xp.matmul(wr[gi], cols_g[gi, :, s0 * row:s1 * row],
-                              out=out_n[gi, :, r0 + s0:r0 + s1].reshape(mg, (s1 - s0) * row))
+                _tap_columns(xp, cols_band, x[ni], src, pad_buf if banded else None, g, r0, band)
+            _band_products(xp, wr, cols_band.reshape(grp, cg * k, rows * row), out_n, r0, rows, row, gemm_rows)
+
+
+def _tap_columns(xp, cols_band, x_n, src, band_pad, g, r0, band):
+    """Columns of one band copied from ``src`` (the image, or its padded copy) tap by tap, or for
+    long kernels from one strided view; ``band_pad``: pad just the rows this band reads into it first."""
+    c, k, rows = x_n.shape[0], math.prod(g.kernel), band[0]
+    shift = r0 * g.strides[0]
+    r0_src = r0
+    if band_pad is not None:
+        _pad_rows(band_pad, x_n, g, shift, (rows - 1) * g.strides[0] + (g.kernel[0] - 1) * g.dilations[0] + 1)
+        src, shift, r0_src = band_pad, 0, 0
+    if k > WINDOW_GATHER_TAPS:  # long kernels (STFT-as-Conv): one strided copy, not k slices
+        windows = _windows(xp, src, g, band, shift)
+        cols_band.reshape(windows.shape)[...] = windows
+    else:
+        cols_v = cols_band.reshape((c, k) + band)
+        for ki, sl in enumerate(tap_slices(g, band, src.shape[-1], 1, r0_src)):
+            cols_v[:, ki] = src[sl]
+
+
+def _band_products(xp, wr, cols_g, out_n, r0, rows, row, gemm_rows):
+    """Each group's weights (M/g, C/g*K) times its columns of one band, ``gemm_rows`` output rows a
+    matmul (2-D matmuls: a 3-D stacked matmul was measured ~20% slower)."""
+    mg = wr.shape[1]
+    for s0 in range(0, rows, gemm_rows):
+        s1 = min(rows, s0 + gemm_rows)
+        for gi in range(wr.shape[0]):
+            xp.matmul(wr[gi], cols_g[gi, :, s0 * row:s1 * row],
+                      out=out_n[gi, :, r0 + s0:r0 + s1].reshape(mg, (s1 - s0) * row))
 
 
 def _pad_rows(buf, x, g, first, count):
