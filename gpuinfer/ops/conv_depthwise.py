@@ -7,6 +7,8 @@ import functools
 import math
 
 from gpuinfer.backends.numpy_threads import split_rows
+from gpuinfer.ops.conv_depthwise_flat import depthwise_flat
+from gpuinfer.ops.conv_flat_columns import flat_columns_fit
 from gpuinfer.ops.conv_window import kernel_offsets, pad_into, zero_margins
 
 # A padded image above this many elements with at most this many taps runs "strided": the transposes
@@ -34,21 +36,23 @@ BLOCK_SHARE = 16
 MIN_BLOCK_BYTES = 16 << 10
 
 
-def depthwise_layout(c, pshape, strides, taps):
+def depthwise_layout(c, pshape, strides, taps, keeps_width=False):
     """Which memory layout a depthwise conv runs in.
 
     "nhwc": 2-D, channels last, any stride or dilation: one einsum sums every tap's product in a
     single pass over each output element, its inner loop a run of pixels' channels (the weights
     expanded to match), against two passes per tap with the inner loop one channel's row (or the
-    channels alone) on window views.  Costs two transposes, so big maps with small kernels stay
-    "strided": window views of the padded input, any rank.
+    channels alone) on window views.  Costs two transposes, so big maps with small kernels take
+    two passes a tap: "flat" (conv_depthwise_flat.py: contiguous runs of the unpadded input) where
+    the conv keeps the width at stride 1 (``keeps_width``), else "strided" (window views of the
+    padded input, any rank).
     """
     if len(pshape) != 4:
         return "strided"
     size = math.prod(pshape[1:])
     if taps <= NHWC_MAX_BIG_TAPS and (size > NHWC_MAX_ELEMENTS or (
             pshape[3] >= NHWC_LONG_ROW and size > NHWC_MAX_LONG_ROW_ELEMENTS)):
-        return "strided"
+        return "flat" if keeps_width else "strided"
     return "nhwc"
 
 
@@ -83,8 +87,11 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
     c = pshape[1]
     out_sp = g.out_shape[2:]
     taps = math.prod(g.kernel)
-    g.layout = depthwise_layout(c, pshape, g.strides, taps)
     in_sp = [p - b - e for p, b, e in zip(pshape[2:], g.begin, g.end)]
+    keeps_width = flat_columns_fit(g.kernel, g.strides, (*pshape[:2], *in_sp), g.out_shape)
+    g.layout = depthwise_layout(c, pshape, g.strides, taps, keeps_width)
+    if g.layout == "flat" and not keeps_width:  # (a layout forced by a test)
+        g.layout = "strided"
     if g.layout == "nhwc":  # a channel block's padded channels-last image, its expanded weights
         least = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)  # per image
         room = _nhwc_scratch(g, c, pshape, out_sp, taps, least, dt) + slack
@@ -98,10 +105,15 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
         g.scratch += [(g.padded_shape, dt), ((*g.kernel, g.tile * cb), dt)]
     else:  # a channel block's padded copy (if padded) and its products
         n = pshape[0]
-        per_channel = n * ((math.prod(pshape[2:]) if padded else 0) + math.prod(out_sp)) * dt.itemsize
+        copy, products = (math.prod(pshape[2:]) if padded else 0), math.prod(out_sp)
+        per_channel = n * (copy + products) * dt.itemsize
         block = channel_block_bytes(n * c, in_sp, out_sp, dt.itemsize)
         cb = max(1, min(c, block // max(per_channel, 1)))
         cb = max(cb, min(c, (cb * per_channel + slack) // max(per_channel, 1)))
+        # "flat" takes the block "strided" would, less its copy: the same products buffer, so that no
+        # mode's peak grows (with more channels a block, reuse's same-shape sharing matched less:
+        # PP-OCRv4 det's reuse peak rose 0.5%)
+        padded = padded and g.layout != "flat"
         if padded:
             g.padded_shape = (n, cb, *pshape[2:])
             g.phased = column_phased(g.kernel, g.strides, g.dilations)
@@ -153,6 +165,8 @@ def depthwise_conv(ctx, x, w, g, out):
     """The depthwise convolution of ``x`` by ``w`` (no bias) into ``out``, in the layout ``g`` chose."""
     if g.layout == "nhwc":
         _depthwise_nhwc(ctx, x, w, g, out)
+    elif g.layout == "flat":
+        depthwise_flat(ctx, x, w, g, out)
     else:
         _depthwise_strided(ctx, x, w, g, out)
 

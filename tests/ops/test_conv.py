@@ -83,8 +83,9 @@ def test_conv_paths_chosen():
 # ------------------------------------------------------------------------ depthwise layouts
 
 def test_depthwise_layout_heuristic():
-    """Channels-last (one einsum) for 2-D maps, window views for other ranks and for big maps with
-    small kernels (the transposes cost more than the einsum saves)."""
+    """Channels-last (one einsum) for 2-D maps; for other ranks and for big maps with small kernels
+    (the transposes cost more than the einsum saves) flat runs where stride 1 keeps the width,
+    else window views."""
     def layout(x_shape, k, strides=(1, 1, 1), **attrs):
         c = x_shape[1]
         n_sp = len(x_shape) - 2
@@ -96,9 +97,11 @@ def test_depthwise_layout_heuristic():
     assert layout((1, 8, 24, 96), 3, (2, 1)) == "nhwc"
     assert layout((1, 112, 56, 56), 3, (2, 2)) == "nhwc"
     assert layout((1, 192, 40, 40), 5) == "nhwc"
-    assert layout((1, 96, 80, 80), 3) == "strided"  # big map, 3x3
+    assert layout((1, 96, 80, 80), 3) == "flat"  # big map, 3x3, the width kept
+    assert layout((1, 96, 80, 80), 3, (2, 2)) == "strided"  # ... strided
     assert layout((1, 96, 80, 80), 5) == "nhwc"  # big map, but 25 taps
-    assert layout((1, 128, 12, 160), 3) == "strided"  # long rows, 3x3
+    assert layout((1, 128, 12, 160), 3) == "flat"  # long rows, 3x3
+    assert layout((1, 128, 12, 160), 3, dilations=[1, 2]) == "strided"  # ... the width not kept
     assert layout((1, 32, 24, 160), 3) == "nhwc"  # long rows, small map
     assert layout((1, 4, 9), 3) == "strided"  # 1-D
     assert layout((1, 4, 5, 5, 5), 3) == "strided"  # 3-D
@@ -142,6 +145,41 @@ def test_depthwise_layouts_stride1(monkeypatch, layout, attrs, kernel):
     _check_depthwise((2, 5, 7, 9), kernel, attrs, layout)
 
 
+# paddings and dilations that keep the width at stride 1, where the "flat" layout runs
+DW_WIDTH_KEPT = [
+    dict(pads=[1, 1, 1, 1]),
+    dict(pads=[0, 2, 1, 0], dilations=[2, 1]),
+    dict(auto_pad="SAME_UPPER"),
+    dict(auto_pad="SAME_LOWER"),
+    dict(pads=[2, 0, 0, 2], dilations=[1, 1]),  # all the width's padding on one side
+    dict(pads=[3, 1, 3, 1]),  # output rows that see no input at all: zeros
+    dict(pads=[0, 4, 2, 0], dilations=[3, 2]),  # rows past both edges, dilated columns
+]
+
+
+@pytest.mark.parametrize("attrs", DW_WIDTH_KEPT)
+@pytest.mark.parametrize("kernel", [(3, 3), (2, 3), (1, 3)])
+def test_depthwise_flat_layout(monkeypatch, attrs, kernel):
+    """"flat", forced, on every padding and dilation that keeps the width, batch of 2: onnxruntime's
+    values, declared scratch (no padded copy), and the "strided" layout's bytes."""
+    _force_layout(monkeypatch, "flat")
+    _check_depthwise((2, 5, 7, 9), kernel, attrs, "flat")
+    x, w = r(2, 5, 7, 9), r(5, 1, *kernel)
+    flat = run_kernel("Conv", [x, w], opset=11, group=5, **attrs)[0]
+    _force_layout(monkeypatch, "strided")
+    np.testing.assert_array_equal(flat, run_kernel("Conv", [x, w], opset=11, group=5, **attrs)[0])
+
+
+def test_depthwise_flat_asks_for_no_padded_copy(monkeypatch):
+    """PP-OCRv4 det's 48x160x160 3x3: the products buffer "strided" takes, and no padded copy."""
+    attrs, x_shape, w_shape = dict(group=48, pads=[1, 1, 1, 1]), (1, 48, 160, 160), (48, 1, 3, 3)
+    g = conv_geometry(attrs, x_shape, w_shape, np.float32)
+    assert g.layout == "flat" and g.padded_shape is None
+    _force_layout(monkeypatch, "strided")
+    strided = conv_geometry(attrs, x_shape, w_shape, np.float32)
+    assert strided.scratch == [((1, strided.tile, 162, 162), np.dtype(np.float32))] + g.scratch
+
+
 @pytest.mark.parametrize("layout", DW_LAYOUTS)
 def test_depthwise_layouts_one_tap(monkeypatch, layout):
     """A padded 1x1 depthwise conv: the first tap is also the last."""
@@ -161,7 +199,8 @@ def test_depthwise_layouts_strided(monkeypatch, layout, attrs, strides):
     ((2, 96, 5, 11), (3, 3), dict(pads=[1, 1, 1, 1]), "nhwc"),
     ((2, 96, 5, 11), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1]), "nhwc"),
     ((2, 12, 6, 7), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), "nhwc"),
-    ((1, 8, 260, 260), (3, 3), dict(pads=[1, 1, 1, 1]), "strided"),
+    ((1, 8, 260, 260), (3, 3), dict(pads=[1, 1, 1, 1]), "flat"),
+    ((1, 8, 260, 260), (3, 3), dict(pads=[1, 1, 1, 1], strides=[1, 2]), "strided"),
     ((1, 8, 260, 260), (4, 4), dict(pads=[1, 2, 2, 1]), "nhwc"),
 ])
 def test_depthwise_heuristic_sides(x_shape, kernel, attrs, layout):
