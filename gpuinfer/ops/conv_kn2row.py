@@ -153,6 +153,7 @@ def _kn2row_taps(ctx, x, w, g, out, b=None):
             c_lo, c_hi = max(0, -shift_c), min(wo, wd - shift_c)
             if c_lo < c_hi:
                 taps.append((i * kw + j, i * dh - pt, c_lo, c_hi, shift_c))
+    flat = wo == wd  # the width kept: each tap's add is one run of whole rows (see _add_flat)
     for ni in range(n):
         for gi in range(grp):
             src = x[ni, gi * cg:(gi + 1) * cg].reshape(cg, h * wd)
@@ -171,8 +172,29 @@ def _kn2row_taps(ctx, x, w, g, out, b=None):
                     r_lo, r_hi = max(0, a - shift_r), min(ho, a + rows - shift_r)  # input row = output row + shift_r
                     if r_lo >= r_hi:
                         continue
+                    if flat:
+                        _add_flat(xp, dst, y4[k], r_lo, r_hi, shift_r - a, c_lo, c_hi, shift_c)
+                        continue
                     part = dst[:, r_lo:r_hi, c_lo:c_hi]
                     xp.add(part, y4[k, :, r_lo + shift_r - a:r_hi + shift_r - a, c_lo + shift_c:c_hi + shift_c],
                            out=part)
             if ho > filled:  # rows no tap reaches (pads wider than the kernel): the bias alone
                 _fill_rows(xp, dst[:, filled:], None if bias is None else bias[gi])
+
+
+def _add_flat(xp, dst, yk, r_lo, r_hi, row_shift, c_lo, c_hi, col_shift):
+    """``dst[:, r, c] += yk[:, r + row_shift, c + col_shift]`` for output rows [r_lo, r_hi) and
+    columns [c_lo, c_hi) of a conv that keeps the width: flat, that is one shift of whole rows, one
+    contiguous add per channel instead of a short one per row (PP-OCRv4 det's 96 -> 24 at 160x160,
+    per conv inside the model: 8.6 -> 7.5 ms, of which its GEMMs take ~5.6).  The product's columns
+    that the shifted run reads in place of the missing ones (the other edge of the neighbouring row)
+    are zeroed first: only this tap reads its product."""
+    m, rows, width = yk.shape
+    if c_lo:  # output columns [0, c_lo) read product columns [width - c_lo, width) of the row above
+        yk[:, :, width - c_lo:] = 0
+    if c_hi < width:  # columns [c_hi, width) read product columns [0, width - c_hi) of the row below
+        yk[:, :, :width - c_hi] = 0
+    shift = row_shift * width + col_shift
+    start, stop = max(r_lo * width, -shift), min(r_hi * width, rows * width - shift)
+    out = dst.reshape(m, -1)[:, start:stop]
+    xp.add(out, yk.reshape(m, -1)[:, start + shift:stop + shift], out=out)
