@@ -1,4 +1,5 @@
-"""ConvTranspose (one matmul to columns, then a col2im scatter-add) and Col2Im, which is that scatter."""
+"""ConvTranspose (one matmul to columns, then a col2im scatter-add, or where the windows tile the
+output each tap's block written in place) and Col2Im, which is that scatter."""
 from __future__ import annotations
 
 import math
@@ -80,9 +81,32 @@ def scatter_blocks(dst, cols_v, kernel, dilations, strides, begin, n_blocks):
             dst[tuple(d_sl)] += cols_v[tuple(s_sl)]
 
 
+def tiles_exactly(g: ConvTransposeGeometry, in_sp) -> bool:
+    """Whether every output position is one tap of one input position: windows that tile the output
+    (kernel = stride, no dilation) with nothing cropped or added (a 2x2 stride-2 upsampling, as in
+    PP-OCRv4 det's head)."""
+    return (all(k == s and d == 1 for k, s, d in zip(g.kernel, g.strides, g.dilations)) and not any(g.begin)
+            and list(g.out_shape[2:]) == [i * s for i, s in zip(in_sp, g.strides)])
+
+
+def place_tiles(xp, dst, cols_v, kernel, in_sp, bias=None):
+    """``dst`` (channels, *spatial) = each tap's block ``cols_v[:, k]`` at its place in the tiles (plus
+    ``bias``): one write of every output position, where a scatter-add fills zeros, reads them back
+    and adds the bias in a pass of its own."""
+    tiles = dst.reshape((dst.shape[0],) + tuple(v for i, k in zip(in_sp, kernel) for v in (i, k)))
+    for ki, off in enumerate(kernel_offsets(kernel)):
+        place = tiles[(slice(None),) + tuple(v for o in off for v in (slice(None), o))]
+        if bias is None:
+            xp.copyto(place, cols_v[:, ki])
+        else:
+            xp.add(cols_v[:, ki], bias, out=place)
+
+
 @op("ConvTranspose", since=1, scratch=_conv_transpose_scratch)
 def conv_transpose(ctx, x, w, b=None):
-    """Transposed (fractionally strided) convolution: one matmul to columns, then col2im scatter-add."""
+    """Transposed (fractionally strided) convolution: one matmul to columns, then col2im scatter-add
+    (or, where the windows tile the output, each tap's block in place: 2x2 stride 2 upsampling of
+    24x160x160 8.7 -> 6.9 ms, throwaway timing, median of 20; the same bytes)."""
     xp = ctx.xp
     g = conv_transpose_geometry(ctx.attrs, x.shape, w.shape, x.dtype)
     out = ctx.out(0, g.out_shape, x.dtype)
@@ -97,11 +121,16 @@ def conv_transpose(ctx, x, w, b=None):
     wr = w.reshape(grp, c // grp, (m // grp) * k).transpose(0, 2, 1)
     cols_g = cols.reshape(grp, (m // grp) * k, p)
     cols_v = cols.reshape((m, k) + tuple(x.shape[2:]))
+    tiled = tiles_exactly(g, x.shape[2:])
     for ni in range(n):
         xp.matmul(wr, x[ni].reshape(grp, c // grp, p), out=cols_g)
+        if tiled:
+            bias = None if b is None else b.reshape((m,) + (1,) * (x.ndim - 2))
+            place_tiles(xp, out[ni], cols_v, g.kernel, x.shape[2:], bias)
+            continue
         out[ni].fill(0)
         scatter_blocks(out[ni], cols_v, g.kernel, g.dilations, g.strides, g.begin, x.shape[2:])
-    if b is not None:
+    if b is not None and not tiled:
         out += b.reshape((1, m) + (1,) * (x.ndim - 2))
     return out
 

@@ -318,6 +318,37 @@ def test_conv_transpose(attrs, bias):
     check_against_onnxruntime("ConvTranspose", inputs, opset=11, **TOL, **attrs)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((2, 4, 5, 6), (4, 3, 2, 2), dict(strides=[2, 2])),  # PP-OCRv4 det's upsampling, batch of 2
+    ((1, 4, 5, 6), (4, 2, 3, 2), dict(strides=[3, 2], group=2)),
+    ((1, 4, 7), (4, 3, 4), dict(strides=[4])),  # 1-D
+    ((1, 2, 3, 2, 4), (2, 3, 2, 1, 2), dict(strides=[2, 1, 2])),  # 3-D
+])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_transpose_tiles(monkeypatch, x_shape, w_shape, attrs, bias):
+    """Windows that tile the output: each tap's block written in place (bias added on the way), no
+    zero fill or scatter-add; onnxruntime's values and the scatter's bytes."""
+    import gpuinfer.ops.conv_transpose as ct_module
+
+    g = conv_transpose_geometry(attrs, x_shape, w_shape, np.float32)
+    assert ct_module.tiles_exactly(g, x_shape[2:])
+    inputs = [r(*x_shape), r(*w_shape)] + ([r(w_shape[1] * attrs.get("group", 1))] if bias else [])
+    (tiled,) = check_against_onnxruntime("ConvTranspose", inputs, opset=11, **TOL, **attrs)
+    monkeypatch.setattr(ct_module, "tiles_exactly", lambda *args: False)
+    (scattered,) = run_kernel("ConvTranspose", inputs, opset=11, **attrs)
+    np.testing.assert_array_equal(tiled, scattered)
+
+
+@pytest.mark.parametrize("attrs", [dict(strides=[2, 2], pads=[1, 0, 1, 0]), dict(strides=[2, 2], output_padding=[1, 0]),
+                                   dict(strides=[2, 1]), dict(strides=[2, 2], dilations=[2, 1]), {}])
+def test_conv_transpose_tiles_only_exactly(attrs):
+    """Cropped, extended, overlapping or gapped windows take the scatter."""
+    from gpuinfer.ops.conv_transpose import tiles_exactly
+
+    g = conv_transpose_geometry(attrs, (1, 4, 5, 5), (4, 3, 2, 2), np.float32)
+    assert not tiles_exactly(g, (5, 5))
+
+
 def test_conv_transpose_1d_3d():
     check_against_onnxruntime("ConvTranspose", [r(2, 4, 5), r(4, 3, 3)], strides=[2], **TOL)
     check_against_onnxruntime("ConvTranspose", [r(1, 4, 3, 4, 5), r(4, 3, 3, 2, 2), r(3)], strides=[2, 1, 2], **TOL)

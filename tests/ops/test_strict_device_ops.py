@@ -329,3 +329,16 @@ def test_conv_heavy_launches_do_not_grow_with_input_size(dtype, monkeypatch):
     assert big == small, f"launches per run: {small} at 96x96, {big} at 192x192"
     cpu = _run(big_model, {"x": big_x}, "cpu")[0]
     np.testing.assert_allclose(y_big, cpu, rtol=1e-4, atol=1e-5)
+
+
+# --- ConvTranspose (no CUDA variant: the generic kernel runs on the device) ---------------------------
+
+@pytest.mark.parametrize("attrs", [dict(strides=[2, 2]), dict(strides=[2, 2], pads=[1, 0, 0, 1])])
+def test_conv_transpose_on_strict_matches_numpy(attrs):
+    """Windows that tile the output (each tap's block written in place through strided views, bias
+    on the way) and a cropped scatter-add: the same bytes on the stand-in as on numpy, no syncs."""
+    x, w = RNG.standard_normal((1, 3, 4, 5)).astype(np.float32), RNG.standard_normal((3, 2, 2, 2)).astype(np.float32)
+    b = RNG.standard_normal(2).astype(np.float32)
+    strict, cpu, syncs = _on_both("ConvTranspose", [x, w, b], 11, constant_inputs=(1, 2), **attrs)
+    np.testing.assert_array_equal(strict[0], cpu[0])
+    assert syncs == 0
