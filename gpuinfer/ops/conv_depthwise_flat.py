@@ -9,10 +9,11 @@ neighbouring row's pixels, where the padding held zeros) is zeroed in the produc
 The "strided" layout instead copies the channels into a padded buffer and multiplies window views
 whose inner loop is one row (numpy's per-row cost on 80-160 pixel rows is most of the pass).
 
-No padded copy (its scratch, most of a "strided" block's, is gone: blocks hold about twice the
-channels), and the sum runs in tap order as the other layouts' do.  Whole convolutions, one thread,
-same channel blocks (throwaway /tmp timing, median of 30): PP-OCRv4 det's 16x320x320 3x3 5.8 ->
-4.4 ms, 48x160x160 4.7 -> 3.2, 96x80x80 2.9 -> 2.0.
+No padded copy: a block's scratch is its products alone, the very buffer "strided" takes beside
+its copy (same channels a block, so no mode's peak grows), and the sum runs in tap order as the
+other layouts' do.  Whole convolutions, one thread, same channel blocks (throwaway /tmp timing,
+median of 30): PP-OCRv4 det's 16x320x320 3x3 5.8 -> 4.4 ms, 48x160x160 4.7 -> 3.2, 96x80x80
+2.9 -> 2.0.
 """
 from __future__ import annotations
 
