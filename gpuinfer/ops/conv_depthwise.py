@@ -90,8 +90,6 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
     in_sp = [p - b - e for p, b, e in zip(pshape[2:], g.begin, g.end)]
     keeps_width = flat_columns_fit(g.kernel, g.strides, (*pshape[:2], *in_sp), g.out_shape)
     g.layout = depthwise_layout(c, pshape, g.strides, taps, keeps_width)
-    if g.layout == "flat" and not keeps_width:  # (a layout forced by a test)
-        g.layout = "strided"
     if g.layout == "nhwc":  # a channel block's padded channels-last image, its expanded weights
         least = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)  # per image
         room = _nhwc_scratch(g, c, pshape, out_sp, taps, least, dt) + slack

@@ -21,6 +21,7 @@ same band budget): u2netp's 128 -> 64 at 320x320 147 -> 121 ms, u2net's 1024 -> 
 """
 from __future__ import annotations
 
+from gpuinfer.ops.conv_flat_columns import flat_columns_fit
 from gpuinfer.ops.tiles import CPU_TILE_BYTES, scaled
 
 # The scratch of one band (its shifted rows and GEMM result: (kw*C + kh*M) x band rows x output
@@ -153,7 +154,7 @@ def _kn2row_taps(ctx, x, w, g, out, b=None):
             c_lo, c_hi = max(0, -shift_c), min(wo, wd - shift_c)
             if c_lo < c_hi:
                 taps.append((i * kw + j, i * dh - pt, c_lo, c_hi, shift_c))
-    flat = wo == wd  # the width kept: each tap's add is one run of whole rows (see _add_flat)
+    flat = flat_columns_fit(g.kernel, g.strides, x.shape, g.out_shape)  # each tap's add one run (_add_flat)
     for ni in range(n):
         for gi in range(grp):
             src = x[ni, gi * cg:(gi + 1) * cg].reshape(cg, h * wd)

@@ -122,16 +122,16 @@ def conv_transpose(ctx, x, w, b=None):
     cols_g = cols.reshape(grp, (m // grp) * k, p)
     cols_v = cols.reshape((m, k) + tuple(x.shape[2:]))
     tiled = tiles_exactly(g, x.shape[2:])
+    bias = None if b is None else b.reshape((m,) + (1,) * (x.ndim - 2))
     for ni in range(n):
         xp.matmul(wr, x[ni].reshape(grp, c // grp, p), out=cols_g)
         if tiled:
-            bias = None if b is None else b.reshape((m,) + (1,) * (x.ndim - 2))
             place_tiles(xp, out[ni], cols_v, g.kernel, x.shape[2:], bias)
             continue
         out[ni].fill(0)
         scatter_blocks(out[ni], cols_v, g.kernel, g.dilations, g.strides, g.begin, x.shape[2:])
-    if b is not None and not tiled:
-        out += b.reshape((1, m) + (1,) * (x.ndim - 2))
+    if bias is not None and not tiled:
+        out += bias
     return out
 
 
