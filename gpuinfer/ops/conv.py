@@ -59,7 +59,7 @@ class ConvGeometry:
     padded_shape: tuple = None  # scratch for the zero-padded input, or None
     tile: int = 0  # im2col, kn2row: output rows per band; depthwise "nhwc": output pixels per einsum run
     gemm_rows: int = 0  # im2col: output rows per matmul inside a band (0: the whole band; see _widened_tile)
-    layout: str = ""  # depthwise: "strided", "flat" or "nhwc" (see conv_depthwise.depthwise_plan)
+    layout: str = ""  # depthwise: "rows", "strided", "flat" or "nhwc" (see conv_depthwise.depthwise_plan)
     blocks: int = 0  # depthwise "nhwc": channel blocks (conv_depthwise.channel_blocks)
     phased: bool = False  # the padded copy is column-phased (see conv_depthwise.column_phased)
     flat: bool = False  # im2col: columns read as flat runs of the unpadded input (conv_flat_columns.py)

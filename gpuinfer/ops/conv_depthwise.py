@@ -8,6 +8,7 @@ import math
 
 from gpuinfer.backends.numpy_threads import split_rows
 from gpuinfer.ops.conv_depthwise_flat import depthwise_flat
+from gpuinfer.ops.conv_depthwise_rows import depthwise_rows, rows_elements, rows_fit
 from gpuinfer.ops.conv_flat_columns import flat_columns_fit
 from gpuinfer.ops.conv_window import kernel_offsets, pad_into, zero_margins
 
@@ -36,19 +37,23 @@ BLOCK_SHARE = 16
 MIN_BLOCK_BYTES = 16 << 10
 
 
-def depthwise_layout(c, pshape, strides, taps, keeps_width=False):
+def depthwise_layout(c, pshape, strides, taps, keeps_width=False, rows=False):
     """Which memory layout a depthwise conv runs in.
 
-    "nhwc": 2-D, channels last, any stride or dilation: one einsum sums every tap's product in a
-    single pass over each output element, its inner loop a run of pixels' channels (the weights
-    expanded to match), against two passes per tap with the inner loop one channel's row (or the
-    channels alone) on window views.  Costs two transposes, so big maps with small kernels take
-    two passes a tap: "flat" (conv_depthwise_flat.py: contiguous runs of the unpadded input) where
-    the conv keeps the width at stride 1 (``keeps_width``), else "strided" (window views of the
-    padded input, any rank).
+    "rows" (conv_depthwise_rows.py) wherever it fits (``rows``: stride 1 keeps the width, and the
+    scratch and the map's height suit it): one BLAS product per kernel row.  Else "nhwc": 2-D,
+    channels last, any stride or dilation: one einsum sums every tap's product in a single pass
+    over each output element, its inner loop a run of pixels' channels (the weights expanded to
+    match), against two passes per tap with the inner loop one channel's row (or the channels
+    alone) on window views.  Costs two transposes, so big maps with small kernels take two passes
+    a tap: "flat" (conv_depthwise_flat.py: contiguous runs of the unpadded input) where the conv
+    keeps the width at stride 1 (``keeps_width``), else "strided" (window views of the padded
+    input, any rank).
     """
     if len(pshape) != 4:
         return "strided"
+    if rows:
+        return "rows"
     size = math.prod(pshape[1:])
     if taps <= NHWC_MAX_BIG_TAPS and (size > NHWC_MAX_ELEMENTS or (
             pshape[3] >= NHWC_LONG_ROW and size > NHWC_MAX_LONG_ROW_ELEMENTS)):
@@ -89,7 +94,10 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
     taps = math.prod(g.kernel)
     in_sp = [p - b - e for p, b, e in zip(pshape[2:], g.begin, g.end)]
     keeps_width = flat_columns_fit(g.kernel, g.strides, (*pshape[:2], *in_sp), g.out_shape)
-    g.layout = depthwise_layout(c, pshape, g.strides, taps, keeps_width)
+    n = pshape[0]
+    rows = keeps_width and len(out_sp) == 2 and rows_fit(
+        g.kernel, g.dilations, out_sp, n * _rows_block(g, pshape, in_sp, padded, dt) * math.prod(out_sp))
+    g.layout = depthwise_layout(c, pshape, g.strides, taps, keeps_width, rows)
     if g.layout == "nhwc":  # a channel block's padded channels-last image, its expanded weights
         least = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)  # per image
         room = _nhwc_scratch(g, c, pshape, out_sp, taps, least, dt) + slack
@@ -102,22 +110,48 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
         g.padded_shape = (*pshape[2:], cb)
         g.scratch += [(g.padded_shape, dt), ((*g.kernel, g.tile * cb), dt)]
     else:  # a channel block's padded copy (if padded) and its products
-        n = pshape[0]
-        copy, products = (math.prod(pshape[2:]) if padded else 0), math.prod(out_sp)
-        per_channel = n * (copy + products) * dt.itemsize
-        block = channel_block_bytes(n * c, in_sp, out_sp, dt.itemsize)
-        cb = max(1, min(c, block // max(per_channel, 1)))
-        cb = max(cb, min(c, (cb * per_channel + slack) // max(per_channel, 1)))
-        # "flat" takes the block "strided" would, less its copy: the same products buffer, so that no
-        # mode's peak grows (with more channels a block, reuse's same-shape sharing matched less:
-        # PP-OCRv4 det's reuse peak rose 0.5%)
-        padded = padded and g.layout != "flat"
+        if g.layout == "rows":  # never less than one channel's R and row sums
+            cb = max(_rows_block(g, pshape, in_sp, padded, dt, slack),
+                     -(-rows_elements(g.kernel, g.dilations, out_sp) // (n * math.prod(out_sp))))
+        else:
+            cb = _products_block(g, pshape, in_sp, padded, dt, slack)
+        # "flat" takes the block "strided" would, less its copy: the same products buffer, so that
+        # no mode's peak grows (with more channels a block, reuse's same-shape sharing matched
+        # less: PP-OCRv4 det's reuse peak rose 0.5%)
+        padded = padded and g.layout == "strided"
         if padded:
             g.padded_shape = (n, cb, *pshape[2:])
             g.phased = column_phased(g.kernel, g.strides, g.dilations)
             g.scratch.append((g.padded_shape, dt))
         g.tile = cb
         g.scratch.append(((n, cb, *out_sp), dt))
+
+
+def _rows_block(g, pshape, in_sp, padded, dt, slack=0):
+    """Output channels' worth of scratch the "rows" layout takes: what the layout it replaces
+    would (a "strided" products buffer, or "nhwc"'s padded block and weights), so that no mode's
+    peak grows."""
+    n, c = pshape[:2]
+    out_sp = g.out_shape[2:]
+    taps = math.prod(g.kernel)
+    if depthwise_layout(c, pshape, g.strides, taps, True) != "nhwc":
+        return _products_block(g, pshape, in_sp, padded, dt, slack)
+    least = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)
+    per_channel = n * math.prod(out_sp) * dt.itemsize
+    nhwc = _nhwc_scratch(g, c, pshape, out_sp, taps, least, dt)
+    return max(1, nhwc // per_channel) + slack // per_channel
+
+
+def _products_block(g, pshape, in_sp, padded, dt, slack=0):
+    """Channels per "strided" block: its padded copy (if padded) and products in the block's share
+    of the conv's images (``channel_block_bytes``), widened by ``slack`` bytes."""
+    n, c = pshape[:2]
+    out_sp = g.out_shape[2:]
+    copy, products = (math.prod(pshape[2:]) if padded else 0), math.prod(out_sp)
+    per_channel = n * (copy + products) * dt.itemsize
+    block = channel_block_bytes(n * c, in_sp, out_sp, dt.itemsize)
+    cb = max(1, min(c, block // max(per_channel, 1)))
+    return max(cb, min(c, (cb * per_channel + slack) // max(per_channel, 1)))
 
 
 def _nhwc_block(g, c, pshape, out_sp, taps, budget, dt):
@@ -165,6 +199,8 @@ def depthwise_conv(ctx, x, w, g, out):
         _depthwise_nhwc(ctx, x, w, g, out)
     elif g.layout == "flat":
         depthwise_flat(ctx, x, w, g, out)
+    elif g.layout == "rows":
+        depthwise_rows(ctx, x, w, g, out)
     else:
         _depthwise_strided(ctx, x, w, g, out)
 

@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from gpuinfer.ops.conv import conv_geometry
+
 # Op types whose CPU kernels call BLAS (matmul, dot, einsum, linalg): their files in gpuinfer/ops
 # (tests/runtime_overhead/test_blas_follows_load.py keeps this list in step with them).  A fused
 # step counts by its first part.
@@ -93,10 +95,20 @@ def _conv_kinds(graph: Any, node: Any) -> Optional[set]:
         return None
     group = int(node.attrs.get("group", 1))
     m, cg, taps = w.shape[0], w.shape[1], math.prod(w.shape[2:])
-    if group == m == cg * group and group > 1:  # depthwise: no BLAS (ops/conv_depthwise.py)
-        return set()
+    if group == m == cg * group and group > 1:  # depthwise: BLAS in the "rows" layout alone
+        return _depthwise_kinds(graph, node, w)
     # im2col's columns, pointwise's input rows, kn2row's rows shifted by each kernel column
     return {(cg * taps, "band"), (cg, "band"), (cg * w.shape[-1], "band")}
+
+
+def _depthwise_kinds(graph: Any, node: Any, w: Any) -> Optional[set]:
+    """A depthwise conv's products: none, or in the "rows" layout (ops/conv_depthwise_rows.py) a
+    kernel row's weights (1, kw) times a window (kw, output pixels) of the shifted copies."""
+    shape = _shape(graph, node.inputs[0])
+    if shape is None:
+        return None
+    g = conv_geometry(node.attrs, shape, tuple(w.shape), w.dtype)
+    return {(g.kernel[-1], f"vector:{math.prod(g.out_shape[2:])}")} if g.layout == "rows" else set()
 
 
 def _matmul_kinds(graph: Any, node: Any, base: str) -> Optional[set]:

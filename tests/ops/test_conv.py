@@ -83,9 +83,10 @@ def test_conv_paths_chosen():
 # ------------------------------------------------------------------------ depthwise layouts
 
 def test_depthwise_layout_heuristic():
-    """Channels-last (one einsum) for 2-D maps; for other ranks and for big maps with small kernels
-    (the transposes cost more than the einsum saves) flat runs where stride 1 keeps the width,
-    else window views."""
+    """One BLAS product per kernel row where stride 1 keeps the width and the scratch holds a
+    channel's shifted copies; else channels-last (one einsum) for 2-D maps; for other ranks and for
+    big maps with small kernels (the transposes cost more than the einsum saves) flat runs where
+    stride 1 keeps the width, else window views."""
     def layout(x_shape, k, strides=(1, 1, 1), **attrs):
         c = x_shape[1]
         n_sp = len(x_shape) - 2
@@ -96,11 +97,14 @@ def test_depthwise_layout_heuristic():
     assert layout((1, 480, 6, 80), 5, (2, 1)) == "nhwc"
     assert layout((1, 8, 24, 96), 3, (2, 1)) == "nhwc"
     assert layout((1, 112, 56, 56), 3, (2, 2)) == "nhwc"
-    assert layout((1, 192, 40, 40), 5) == "nhwc"
-    assert layout((1, 96, 80, 80), 3) == "flat"  # big map, 3x3, the width kept
+    assert layout((1, 192, 40, 40), 5) == "rows"  # the width kept
+    assert layout((1, 96, 80, 80), 3) == "rows"
+    assert layout((1, 48, 160, 160), 3) == "flat"  # big map: one channel's copies exceed the products buffer
     assert layout((1, 96, 80, 80), 3, (2, 2)) == "strided"  # ... strided
-    assert layout((1, 96, 80, 80), 5) == "nhwc"  # big map, but 25 taps
-    assert layout((1, 128, 12, 160), 3) == "flat"  # long rows, 3x3
+    assert layout((1, 112, 56, 56), 5, (2, 2)) == "nhwc"  # 25 taps, strided
+    assert layout((1, 480, 3, 80), 5) == "nhwc"  # 3 rows under 5 kernel rows: the copies mostly padding
+    assert layout((1, 240, 12, 80), 5) == "nhwc"  # 12 rows: still too much padding (ROWS_MAX_RATIO)
+    assert layout((1, 128, 12, 160), 3) == "rows"  # long rows, 3x3
     assert layout((1, 128, 12, 160), 3, dilations=[1, 2]) == "strided"  # ... the width not kept
     assert layout((1, 32, 24, 160), 3) == "nhwc"  # long rows, small map
     assert layout((1, 4, 9), 3) == "strided"  # 1-D
@@ -196,7 +200,8 @@ def test_depthwise_layouts_strided(monkeypatch, layout, attrs, strides):
 
 
 @pytest.mark.parametrize("x_shape,kernel,attrs,layout", [
-    ((2, 96, 5, 11), (3, 3), dict(pads=[1, 1, 1, 1]), "nhwc"),
+    ((2, 96, 5, 11), (3, 3), dict(pads=[1, 1, 1, 1]), "rows"),
+    ((2, 24, 3, 29), (5, 5), dict(pads=[2, 2, 2, 2]), "nhwc"),  # 3 rows under 5 kernel rows
     ((2, 96, 5, 11), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1]), "nhwc"),
     ((2, 12, 6, 7), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), "nhwc"),
     ((1, 8, 260, 260), (3, 3), dict(pads=[1, 1, 1, 1]), "flat"),
@@ -228,11 +233,12 @@ def test_depthwise_layouts_agree_bitwise(monkeypatch):
     ((2, 6, 3, 10), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1])),  # PP-OCR cls strided tail
     ((1, 5, 4, 9), (3, 3), dict(pads=[3, 1, 3, 1], dilations=[2, 1])),  # dilated rows past the edges
 ])
-def test_depthwise_nhwc_crops_padding_rows(x_shape, kernel, attrs):
+def test_depthwise_nhwc_crops_padding_rows(monkeypatch, x_shape, kernel, attrs):
     """Tiny maps under tall kernels: per band of output rows only the kernel rows that reach the input
     are summed; onnxruntime's values and bitwise the same as summing every tap."""
     from gpuinfer.ops.conv_depthwise import _row_bands
 
+    _force_layout(monkeypatch, "nhwc")
     c = x_shape[1]
     attrs = dict(group=c, **attrs)
     g = conv_geometry(attrs, x_shape, (c, 1, *kernel), np.float32)
@@ -259,9 +265,10 @@ def test_depthwise_row_bands():
     ((2, 16, 4, 37), (3, 3), dict(pads=[1, 1, 1, 1])),  # prime width: blocks plus a tail run
     ((2, 16, 4, 37), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),  # strided columns: one pixel per run
 ])
-def test_depthwise_nhwc_runs(x_shape, kernel, attrs):
+def test_depthwise_nhwc_runs(monkeypatch, x_shape, kernel, attrs):
     """The einsum's runs of expanded weights: several pixels per run, a tail run when the width does
     not divide, one pixel per run at column stride > 1; the expanded weights never exceed one output."""
+    _force_layout(monkeypatch, "nhwc")
     c = x_shape[1]
     g = conv_geometry(dict(group=c, **attrs), x_shape, (c, 1, *kernel), np.float32)
     assert g.layout == "nhwc"
@@ -289,6 +296,7 @@ def test_depthwise_nhwc_tap_loop_fallback(monkeypatch):
     from gpuinfer.backends.numpy_backend import NumpyBackend
 
     monkeypatch.setattr(NumpyBackend, "caps", dataclasses.replace(NumpyBackend.caps, einsum_out=False))
+    _force_layout(monkeypatch, "nhwc")
     _check_depthwise((2, 6, 3, 10), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1]), "nhwc")
     _check_depthwise((2, 16, 4, 37), (3, 3), dict(pads=[1, 1, 1, 1]), "nhwc")
     _check_depthwise((2, 5, 8, 9), (3, 3), dict(pads=[0, 2, 1, 0], dilations=[2, 1], strides=[1, 2]), "nhwc")

@@ -1,0 +1,129 @@
+"""Depthwise convolution as one small matrix product per kernel row: the "rows" layout.
+
+For a stride-1 2-D depthwise convolution that keeps the width, copy each channel ``kw`` times, the
+copy for kernel column j shifted by that column's offset (one contiguous run of the flat input,
+its wrapped edge columns zeroed, zero rows above and below for the padding): a (kw, rows * W)
+matrix R per channel.  Output row r under kernel row i reads R's rows r + i * dilation, so the
+kernel row's whole contribution is ``w[c, i] (1 x kw) @ R[:, i*d*W : i*d*W + N]``, a BLAS product
+of a contiguous window of R.  A 3x3 kernel is then three copies and three products (the rows'
+sums added), where "flat" (conv_depthwise_flat.py) makes nine broadcast multiplies and nine adds:
+numpy's per-channel broadcast multiply runs at half the speed of a contiguous one.  Inside the
+models (per-node timer, 10 runs, with and without "rows" in turn): PP-OCRv4 rec's 128x12x160 3x3
+2.2 -> 1.0 ms, det's 96x80x80 3x3 2.1-2.7 -> 1.5-2.4, 192x40x40 5x5 (4 convs) 9.3-11.2 -> 6.5-8.1
+a run, 384x20x20 5x5 4.7-5.7 -> 3.6-5.3.
+
+R is ``kw`` times a channel's padded image: far more than the products buffer the other layouts
+keep.  It lives in the output's channels not yet written: while the first channels are built, the
+last ones' bytes are free, so the blocks shrink as the output fills (each block's R and row sums
+just past its own output channels), and the last blocks work in the declared scratch (the products
+buffer "strided" would take, never less than one channel's R).  The block plan follows from the
+shapes alone; every channel is the same products whatever block it falls in, so every memory mode
+gives the same bytes.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+from gpuinfer.backends.numpy_threads import split_rows
+
+# A kernel row's product reads R's rows for all output rows: a tall kernel on a short map reads
+# mostly padding, and R (written to memory the model last touched long before) grows past the
+# caches.  Beyond this many elements of R and row sums per output element "rows" measured no faster
+# than "nhwc" inside the model: PP-OCRv4 rec's 240x12x80 5x5 (7.7) and 480x6x80 (9.3) ran 2.0 ->
+# 2.1-2.3 ms a conv, where det's 192x40x40 5x5 (6.5) went 2.3 -> 1.6 (per-node timer, 10 runs,
+# runs with and without "rows" in turn; alone, outside the model, all of them ran faster).
+ROWS_MAX_RATIO = 7.5
+# Blocks in the output's free channels are worth their Python calls from this many channels up
+# (smaller ones go to the declared scratch).
+MIN_OUT_BLOCK = 4
+
+
+def rows_elements(kernel, dilations, out_sp) -> int:
+    """Elements one channel's R and row sums take."""
+    (kh, kw), (ho, wo) = kernel, out_sp
+    r_rows = ho + (kh - 1) * dilations[0]
+    return kw * r_rows * wo + (ho * wo if kh > 1 else 0)
+
+
+def rows_fit(kernel, dilations, out_sp, scratch_elements: int) -> bool:
+    """Whether "rows" pays for a conv whose declared scratch holds ``scratch_elements``: one
+    channel's R fits it and R is no more than ``ROWS_MAX_RATIO`` times the output."""
+    per = rows_elements(kernel, dilations, out_sp)
+    return per <= scratch_elements and per <= ROWS_MAX_RATIO * math.prod(out_sp)
+
+
+@functools.lru_cache(maxsize=1024)
+def rows_blocks(c: int, out_size: int, per: int, scratch_channels: int, in_out: bool) -> tuple:
+    """(first channel, end, whether R lies in the output) per block: while the output channels after
+    a block hold its R and row sums (``per`` elements a channel), a block as big as they allow (at
+    least ``MIN_OUT_BLOCK``, more than the scratch takes); then ``scratch_channels`` a block."""
+    blocks, b0 = [], 0
+    while b0 < c:
+        cb = (c - b0) * out_size // (out_size + per) if in_out else 0
+        if cb >= max(MIN_OUT_BLOCK, scratch_channels + 1):
+            blocks.append((b0, b0 + cb, True))
+        else:
+            cb = min(c - b0, scratch_channels)
+            blocks.append((b0, b0 + cb, False))
+        b0 += cb
+    return tuple(blocks)
+
+
+def depthwise_rows(ctx, x, w, g, out, lend_output: bool = True):
+    """``out`` (C-contiguous, as the plan's buffers are) = the depthwise convolution of ``x`` by
+    ``w`` (no bias), block by block (see ``rows_blocks``; ``lend_output``: whether the output's free
+    channels hold blocks' R), each block's channels over the run's threads."""
+    n, c, height, width = x.shape
+    kh, kw = g.kernel
+    d0, d1 = g.dilations
+    top, left = g.begin[:2]
+    out_rows = g.out_shape[2]
+    size, out_size = height * width, out_rows * width
+    r_size = (out_rows + (kh - 1) * d0) * width
+    per = rows_elements(g.kernel, g.dilations, (out_rows, width))
+    scratch = ctx.scratch((n, g.tile, out_rows, width), x.dtype).reshape(-1)
+    wk = w.reshape(c, kh, kw)
+    if not out.flags.c_contiguous:
+        raise ValueError("depthwise_rows writes a C-contiguous output")
+    for ni in range(n):
+        xf = x[ni].reshape(c, size)
+        of = out[ni].reshape(-1)
+        for b0, b1, lent in rows_blocks(c, out_size, per, max(1, scratch.size // per), lend_output):
+            buf = of[b1 * out_size:] if lent else scratch
+            r_all = buf[:(b1 - b0) * kw * r_size].reshape(b1 - b0, kw, r_size)
+            sums = buf[(b1 - b0) * kw * r_size:(b1 - b0) * per].reshape(b1 - b0, 1, -1)
+            o_all = of[b0 * out_size:b1 * out_size].reshape(b1 - b0, 1, out_size)
+
+            def channels(c0, c1, b0=b0, r_all=r_all, sums=sums, o_all=o_all):
+                r = r_all[c0:c1]
+                _fill_rows(r, xf[b0 + c0:b0 + c1], width, height, top, left, d1)
+                o, t = o_all[c0:c1], sums[c0:c1]
+                for i in range(kh):
+                    coef = wk[b0 + c0:b0 + c1, i].reshape(c1 - c0, 1, kw)
+                    window = r[:, :, i * d0 * width:i * d0 * width + out_size]
+                    if i == 0:
+                        ctx.xp.matmul(coef, window, out=o)
+                    else:
+                        ctx.xp.matmul(coef, window, out=t)
+                        ctx.xp.add(o, t, out=o)
+
+            split_rows(ctx, b1 - b0, per * x.itemsize * 2, channels)
+
+
+def _fill_rows(r, xf, width, height, top, left, d1):
+    """R (channels, kw, rows * W) of the channels ``xf`` (channels, H * W): per kernel column one
+    shifted run of the flat image, its wrapped edge columns and the rows outside the image zero."""
+    size = height * width
+    r[:, :, :top * width] = 0
+    r[:, :, (top + height) * width:] = 0
+    grid = r.reshape(r.shape[0], r.shape[1], -1, width)
+    for j in range(r.shape[1]):
+        dc = j * d1 - left
+        lo, hi = max(0, -dc), min(size, size - dc)
+        if hi > lo:  # what the run leaves out lies in the edge columns zeroed next
+            r[:, j, top * width + lo:top * width + hi] = xf[:, lo + dc:hi + dc]
+        if dc < 0:
+            grid[:, j, top:top + height, :min(width, -dc)] = 0
+        elif dc > 0:
+            grid[:, j, top:top + height, width - min(width, dc):] = 0
