@@ -61,6 +61,7 @@ class ConvGeometry:
     gemm_rows: int = 0  # im2col: output rows per matmul inside a band (0: the whole band; see _widened_tile)
     layout: str = ""  # depthwise: "rows", "strided", "flat" or "nhwc" (see conv_depthwise.depthwise_plan)
     blocks: int = 0  # depthwise "nhwc": channel blocks (conv_depthwise.channel_blocks)
+    band_rows: int = 0  # depthwise "rows": output rows a band (conv_depthwise_rows.rows_band)
     phased: bool = False  # the padded copy is column-phased (see conv_depthwise.column_phased)
     flat: bool = False  # im2col: columns read as flat runs of the unpadded input (conv_flat_columns.py)
     scratch: list = field(default_factory=list)

@@ -1,6 +1,7 @@
-"""Depthwise convolution (one filter per channel), in whichever of two memory layouts keeps numpy's
-inner loops long: channels-last with one einsum over all taps, or a tap-by-tap multiply-add on
-window views."""
+"""Depthwise convolution (one filter per channel), in whichever memory layout keeps numpy's inner
+loops long: one BLAS product per kernel row on shifted copies ("rows", conv_depthwise_rows.py),
+channels-last with one einsum over all taps ("nhwc"), or a tap-by-tap multiply-add on flat runs
+("flat", conv_depthwise_flat.py) or window views ("strided")."""
 from __future__ import annotations
 
 import functools
@@ -8,7 +9,7 @@ import math
 
 from gpuinfer.backends.numpy_threads import split_rows
 from gpuinfer.ops.conv_depthwise_flat import depthwise_flat
-from gpuinfer.ops.conv_depthwise_rows import depthwise_rows, rows_elements, rows_fit
+from gpuinfer.ops.conv_depthwise_rows import depthwise_rows, rows_band, rows_elements, rows_fit
 from gpuinfer.ops.conv_flat_columns import flat_columns_fit
 from gpuinfer.ops.conv_window import kernel_offsets, pad_into, zero_margins
 
@@ -22,6 +23,9 @@ NHWC_MAX_BIG_TAPS = 9
 # long enough: PP-OCRv4 rec's 64x24x160 and 128x12x160 3x3 maps measured 3-7% slower in "nhwc").
 NHWC_LONG_ROW = 128
 NHWC_MAX_LONG_ROW_ELEMENTS = 3 << 16
+
+# "rows" replaces "nhwc" on maps of at least this many output pixels (see _rows_pays).
+ROWS_OVER_NHWC_PIXELS = 400
 
 # Elements in one inner run of the "nhwc" einsum (see nhwc_run_pixels).
 NHWC_RUN = 2048
@@ -40,8 +44,8 @@ MIN_BLOCK_BYTES = 16 << 10
 def depthwise_layout(c, pshape, strides, taps, keeps_width=False, rows=False):
     """Which memory layout a depthwise conv runs in.
 
-    "rows" (conv_depthwise_rows.py) wherever it fits (``rows``: stride 1 keeps the width, and the
-    scratch and the map's height suit it): one BLAS product per kernel row.  Else "nhwc": 2-D,
+    "rows" (conv_depthwise_rows.py) where ``rows`` (stride 1 keeps the width and it runs faster
+    than the layout it replaces: ``_rows_pays``): one BLAS product per kernel row.  Else "nhwc": 2-D,
     channels last, any stride or dilation: one einsum sums every tap's product in a single pass
     over each output element, its inner loop a run of pixels' channels (the weights expanded to
     match), against two passes per tap with the inner loop one channel's row (or the channels
@@ -95,8 +99,8 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
     in_sp = [p - b - e for p, b, e in zip(pshape[2:], g.begin, g.end)]
     keeps_width = flat_columns_fit(g.kernel, g.strides, (*pshape[:2], *in_sp), g.out_shape)
     n = pshape[0]
-    rows = keeps_width and len(out_sp) == 2 and rows_fit(
-        g.kernel, g.dilations, out_sp, n * _rows_block(g, pshape, in_sp, padded, dt) * math.prod(out_sp))
+    least_rows = n * _rows_block(g, pshape, in_sp, padded, dt) * math.prod(out_sp)  # scratch elements
+    rows = keeps_width and len(out_sp) == 2 and _rows_pays(g, c, pshape, taps, out_sp, least_rows)
     g.layout = depthwise_layout(c, pshape, g.strides, taps, keeps_width, rows)
     if g.layout == "nhwc":  # a channel block's padded channels-last image, its expanded weights
         least = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)  # per image
@@ -110,9 +114,10 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
         g.padded_shape = (*pshape[2:], cb)
         g.scratch += [(g.padded_shape, dt), ((*g.kernel, g.tile * cb), dt)]
     else:  # a channel block's padded copy (if padded) and its products
-        if g.layout == "rows":  # never less than one channel's R and row sums
-            cb = max(_rows_block(g, pshape, in_sp, padded, dt, slack),
-                     -(-rows_elements(g.kernel, g.dilations, out_sp) // (n * math.prod(out_sp))))
+        if g.layout == "rows":  # bands fixed by the least scratch; never less than one channel's band
+            g.band_rows = rows_band(g.kernel, g.dilations, out_sp, least_rows) or 1
+            band = rows_elements(g.kernel, g.dilations, (g.band_rows, out_sp[1]))
+            cb = max(_rows_block(g, pshape, in_sp, padded, dt, slack), -(-band // (n * math.prod(out_sp))))
         else:
             cb = _products_block(g, pshape, in_sp, padded, dt, slack)
         # "flat" takes the block "strided" would, less its copy: the same products buffer, so that
@@ -125,6 +130,20 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
             g.scratch.append((g.padded_shape, dt))
         g.tile = cb
         g.scratch.append(((n, cb, *out_sp), dt))
+
+
+def _rows_pays(g, c, pshape, taps, out_sp, least_rows) -> bool:
+    """Whether "rows" runs a width-keeping conv faster than the layout it would replace, inside the
+    models (per-node timer, runs with and without it in turn).  Over "flat" (big maps) it does,
+    in bands of rows where a channel's copies exceed the scratch.  Over "nhwc" (small maps) only
+    for 5x5 and larger kernels on maps of ``ROWS_OVER_NHWC_PIXELS`` pixels or more, whole images a
+    band: PP-OCRv4 det's 192x40x40 5x5 2.3 -> 1.6 ms a conv, but shufflenet's 3x3 on 28x28 and
+    smaller maps 1.5-2.5x slower (a BLAS call per channel and kernel row costs more than the
+    einsum's whole pass), rec's 16x24x160 3x3 in bands 0.28 -> 0.5 ms."""
+    if depthwise_layout(c, pshape, g.strides, taps, True) != "nhwc":
+        return rows_fit(g.kernel, g.dilations, out_sp, least_rows)
+    return (taps > NHWC_MAX_BIG_TAPS and math.prod(out_sp) >= ROWS_OVER_NHWC_PIXELS
+            and rows_fit(g.kernel, g.dilations, out_sp, least_rows, banded=False))
 
 
 def _rows_block(g, pshape, in_sp, padded, dt, slack=0):

@@ -103,12 +103,16 @@ def _conv_kinds(graph: Any, node: Any) -> Optional[set]:
 
 def _depthwise_kinds(graph: Any, node: Any, w: Any) -> Optional[set]:
     """A depthwise conv's products: none, or in the "rows" layout (ops/conv_depthwise_rows.py) a
-    kernel row's weights (1, kw) times a window (kw, output pixels) of the shifted copies."""
+    kernel row's weights (1, kw) times a window (kw, a band's output pixels) of the shifted copies."""
     shape = _shape(graph, node.inputs[0])
     if shape is None:
         return None
     g = conv_geometry(node.attrs, shape, tuple(w.shape), w.dtype)
-    return {(g.kernel[-1], f"vector:{math.prod(g.out_shape[2:])}")} if g.layout == "rows" else set()
+    if g.layout != "rows":
+        return set()
+    rows, width = g.out_shape[2:]
+    last = rows % g.band_rows or g.band_rows  # the last band's rows
+    return {(g.kernel[-1], f"vector:{g.band_rows * width}"), (g.kernel[-1], f"vector:{last * width}")}
 
 
 def _matmul_kinds(graph: Any, node: Any, base: str) -> Optional[set]:

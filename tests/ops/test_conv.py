@@ -99,7 +99,8 @@ def test_depthwise_layout_heuristic():
     assert layout((1, 112, 56, 56), 3, (2, 2)) == "nhwc"
     assert layout((1, 192, 40, 40), 5) == "rows"  # the width kept
     assert layout((1, 96, 80, 80), 3) == "rows"
-    assert layout((1, 48, 160, 160), 3) == "flat"  # big map: one channel's copies exceed the products buffer
+    assert layout((1, 48, 160, 160), 3) == "rows"  # big map: in bands of rows
+    assert layout((1, 96, 300, 300), 3, dilations=[100, 1]) == "flat"  # not one band fits the scratch
     assert layout((1, 96, 80, 80), 3, (2, 2)) == "strided"  # ... strided
     assert layout((1, 112, 56, 56), 5, (2, 2)) == "nhwc"  # 25 taps, strided
     assert layout((1, 480, 3, 80), 5) == "nhwc"  # 3 rows under 5 kernel rows: the copies mostly padding
@@ -177,6 +178,7 @@ def test_depthwise_flat_layout(monkeypatch, attrs, kernel):
 def test_depthwise_flat_asks_for_no_padded_copy(monkeypatch):
     """PP-OCRv4 det's 48x160x160 3x3: the products buffer "strided" takes, and no padded copy."""
     attrs, x_shape, w_shape = dict(group=48, pads=[1, 1, 1, 1]), (1, 48, 160, 160), (48, 1, 3, 3)
+    _force_layout(monkeypatch, "flat")
     g = conv_geometry(attrs, x_shape, w_shape, np.float32)
     assert g.layout == "flat" and g.padded_shape is None
     _force_layout(monkeypatch, "strided")
@@ -200,11 +202,15 @@ def test_depthwise_layouts_strided(monkeypatch, layout, attrs, strides):
 
 
 @pytest.mark.parametrize("x_shape,kernel,attrs,layout", [
-    ((2, 96, 5, 11), (3, 3), dict(pads=[1, 1, 1, 1]), "rows"),
+    ((2, 96, 5, 11), (3, 3), dict(pads=[1, 1, 1, 1]), "nhwc"),
     ((2, 24, 3, 29), (5, 5), dict(pads=[2, 2, 2, 2]), "nhwc"),  # 3 rows under 5 kernel rows
+    ((1, 24, 20, 21), (5, 5), dict(pads=[2, 2, 2, 2]), "rows"),  # a small map, but 5x5 and 420 pixels
+    ((1, 24, 20, 19), (5, 5), dict(pads=[2, 2, 2, 2]), "nhwc"),  # ... 380 pixels
+    ((1, 24, 40, 40), (3, 3), dict(pads=[1, 1, 1, 1]), "nhwc"),  # ... 3x3
     ((2, 96, 5, 11), (5, 5), dict(pads=[2, 2, 2, 2], strides=[2, 1]), "nhwc"),
     ((2, 12, 6, 7), (3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), "nhwc"),
-    ((1, 8, 260, 260), (3, 3), dict(pads=[1, 1, 1, 1]), "flat"),
+    ((1, 8, 260, 260), (3, 3), dict(pads=[1, 1, 1, 1]), "rows"),  # in bands
+    ((1, 4, 240, 200), (3, 3), dict(pads=[100, 1, 100, 1], dilations=[100, 1]), "flat"),  # no band fits
     ((1, 8, 260, 260), (3, 3), dict(pads=[1, 1, 1, 1], strides=[1, 2]), "strided"),
     ((1, 8, 260, 260), (4, 4), dict(pads=[1, 2, 2, 1]), "nhwc"),
 ])

@@ -16,7 +16,7 @@ import gpuinfer
 import gpuinfer.ops  # noqa: F401  (registers the kernels)
 import gpuinfer.ops.conv_depthwise as dw_module
 from gpuinfer.ops.conv import conv_geometry
-from gpuinfer.ops.conv_depthwise_rows import depthwise_rows, rows_blocks, rows_elements
+from gpuinfer.ops.conv_depthwise_rows import depthwise_rows, rows_band, rows_blocks, rows_elements
 from tests.node_helpers import check_against_onnxruntime, requested_scratch, run_kernel
 
 rng = np.random.default_rng(7)
@@ -68,11 +68,14 @@ def test_rows_layout_against_onnxruntime(monkeypatch, kernel, attrs):
     assert requested == predicted
 
 
-def _conv_rows(x, w, attrs, tile, lend_output):
-    """depthwise_rows on one thread with a scratch of ``tile`` output channels (NaN to begin with)."""
-    g = conv_geometry(dict(group=x.shape[1], **attrs), x.shape, w.shape, x.dtype)
-    assert g.layout == "rows"
+def _conv_rows(x, w, attrs, tile, lend_output, band_rows=None):
+    """depthwise_rows on one thread with a scratch of ``tile`` output channels (NaN to begin with),
+    in bands of ``band_rows`` output rows (the geometry's where None)."""
+    with pytest.MonkeyPatch.context() as m:
+        _force_rows(m)
+        g = conv_geometry(dict(group=x.shape[1], **attrs), x.shape, w.shape, x.dtype)
     g.tile = tile
+    g.band_rows = band_rows or g.band_rows
     ctx = SimpleNamespace(xp=np, scratch=lambda shape, dtype: np.full(shape, np.nan, dtype))
     out = np.full(g.out_shape, np.nan, x.dtype)
     depthwise_rows(ctx, x, w, g, out, lend_output)
@@ -160,3 +163,47 @@ def test_rows_equals_flat_within_rounding(monkeypatch):
     monkeypatch.setattr(dw_module, "depthwise_layout", lambda *args: "flat")
     flat = run_kernel("Conv", [x, w], opset=11, group=16, pads=[1, 1, 1, 1])[0]
     np.testing.assert_allclose(rows, flat, rtol=1e-5, atol=1e-6)
+
+
+def _reference(x, w, attrs):
+    """The convolution in float64 from a zero-padded copy (explicit pads only)."""
+    (top, left, bottom, right), (d0, d1) = attrs["pads"], attrs.get("dilations", [1, 1])
+    kh, kw = w.shape[2:]
+    p = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
+    ho, wo = p.shape[2] - (kh - 1) * d0, p.shape[3] - (kw - 1) * d1
+    out = np.zeros((*x.shape[:2], ho, wo))
+    for i in range(kh):
+        for j in range(kw):
+            out += w[None, :, 0, i, j, None, None] * p[:, :, i * d0:i * d0 + ho, j * d1:j * d1 + wo]
+    return out
+
+
+@pytest.mark.parametrize("attrs,kernel", [(dict(pads=[1, 1, 1, 1]), (3, 3)), (dict(pads=[2, 2, 2, 2]), (5, 5)),
+                                          (dict(pads=[4, 2, 0, 0], dilations=[2, 1]), (3, 3))])
+@pytest.mark.parametrize("band_rows", [1, 3, 5])
+def test_rows_in_bands_of_rows(attrs, kernel, band_rows):
+    """Bands of output rows (the last one shorter) sum what one whole-image band does, each band's
+    copies starting above, inside or below the image; the same bytes whatever the blocks."""
+    x, w = r(2, 12, 16, 9), r(12, 1, *kernel)
+    least = -(-rows_elements(kernel, attrs.get("dilations", [1, 1]), (band_rows, 9)) // (2 * 16 * 9))
+    results = [_conv_rows(x, w, attrs, tile, lend, band_rows) for tile in (least, 12) for lend in (True, False)]
+    for res in results[1:]:
+        np.testing.assert_array_equal(results[0], res)
+    np.testing.assert_allclose(results[0], _reference(x, w, attrs), rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(1, 3), st.integers(1, 200), st.integers(1, 200),
+       st.integers(1, 100_000))
+def test_rows_band_fits_the_scratch(kh, kw, d0, rows, width, scratch):
+    """The band's copies fit the scratch; all rows where the whole image's do; bands as even as can be."""
+    band = rows_band((kh, kw), (d0, 1), (rows, width), scratch)
+    whole = rows_elements((kh, kw), (d0, 1), (rows, width))
+    if whole <= scratch:
+        assert band == rows
+    elif band:
+        assert 1 <= band < rows and rows_elements((kh, kw), (d0, 1), (band, width)) <= scratch
+        count = -(-rows // band)
+        assert rows - (count - 1) * band > 0 and band - (rows - (count - 1) * band) < count
+    else:
+        assert rows_elements((kh, kw), (d0, 1), (1, width)) > scratch

@@ -49,9 +49,11 @@ def test_product_kinds_of_convs_and_what_is_not_looked_into():
     # im2col's K, pointwise's, kn2row's (the input rows shifted by each of 3 kernel columns)
     assert blas_bits.product_kinds(graph) == {(1008, "band"), (112, "band"), (336, "band")}
     depthwise = gpuinfer.InferenceSession(_conv_model(16, 3, group=16, outputs=16)[0], device="cpu").graph
-    assert blas_bits.product_kinds(depthwise) == {(3, "vector:400")}  # "rows": (1, 3) @ (3, 20 x 20) per kernel row
+    assert blas_bits.product_kinds(depthwise) == set()  # "nhwc": one einsum, no BLAS
+    five = gpuinfer.InferenceSession(_conv_model(16, 5, group=16, outputs=16, size=24)[0], device="cpu").graph
+    assert blas_bits.product_kinds(five) == {(5, "vector:576")}  # "rows": (1, 5) @ (5, 24 x 24) per kernel row
     wide = gpuinfer.InferenceSession(_conv_model(16, 3, group=16, outputs=16, size=160)[0], device="cpu").graph
-    assert blas_bits.product_kinds(wide) == set()  # "flat": tap by tap, no BLAS
+    assert blas_bits.product_kinds(wide) == {(3, "vector:5120")}  # "rows" in 5 bands of 32 rows
     rnn = helper.make_graph([helper.make_node("RNN", ["x", "w", "r"], ["y"], hidden_size=4)], "rnn",
                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 1, 3])],
                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],

@@ -88,8 +88,9 @@ def test_threaded_ops_equal_one_thread_bit_for_bit_with_the_same_peak(op, c, h, 
 def _may_split(op, x) -> bool:
     """False where the kernel keeps a big pass on one thread by design: a chunked op whose thread
     shares would be too short to pay, a 2x2 average pool (its separable sum is worked in one
-    piece: the order of a sum changes its last bit), a depthwise conv in its "nhwc" layout
-    or in "strided" blocks of one channel, a linear resize whose channel blocks are small."""
+    piece: the order of a sum changes its last bit), a depthwise conv in its "nhwc" layout, in
+    "strided" or "flat" blocks of one channel or "rows" blocks of one channel, a linear resize
+    whose channel blocks are small."""
     if op in CHUNKED:
         return _chunk_splits(x)
     if op == "AveragePool":
@@ -107,7 +108,14 @@ def _may_split(op, x) -> bool:
 
         c = x.shape[1]
         g = conv_geometry({"group": c, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}, x.shape, (c, 1, 3, 3), x.dtype)
-        return g.layout == "strided" and g.tile >= 2
+        if g.layout == "rows":  # blocks of channels (ops/conv_depthwise_rows.py), split where a block has two
+            from gpuinfer.ops.conv_depthwise_rows import rows_blocks, rows_elements
+
+            out_size = x.shape[2] * x.shape[3]
+            per = rows_elements((3, 3), (1, 1), (g.band_rows, x.shape[3]))
+            blocks = rows_blocks(c, out_size, per, max(1, g.tile * out_size // per), True)
+            return any(b1 - b0 >= 2 for b0, b1, _ in blocks)
+        return g.layout in ("strided", "flat") and g.tile >= 2
     return True
 
 
