@@ -99,8 +99,9 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
     in_sp = [p - b - e for p, b, e in zip(pshape[2:], g.begin, g.end)]
     keeps_width = flat_columns_fit(g.kernel, g.strides, (*pshape[:2], *in_sp), g.out_shape)
     n = pshape[0]
-    least_rows = n * _rows_block(g, pshape, in_sp, padded, dt) * math.prod(out_sp)  # scratch elements
-    rows = keeps_width and len(out_sp) == 2 and _rows_pays(g, c, pshape, taps, out_sp, least_rows)
+    replaced = depthwise_layout(c, pshape, g.strides, taps, keeps_width)  # what "rows" would replace
+    least_rows = n * _rows_block(g, pshape, in_sp, padded, dt, replaced) * math.prod(out_sp)  # elements
+    rows = keeps_width and len(out_sp) == 2 and _rows_pays(g, taps, out_sp, least_rows, replaced)
     g.layout = depthwise_layout(c, pshape, g.strides, taps, keeps_width, rows)
     if g.layout == "nhwc":  # a channel block's padded channels-last image, its expanded weights
         least = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)  # per image
@@ -117,7 +118,7 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
         if g.layout == "rows":  # bands fixed by the least scratch; never less than one channel's band
             g.band_rows = rows_band(g.kernel, g.dilations, out_sp, least_rows) or 1
             band = rows_elements(g.kernel, g.dilations, (g.band_rows, out_sp[1]))
-            cb = max(_rows_block(g, pshape, in_sp, padded, dt, slack), -(-band // (n * math.prod(out_sp))))
+            cb = max(_rows_block(g, pshape, in_sp, padded, dt, replaced, slack), -(-band // (n * math.prod(out_sp))))
         else:
             cb = _products_block(g, pshape, in_sp, padded, dt, slack)
         # "flat" takes the block "strided" would, less its copy: the same products buffer, so that
@@ -132,28 +133,28 @@ def depthwise_plan(g, pshape, padded, dt, slack=0):
         g.scratch.append(((n, cb, *out_sp), dt))
 
 
-def _rows_pays(g, c, pshape, taps, out_sp, least_rows) -> bool:
+def _rows_pays(g, taps, out_sp, least_rows, replaced) -> bool:
     """Whether "rows" runs a width-keeping conv faster than the layout it would replace, inside the
     models (per-node timer, runs with and without it in turn).  Over "flat" (big maps) it does,
     in bands of rows where a channel's copies exceed the scratch.  Over "nhwc" (small maps) only
     for 5x5 and larger kernels on maps of ``ROWS_OVER_NHWC_PIXELS`` pixels or more, whole images a
-    band: PP-OCRv4 det's 192x40x40 5x5 2.3 -> 1.6 ms a conv, but shufflenet's 3x3 on 28x28 and
-    smaller maps 1.5-2.5x slower (a BLAS call per channel and kernel row costs more than the
+    band: PP-OCRv4 det's 192x40x40 5x5 2.6-2.8 -> 1.6-2.0 ms a conv, but shufflenet's 3x3 on 28x28
+    and smaller maps 1.5-2.5x slower (a BLAS call per channel and kernel row costs more than the
     einsum's whole pass), rec's 16x24x160 3x3 in bands 0.28 -> 0.5 ms."""
-    if depthwise_layout(c, pshape, g.strides, taps, True) != "nhwc":
+    if replaced != "nhwc":
         return rows_fit(g.kernel, g.dilations, out_sp, least_rows)
     return (taps > NHWC_MAX_BIG_TAPS and math.prod(out_sp) >= ROWS_OVER_NHWC_PIXELS
             and rows_fit(g.kernel, g.dilations, out_sp, least_rows, banded=False))
 
 
-def _rows_block(g, pshape, in_sp, padded, dt, slack=0):
+def _rows_block(g, pshape, in_sp, padded, dt, replaced, slack=0):
     """Output channels' worth of scratch the "rows" layout takes: what the layout it replaces
-    would (a "strided" products buffer, or "nhwc"'s padded block and weights), so that no mode's
-    peak grows."""
+    (``replaced``) would (a "strided" products buffer, or "nhwc"'s padded block and weights), so
+    that no mode's peak grows."""
     n, c = pshape[:2]
     out_sp = g.out_shape[2:]
     taps = math.prod(g.kernel)
-    if depthwise_layout(c, pshape, g.strides, taps, True) != "nhwc":
+    if replaced != "nhwc":
         return _products_block(g, pshape, in_sp, padded, dt, slack)
     least = channel_block_bytes(c, in_sp, out_sp, dt.itemsize)
     per_channel = n * math.prod(out_sp) * dt.itemsize

@@ -31,9 +31,10 @@ from gpuinfer.backends.numpy_threads import split_rows
 # A kernel row's product reads R's rows for all output rows: a tall kernel on a short map reads
 # mostly padding, and R (written to memory the model last touched long before) grows past the
 # caches.  Beyond this many elements of R and row sums per output element "rows" measured no faster
-# than "nhwc" inside the model: PP-OCRv4 rec's 240x12x80 5x5 (7.7) and 480x6x80 (9.3) ran 2.0 ->
-# 2.1-2.3 ms a conv, where det's 192x40x40 5x5 (6.5) went 2.3 -> 1.6 (per-node timer, 10 runs,
-# runs with and without "rows" in turn; alone, outside the model, all of them ran faster).
+# than "nhwc" inside the model: PP-OCRv4 rec's 240x12x80 5x5 (7.7) ran 2.0-2.1 -> 1.9-2.3 ms a conv
+# and 480x6x80 (9.3) 2.1-2.3 -> 2.4-2.9, where det's 192x40x40 5x5 (6.5) went 2.6-2.8 -> 1.6-2.0
+# (per-node timer, 10 runs, runs with and without "rows" in turn; alone, outside the model, all of
+# them ran faster).
 ROWS_MAX_RATIO = 7.5
 # Blocks in the output's free channels are worth their Python calls from this many channels up
 # (smaller ones go to the declared scratch).
@@ -70,6 +71,14 @@ def rows_fit(kernel, dilations, out_sp, scratch_elements: int, banded: bool = Tr
     return rows > 0 and rows_elements(kernel, dilations, (rows, out_sp[1])) <= ROWS_MAX_RATIO * rows * out_sp[1]
 
 
+def rows_plan(g, n: int, scratch_elements: int, lend_output: bool = True) -> tuple:
+    """(elements a channel's R and row sums take for one band, the blocks ``rows_blocks`` makes) of a
+    "rows" conv on geometry ``g`` over ``n`` images with ``scratch_elements`` of declared scratch."""
+    out_rows, width = g.out_shape[2:]
+    per = rows_elements(g.kernel, g.dilations, (g.band_rows, width))
+    return per, rows_blocks(g.out_shape[1], out_rows * width, per, max(1, scratch_elements // per), lend_output)
+
+
 @functools.lru_cache(maxsize=1024)
 def rows_blocks(c: int, out_size: int, per: int, scratch_channels: int, in_out: bool) -> tuple:
     """(first channel, end, whether R lies in the output) per block: while the output channels after
@@ -98,15 +107,15 @@ def depthwise_rows(ctx, x, w, g, out, lend_output: bool = True):
     out_rows, band = g.out_shape[2], g.band_rows
     size, out_size = height * width, out_rows * width
     r_size = (band + (kh - 1) * d0) * width
-    per = rows_elements(g.kernel, g.dilations, (band, width))
     scratch = ctx.scratch((n, g.tile, out_rows, width), x.dtype).reshape(-1)
+    per, blocks = rows_plan(g, n, scratch.size, lend_output)
     wk = w.reshape(c, kh, kw)
     if not out.flags.c_contiguous:
         raise ValueError("depthwise_rows writes a C-contiguous output")
     for ni in range(n):
         xf = x[ni].reshape(c, size)
         of = out[ni].reshape(-1)
-        for b0, b1, lent in rows_blocks(c, out_size, per, max(1, scratch.size // per), lend_output):
+        for b0, b1, lent in blocks:
             buf = of[b1 * out_size:] if lent else scratch
             r_all = buf[:(b1 - b0) * kw * r_size].reshape(b1 - b0, kw, r_size)
             sums = buf[(b1 - b0) * kw * r_size:(b1 - b0) * per].reshape(b1 - b0, 1, -1)

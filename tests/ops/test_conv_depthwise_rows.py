@@ -117,22 +117,25 @@ def test_rows_blocks_cover_the_channels_and_keep_off_unbuilt_ones(c, out_size, p
 
 
 def test_rows_inside_a_concat_in_every_mode():
-    """A "rows" depthwise conv whose output lies inside a Concat's (arena places it there): the
-    output's free channels it borrows are its own, not its neighbour's; every mode gives the same
-    bytes, close to onnxruntime's."""
-    c = 24
-    w = numpy_helper.from_array(r(c, 1, 3, 3), "w")
+    """A "rows" depthwise conv whose output arena places inside a Concat's: the output's free
+    channels it borrows are its own, not its neighbour's; every mode gives the same bytes, close to
+    onnxruntime's."""
+    c, shape = 24, (1, 24, 20, 24)
+    wv = r(c, 1, 5, 5)
+    assert conv_geometry(dict(group=c, pads=[2] * 4), shape, wv.shape, np.float32).layout == "rows"
     nodes = [helper.make_node("Relu", ["x"], ["a"]),
-             helper.make_node("Conv", ["a", "w"], ["d"], group=c, pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["a", "w"], ["d"], group=c, pads=[2, 2, 2, 2]),
              helper.make_node("Neg", ["x"], ["e"]),
              helper.make_node("Concat", ["e", "d"], ["y"], axis=1)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 12, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2 * c, 12, 16])],
-                              initializer=[w])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2 * c, *shape[2:]])],
+                              initializer=[numpy_helper.from_array(wv, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    feeds = {"x": r(1, c, 12, 16)}
-    results = [gpuinfer.InferenceSession(model, memory_mode=mode).run(None, feeds)[0]
-               for mode in ("per_tensor", "reuse", "reduce", "arena")]
+    feeds = {"x": r(*shape)}
+    sessions = [gpuinfer.InferenceSession(model, memory_mode=mode) for mode in ("per_tensor", "reuse", "reduce", "arena")]
+    inside = {key.name: offset for key, (_, offset) in sessions[-1].plan_for(feeds).concat.items()}
+    assert inside.get("d") == c * shape[2] * shape[3] * 4  # the conv writes the Concat's second half
+    results = [s.run(None, feeds)[0] for s in sessions]
     for res in results[1:]:
         np.testing.assert_array_equal(results[0], res)
     import onnxruntime as ort
@@ -159,6 +162,7 @@ def test_rows_takes_the_scratch_of_the_layout_it_replaces(monkeypatch):
 def test_rows_equals_flat_within_rounding(monkeypatch):
     """Against the tap-by-tap "flat" layout on a PP-OCRv4-rec-like map: the same sums, another order."""
     x, w = r(1, 16, 12, 40), r(16, 1, 3, 3)
+    _force_rows(monkeypatch)
     rows = run_kernel("Conv", [x, w], opset=11, group=16, pads=[1, 1, 1, 1])[0]
     monkeypatch.setattr(dw_module, "depthwise_layout", lambda *args: "flat")
     flat = run_kernel("Conv", [x, w], opset=11, group=16, pads=[1, 1, 1, 1])[0]

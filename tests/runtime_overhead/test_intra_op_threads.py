@@ -109,11 +109,9 @@ def _may_split(op, x) -> bool:
         c = x.shape[1]
         g = conv_geometry({"group": c, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}, x.shape, (c, 1, 3, 3), x.dtype)
         if g.layout == "rows":  # blocks of channels (ops/conv_depthwise_rows.py), split where a block has two
-            from gpuinfer.ops.conv_depthwise_rows import rows_blocks, rows_elements
+            from gpuinfer.ops.conv_depthwise_rows import rows_plan
 
-            out_size = x.shape[2] * x.shape[3]
-            per = rows_elements((3, 3), (1, 1), (g.band_rows, x.shape[3]))
-            blocks = rows_blocks(c, out_size, per, max(1, g.tile * out_size // per), True)
+            _, blocks = rows_plan(g, 1, g.tile * x.shape[2] * x.shape[3])
             return any(b1 - b0 >= 2 for b0, b1, _ in blocks)
         return g.layout in ("strided", "flat") and g.tile >= 2
     return True
