@@ -32,6 +32,12 @@ class OpContext:
     # a planned run.
     scratch_slack: int = 0
 
+    def lent_room(self, per_element: int, buffers: int) -> int:
+        """Elements per buffer that ``buffers`` scratch buffers taking ``per_element`` bytes per
+        element together could have for free beyond the step's own scratch: bytes another half of
+        a fused step has finished with (``ops/fused.py``).  0 here: a kernel alone has none."""
+        return 0
+
     def attr(self, name: str, default: Any = None) -> Any:
         """Attribute ``name`` as a Python value (int, float, str, list, np.ndarray, Graph)."""
         return self.attrs.get(name, default)

@@ -88,7 +88,8 @@ def _chain_scratch(first: Any, act: Any):
     """The fused step's scratch: the producer's buffers, then the activation's (PRelu wants one),
     in the order the two halves ask for them; the activation's input is the producer's output.
     ``device_kind`` picks each half's scratch function as ``OpSpec.scratch_for`` does; the step's
-    ``scratch_slack`` goes to the producer, as ``PartContext.scratch_slack`` gives it at run time."""
+    ``scratch_slack`` goes to the producer, or on the CPU to the activation where the producer
+    asks for no scratch at all (a 1x1 Conv), as ``PartContext.scratch_slack`` gives it at run time."""
     n_first = len(first.inputs)
 
     def scratch(attrs, shapes, dtypes, output_shapes=None, device_kind="cpu", scratch_slack=0):
@@ -101,8 +102,9 @@ def _chain_scratch(first: Any, act: Any):
         band = _prelu_band(act, made, shapes[n_first:], dtypes[0], device_kind)
         if band is not None:
             return wanted + [(band, np.dtype(dtypes[0]))]
+        spare = scratch_slack if device_kind == "cpu" and not wanted else 0
         after = list(_call_scratch(tail, act.attrs, [made, *shapes[n_first:]], [dtypes[0], *dtypes[n_first:]],
-                                   device_kind))
+                                   device_kind, spare))
         if device_kind == "cpu" and _fits_in(after, wanted):
             return wanted  # the activation works in the producer's spent scratch (ScratchLender)
         return wanted + after
@@ -131,7 +133,11 @@ class ScratchLender:
     buffer, which the producer no longer needs: a step's scratch is then the larger of the two
     halves', not their sum (a chunked activation after a banded Conv, e.g. PP-OCR cls's
     hard-swish: arena 372 -> 356 KB).  ``_chain_scratch`` declares the same choice to the plan
-    (``_fits_in``); what does not fit goes to the step's own scratch, as declared."""
+    (``_fits_in``); what does not fit goes to the step's own scratch, as declared.
+
+    What the spent buffer holds beyond the activation's declared chunk is ``room`` for wider
+    chunks (``elementwise.chunked``): the im2col columns are several times the chunk, and each
+    chunk is a Python pass of four to five ufuncs.  Chunk width changes no bit."""
 
     def __init__(self):
         self.largest = None
@@ -141,6 +147,13 @@ class ScratchLender:
         if self.largest is None or buf.nbytes > self.largest.nbytes:
             self.largest = buf
         return buf
+
+    def room(self, per_element: int, buffers: int) -> int:
+        """Elements each of ``buffers`` buffers of ``per_element`` bytes an element (summed over
+        them) can still be lent: what is left of the spent buffer, less each one's alignment."""
+        if self.largest is None or not self.largest.flags.c_contiguous or per_element <= 0:
+            return 0
+        return max(0, self.largest.nbytes - self.used - buffers * _LEND_ALIGN) // per_element
 
     def lend(self, shape: Any, dtype: Any) -> Any:
         need = _lent_bytes(shape, dtype)
@@ -221,8 +234,17 @@ class PartContext(OpContext):
     @property
     def scratch_slack(self) -> int:
         """The step's spare scratch bytes go to its first half (the producer, made without an
-        output buffer handed in; the activation after it rewrites that buffer)."""
-        return self._ctx.scratch_slack if self._out0 is None else 0
+        output buffer handed in; the activation after it rewrites that buffer), or on the CPU to
+        the activation where the producer took no scratch (``_chain_scratch`` declares the same)."""
+        if self._out0 is None:
+            return self._ctx.scratch_slack
+        lender = self._lender
+        return self._ctx.scratch_slack if lender is not None and lender.largest is None else 0
+
+    def lent_room(self, per_element: int, buffers: int) -> int:
+        """The activation half's room in the producer's spent scratch (``ScratchLender.room``)."""
+        lender = self._lender
+        return 0 if lender is None or self._out0 is None else lender.room(per_element, buffers)
 
     def scratch(self, shape, dtype):
         lender = self._lender
