@@ -24,8 +24,12 @@ def _conv_then(act: str, channels: int = 8, size: int = 40):
     else:
         nodes.append(helper.make_node(act, ["c"], ["a"]))
     nodes.append(helper.make_node("ReduceSum", ["a"], ["y"], keepdims=0))
-    shape = [1, channels, size, size]
-    graph = helper.make_graph(nodes, "conv_act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+    return _summed_model(nodes, inits, [1, channels, size, size], rng)
+
+
+def _summed_model(nodes, inits, shape, rng):
+    """The model of ``nodes`` from float input ``x`` of ``shape`` to a scalar ``y``, and a feed."""
+    graph = helper.make_graph(nodes, "fused_scratch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     return model, {"x": rng.standard_normal(shape).astype(np.float32)}
@@ -102,11 +106,7 @@ def _pointwise_then_silu_then_bigger(channels: int = 16, size: int = 40):
              helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["a"]),
              helper.make_node("Concat", ["a", "a", "a", "a"], ["big"], axis=1),
              helper.make_node("ReduceSum", ["big"], ["y"], keepdims=0)]
-    shape = [1, channels, size, size]
-    graph = helper.make_graph(nodes, "pointwise_silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    return model, {"x": rng.standard_normal(shape).astype(np.float32)}
+    return _summed_model(nodes, inits, [1, channels, size, size], rng)
 
 
 @pytest.mark.parametrize("mode", ["arena", "reduce"])
