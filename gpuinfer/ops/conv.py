@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpuinfer.errors import NodeExecutionError
+from gpuinfer.ops.blas_widths import width_free
 from gpuinfer.ops.conv_depthwise import column_phased, depthwise_conv, depthwise_plan, phase_into, tap_slices
 from gpuinfer.ops.conv_flat_columns import fill_flat_columns, flat_columns_fit
 from gpuinfer.ops.conv_kn2row import kn2row_conv, kn2row_fits, kn2row_plan
@@ -38,6 +39,12 @@ COLUMN_TILE_BYTES = 1 << 20
 COLUMN_SHARE = 16
 COLUMN_MIN_PIXELS = 256
 COLUMN_SMALL_IMAGE_BYTES = 4 << 20
+
+# Where a band's products may be as wide as the band (ops/blas_widths.py), a band widened by the
+# plan's slack may hold as many bytes as the weights, up to this: OpenBLAS packs every weight for
+# each product, and VGG-19's 512-channel layers (9.4 MB of weights) packed them once per two output
+# rows of 28.  Slack only: no plan's peak moves.
+COLUMN_WEIGHTS_BYTES = 16 << 20
 
 # Above this many kernel taps, im2col columns come from one strided view of the input instead of
 # one slice copy per tap (Python overhead per tap dominates when the output is short).
@@ -112,7 +119,11 @@ def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES, sla
         g.flat = math.prod(kernel) <= WINDOW_GATHER_TAPS and flat_columns_fit(kernel, strides, x_shape, out_shape)
         padded = padded and not g.flat  # flat columns need no padded copy
         if slack > 0:
-            g.tile = _widened_tile(g, pshape, padded, row, scaled(COLUMN_TILE_BYTES, tile_bytes), slack, dt.itemsize)
+            most_band = scaled(COLUMN_TILE_BYTES, tile_bytes)
+            whole = _products_width_free(g, m // group, c // group * math.prod(kernel))
+            if whole:  # each band's product packs all the weights: bands as big as they are cut that short
+                most_band = max(most_band, min(math.prod(w_shape) * dt.itemsize, scaled(COLUMN_WEIGHTS_BYTES, tile_bytes)))
+            g.tile = _widened_tile(g, pshape, padded, row, most_band, slack, dt.itemsize, whole)
         if padded:
             g.padded_shape = (c, padded_rows(g, pshape[2]), *pshape[3:])
             g.phased = math.prod(kernel) <= WINDOW_GATHER_TAPS and column_phased(kernel, strides, dil)
@@ -121,13 +132,15 @@ def conv_geometry(attrs, x_shape, w_shape, dtype, tile_bytes=CPU_TILE_BYTES, sla
     return g
 
 
-def _widened_tile(g: ConvGeometry, pshape, padded: bool, row: int, most_band: int, slack: int, itemsize: int) -> int:
+def _widened_tile(g: ConvGeometry, pshape, padded: bool, row: int, most_band: int, slack: int, itemsize: int,
+                  whole: bool = False) -> int:
     """The most output rows a band may take when its scratch (columns, and the padded rows they
     read) may grow by ``slack`` bytes, its columns no more than ``most_band`` bytes (a band that size
     stays in cache): a multiple of ``g.tile``, whose matmuls stay ``g.tile`` rows each
     (``g.gemm_rows``).  One band's copies then cover several matmuls' columns, and the products are
-    the very ones of the narrower bands: OpenBLAS's bytes change with a product's width, so a
-    wider matmul would make ``arena``'s results differ from the other modes'."""
+    the very ones of the narrower bands: OpenBLAS's bytes change with a small product's width, so
+    a wider matmul would make ``arena``'s results differ from the other modes'.  Where no product
+    is that small (``whole``: ``_products_width_free``), a band is one product."""
     def scratch_bytes(tile: int) -> int:  # never falls as the tile grows
         g.tile = tile
         pad = pshape[1] * padded_rows(g, pshape[2]) * math.prod(pshape[3:]) * itemsize if padded else 0
@@ -139,9 +152,19 @@ def _widened_tile(g: ConvGeometry, pshape, padded: bool, row: int, most_band: in
     while lo < hi:  # the most matmuls a band's columns may hold
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if scratch_bytes(mid * least) <= room else (lo, mid - 1)
-    g.gemm_rows = least
+    g.gemm_rows = 0 if whole else least
     g.tile = min(lo * least, g.out_shape[2]) if lo > 1 else least
     return g.tile
+
+
+def _products_width_free(g: ConvGeometry, rows: int, inner: int) -> bool:
+    """Whether every product of the narrowest bands (``g.tile`` output rows, and the image's last
+    rows past a whole number of them) is big enough that a wider band's product gives the same
+    bytes (ops/blas_widths.py): then any band, however wide the plan's slack makes it, is
+    multiplied whole, and every mode still gives the same bytes."""
+    row = math.prod(g.out_shape[3:])
+    tail = g.out_shape[2] % g.tile
+    return all(width_free(rows, inner, n * row) for n in ((g.tile, tail) if tail else (g.tile,)))
 
 
 def column_band_bytes(in_elements: int, out_elements: int, w_elements: int, column: int, itemsize: int,
