@@ -24,8 +24,11 @@ from gpuinfer.plan.lifetimes import scratch_keywords
 
 
 def activation_spec(first: Any, act: Any) -> OpSpec:
-    """``first``'s kernel, then ``act``'s in place on its output, as one op."""
-    return OpSpec("", f"{first.op_type}+{act.op_type}", 1, _chain(first, act), False, _chain_scratch(first, act))
+    """``first``'s kernel, then ``act``'s in place on its output, as one op: itself in place on
+    its input where both halves are (a BatchNormalization then Relu rewrites its input's buffer,
+    as the two nodes did)."""
+    inplace = bool(first.spec.inplace and act.spec.inplace)
+    return OpSpec("", f"{first.op_type}+{act.op_type}", 1, _chain(first, act), inplace, _chain_scratch(first, act))
 
 
 def residual_spec(first: Any, add: Any) -> OpSpec:

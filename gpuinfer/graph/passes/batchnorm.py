@@ -18,7 +18,7 @@ def fold_batchnorm(graph: Graph) -> int:
     drop: set[int] = set()
     folded = 0
     for bn in graph.nodes:
-        if bn.op_type != "BatchNormalization" or bn.domain or not _plain_inference(bn, graph):
+        if bn.op_type != "BatchNormalization" or bn.domain or not plain_inference(bn, graph):
             continue
         conv = producer.get(bn.inputs[0])
         if (conv is None or conv.op_type != "Conv" or conv.domain or id(conv) in drop
@@ -33,7 +33,8 @@ def fold_batchnorm(graph: Graph) -> int:
     return folded
 
 
-def _plain_inference(bn: Node, graph: Graph) -> bool:
+def plain_inference(bn: Node, graph: Graph) -> bool:
+    """An inference BatchNormalization (no training outputs) whose four parameters are constants."""
     params_constant = all(name in graph.constants for name in bn.inputs[1:5])
     extra_outputs = any(bn.outputs[1:])
     return (len(bn.inputs) == 5 and params_constant and not extra_outputs
@@ -62,17 +63,23 @@ def replace_conv_parameters(graph: Graph, conv: Node, w: np.ndarray, b: np.ndarr
         graph.constants[w_name] = w
     b_name = fresh_name(graph, f"{conv.name}/{tag}_B")
     graph.constants[b_name] = b
-    conv.inputs = [conv.inputs[0], w_name, b_name]
-    conv.outputs = [output]
-    still_read = {name for node in graph.nodes for name in (*node.inputs, *node.outer_reads)}
+    rewire(graph, conv, [conv.inputs[0], w_name, b_name], output, before)
+
+
+def rewire(graph: Graph, node: Node, inputs: list, output: str, before: list) -> None:
+    """``node`` now reads ``inputs`` and writes ``output`` (its proto too); of the constants it
+    read ``before``, those no node reads any more are dropped."""
+    node.inputs = list(inputs)
+    node.outputs = [output]
+    still_read = {name for n in graph.nodes for name in (*n.inputs, *n.outer_reads)}
     for name in before:
         if name not in still_read and name not in graph.outputs and name in graph.constants:
             del graph.constants[name]
-    proto = type(conv.proto)()
-    proto.CopyFrom(conv.proto)
+    proto = type(node.proto)()
+    proto.CopyFrom(node.proto)
     del proto.input[:]
-    proto.input.extend(conv.inputs)
+    proto.input.extend(node.inputs)
     del proto.output[:]
-    proto.output.extend(conv.outputs)
-    conv.proto = proto
+    proto.output.extend(node.outputs)
+    node.proto = proto
 

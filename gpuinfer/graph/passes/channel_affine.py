@@ -24,8 +24,8 @@ from typing import Optional
 import numpy as np
 
 from gpuinfer.graph.ir import Graph, Node
-from gpuinfer.graph.passes.batchnorm import replace_conv_parameters
-from gpuinfer.graph.passes.relink import consumers_of, producers_of
+from gpuinfer.graph.passes.batchnorm import plain_inference, replace_conv_parameters, rewire
+from gpuinfer.graph.passes.relink import consumers_of, fresh_name, producers_of
 
 
 def fold_channel_affine(graph: Graph) -> int:
@@ -39,12 +39,20 @@ def fold_channel_affine(graph: Graph) -> int:
         for side in ((0, 1) if node.op_type != "Sub" else (0,)):
             conv = producer.get(node.inputs[side])
             const = node.inputs[1 - side]
-            if not _foldable(graph, conv, readers) or const not in graph.constants:
+            if const not in graph.constants:
                 continue
-            per_channel = _per_channel(graph.constants[const], graph.constants[conv.inputs[1]])
-            if per_channel is None:
-                continue
-            _fold(graph, conv, node, per_channel)
+            if conv is not None and conv.op_type == "BatchNormalization":
+                per_channel = _batchnorm_channels(graph, conv, graph.constants[const], readers)
+                if per_channel is None:
+                    continue
+                _fold_into_batchnorm(graph, conv, node, per_channel)
+            else:
+                if not _foldable(graph, conv, readers):
+                    continue
+                per_channel = _per_channel(graph.constants[const], graph.constants[conv.inputs[1]])
+                if per_channel is None:
+                    continue
+                _fold(graph, conv, node, per_channel)
             drop.add(id(node))
             producer[node.outputs[0]] = conv  # readers of that value are already in ``readers``
             folded += 1
@@ -85,3 +93,35 @@ def _fold(graph: Graph, conv: Node, node: Node, a: np.ndarray) -> None:
     else:
         b = b + a if node.op_type == "Add" else b - a
     replace_conv_parameters(graph, conv, new_w, b.astype(w.dtype), node.outputs[0], "affine_folded")
+
+
+def _batchnorm_channels(graph: Graph, bn: Node, value: np.ndarray, readers: dict) -> Optional[np.ndarray]:
+    """``value`` as one float64 number per channel of an inference BatchNormalization with
+    constant parameters whose output only this node reads, or None (see ``_per_channel``; the
+    rank is the BatchNormalization's input's, so it must be known)."""
+    x = graph.values.get(bn.inputs[0])
+    if (bn.domain or not plain_inference(bn, graph) or len(readers.get(bn.outputs[0], [])) != 1
+            or bn.outputs[0] in graph.outputs or x is None or x.shape is None or len(x.shape) < 2):
+        return None
+    scale = graph.constants[bn.inputs[1]]
+    if scale.dtype.kind != "f" or scale.ndim != 1:
+        return None
+    return _per_channel(value, np.empty((scale.shape[0],) + (1,) * (len(x.shape) - 1), scale.dtype))
+
+
+def _fold_into_batchnorm(graph: Graph, bn: Node, node: Node, a: np.ndarray) -> None:
+    """A per-channel Mul, Add or Sub after a BatchNormalization taken into its scale and shift
+    (DenseNet-121's pre-activation ``BatchNormalization -> Mul -> Add -> Relu``, Caffe's Scale):
+    ``(x * s + t) * a = x * (s * a) + t * a``, and ``+ c`` adds to the shift."""
+    scale = graph.constants[bn.inputs[1]]
+    s, t = scale.astype(np.float64), graph.constants[bn.inputs[2]].astype(np.float64)
+    if node.op_type == "Mul":
+        s, t = s * a, t * a
+    else:
+        t = t + a if node.op_type == "Add" else t - a
+    names = []
+    for tag, value in (("scale", s), ("shift", t)):
+        name = fresh_name(graph, f"{bn.name}/affine_folded_{tag}")
+        graph.constants[name] = value.astype(scale.dtype)
+        names.append(name)
+    rewire(graph, bn, [bn.inputs[0], *names, *bn.inputs[3:]], node.outputs[0], bn.inputs[1:3])

@@ -1,4 +1,5 @@
-"""An activation right after a Conv/ConvTranspose/Gemm/MatMul runs inside the same step, in place.
+"""An activation right after a Conv/ConvTranspose/Gemm/MatMul or a BatchNormalization (DenseNet's
+pre-activation ``BatchNormalization -> Relu`` before each conv) runs inside the same step, in place.
 
 The producer writes its output buffer, the activation rewrites that buffer where it lies: one
 step, one buffer, one pass less through the executor.  The pass picks the pairs; the fused step's
@@ -13,7 +14,7 @@ from gpuinfer.graph.passes.hardswish import FUSED_TYPE as HARD_SWISH
 from gpuinfer.graph.passes.relink import consumers_of, producers_of
 from gpuinfer.graph.passes.silu import FUSED_TYPE as SILU
 
-PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization"}
 ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
                "Softplus", "PRelu",
                SILU, HARD_SWISH}  # the chains silu.py and hardswish.py make one step
