@@ -50,6 +50,11 @@ _VECTOR_COLUMNS = 512  # a transposed vector product's outputs tried (each one d
 _VECTOR_MAX = 1 << 22  # an untransposed one is tried at its own size up to this many elements, else not trusted
 
 
+def calls_blas(graph: Any) -> bool:
+    """Whether ``graph``'s CPU kernels may call BLAS (a node of ``BLAS_OPS`` or of another domain)."""
+    return any(node.domain or node.op_type.split("+")[0] in BLAS_OPS for node in graph.nodes)
+
+
 def load_safe_products(graph: Any, counts: tuple) -> bool:
     """True when every BLAS product ``graph``'s CPU kernels make gives the same bytes with one
     thread and with each of ``counts``; False when one does not or cannot be told ahead."""

@@ -3,9 +3,13 @@ busy machine does not make runs collapse, without changing a single result bit.
 
 Row-block threads (backends/numpy_threads.py) give the same bytes for any count, so their count
 follows the load: unless told otherwise, a run uses one per core that is free when it starts (the
-cores this process may run on, less the other runnable tasks the kernel counts in
-``/proc/loadavg``, re-read at most every ``LOAD_MAX_AGE_S``), at least one.  On a busy machine the
-blocks go to the threads that run (the caller takes them too), so a stalled worker costs little.
+cores this process may run on, less other processes' work, ``busy_elsewhere``), less the BLAS
+workers the run leaves spinning when its graph multiplies with BLAS: OpenBLAS's workers busy-wait
+for a while after each product, so on two quiet cores with two BLAS threads a second row thread
+shares a core with a spinning worker (forcing two made nudenet 1.11x, the PP-OCRv4 detector
+1.18x, the recogniser 1.12x, light/resnet50 1.05x as slow as one; same-process A/B).  At least
+one.  On a busy machine the blocks go to the threads that run (the caller takes them too), so a
+stalled worker costs little.
 
 BLAS is different: OpenBLAS's products are not bit-identical across thread counts (its threaded
 driver blocks the inner sum elsewhere: on the build measured, inner sizes above 448 that are not
@@ -33,7 +37,7 @@ from typing import Any, Optional
 from gpuinfer.backends.numpy_threads import default_threads, running_with, shared_pool
 from gpuinfer.errors import GpuinferError
 
-LOAD_MAX_AGE_S = 0.5  # reading /proc/loadavg costs ~10 us, a tenth of a small model's run
+LOAD_MAX_AGE_S = 0.5  # reading /proc costs ~10 us, a tenth of a small model's run
 BUSY_MAX_WINDOW_S = 5.0  # an older reading says little of now: glance at the runnable tasks instead
 try:
     _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -41,7 +45,7 @@ except (AttributeError, ValueError, OSError):
     _TICKS_PER_S = 100
 
 _blas: Optional[list] = None  # threadpoolctl's BLAS controllers of this process, found once
-_load: list = [0.0, 0]  # (when read, other runnable tasks)
+_blas_now: list = [float("-inf"), 1]  # (when read, BLAS's thread count then)
 _busy: list = [0.0, 0, None]  # (when read, busy cores not of this process, (when, _cpu_ticks()) sampled)
 
 
@@ -71,14 +75,6 @@ def blas_controllers(required: bool) -> list:
     return _blas
 
 
-def other_runnable() -> int:
-    """Runnable tasks on the machine besides the one reading (0 where the kernel does not say)."""
-    now = time.monotonic()
-    if now - _load[0] > LOAD_MAX_AGE_S:
-        _load[0], _load[1] = now, max(0, _running_tasks() - 1)
-    return _load[1]
-
-
 def busy_elsewhere() -> int:
     """Cores' worth of work on the machine that is not this process's, read at most every
     ``LOAD_MAX_AGE_S``: the CPU time the machine spent busy (``/proc/stat``, the hypervisor's
@@ -103,6 +99,15 @@ def busy_elsewhere() -> int:
     else:
         _busy[0], _busy[1] = now, max(0, _running_tasks() - _own_running_threads())
     return _busy[1]
+
+
+def _blas_threads_now() -> int:
+    """The most threads a loaded BLAS library runs now (1 where none is known), read at most every
+    ``LOAD_MAX_AGE_S`` (threadpoolctl takes ~5 us to ask)."""
+    now = time.monotonic()
+    if now - _blas_now[0] > LOAD_MAX_AGE_S:
+        _blas_now[0], _blas_now[1] = now, max((lib.get_num_threads() for lib in blas_controllers(False)), default=1)
+    return _blas_now[1]
 
 
 def _cpu_ticks() -> Optional[tuple[int, int]]:
@@ -154,6 +159,7 @@ class RunThreads:
         # BLAS is set only to a count the caller gave: one that followed the load would change bits
         self.blas = blas_controllers(True) if self.fixed is not None else []
         self.follows_load = False  # BLAS's count follows the load (see ``follow_load``)
+        self.calls_blas = True  # the graph may multiply with BLAS (``follow_load`` tells)
         self._blas_default = 0
         self._restore: list = []
         self._scope: Any = None
@@ -162,8 +168,9 @@ class RunThreads:
         """Let BLAS's count follow the load for runs of ``graph`` if no count was given and every
         product the graph makes gives the same bytes with one thread and BLAS's default
         (``runtime/blas_bits.py``).  Returns whether it does."""
-        from gpuinfer.runtime.blas_bits import load_safe_products
+        from gpuinfer.runtime.blas_bits import calls_blas, load_safe_products
 
+        self.calls_blas = calls_blas(graph)
         if self.fixed is not None or self.cores < 2:
             return False
         libs = blas_controllers(False)
@@ -182,18 +189,23 @@ class RunThreads:
             return 0
         return 1 if busy_elsewhere() >= max(1, self.cores // 2) else self._blas_default
 
-    def count(self) -> int:
-        """Threads for a run starting now."""
+    def count(self, blas: int = 0) -> int:
+        """Row-block threads for a run starting now whose BLAS runs ``blas`` threads (0: as it is):
+        the given count; else the cores other processes leave free, less BLAS's spinning workers
+        where the graph calls BLAS, at least one."""
         if self.fixed is not None:
             return self.fixed
-        return max(1, self.cores - other_runnable())
+        free = self.cores - busy_elsewhere()
+        if self.calls_blas:
+            free -= (blas or _blas_threads_now()) - 1
+        return max(1, free)
 
     def __call__(self) -> "RunThreads":
         return self
 
     def __enter__(self) -> "RunThreads":
-        n = self.count()
         blas = self.blas_count()  # a fixed count, or one that changes no bit (``follow_load``)
+        n = self.count(blas)
         for lib in self.blas if blas else ():
             before = lib.get_num_threads()
             if before != blas:

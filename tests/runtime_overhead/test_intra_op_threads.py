@@ -208,13 +208,37 @@ def test_thread_count_follows_the_options(monkeypatch):
     assert run_threads.RunThreads(None, opts).count() == 3
     assert run_threads.RunThreads(2, opts).count() == 2  # the explicit argument first
     opts.intra_op_num_threads = 0  # onnxruntime's "default"
-    monkeypatch.setattr(run_threads, "other_runnable", lambda: 0)
+    monkeypatch.setattr(run_threads, "busy_elsewhere", lambda: 0)
     default = run_threads.RunThreads(None, opts)
-    assert default.count() == numpy_threads.default_threads()
-    monkeypatch.setattr(run_threads, "other_runnable", lambda: 64)  # a busy machine: one thread
-    assert default.count() == 1
+    assert default.count(blas=1) == numpy_threads.default_threads()
+    monkeypatch.setattr(run_threads, "busy_elsewhere", lambda: 64)  # a busy machine: one thread
+    assert default.count(blas=1) == 1
     with pytest.raises(gpuinfer.GpuinferError, match="intra_op_threads"):
         run_threads.RunThreads(0)
+
+
+def test_row_threads_leave_blas_spinning_workers_their_cores(monkeypatch):
+    """OpenBLAS's workers busy-wait after a product: a graph that calls BLAS gets the free cores
+    less BLAS's workers, one that does not gets them all; other processes' work counts too."""
+    from tests.tiny_models import conv_net
+
+    threads = run_threads.RunThreads()
+    threads.cores = 4
+    monkeypatch.setattr(run_threads, "busy_elsewhere", lambda: 0)
+    threads.follow_load(gpuinfer.InferenceSession(conv_net(), device="cpu").graph)
+    assert threads.calls_blas
+    assert [threads.count(blas=b) for b in (1, 2, 4)] == [4, 3, 1]
+    monkeypatch.setattr(run_threads, "_blas_threads_now", lambda: 3)
+    assert threads.count() == 2  # BLAS left as it is: its own count now
+    monkeypatch.setattr(run_threads, "busy_elsewhere", lambda: 1)
+    assert threads.count(blas=2) == 2
+    elementwise = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])]))
+    threads.follow_load(gpuinfer.InferenceSession(elementwise.SerializeToString(), device="cpu").graph)
+    assert not threads.calls_blas
+    assert threads.count(blas=4) == 3  # only the other process's core is taken
 
 
 def test_blas_is_set_only_to_a_given_count():
@@ -231,7 +255,7 @@ def test_results_do_not_follow_the_load(monkeypatch):
     sess = gpuinfer.InferenceSession(conv_net(), device="cpu", memory_mode="arena")
     digests = set()
     for busy in (0, 64, 0, 64):
-        monkeypatch.setattr(run_threads, "other_runnable", lambda busy=busy: busy)
+        monkeypatch.setattr(run_threads, "busy_elsewhere", lambda busy=busy: busy)
         digests.add(sess.run(None, feeds)[0].tobytes())
     assert len(digests) == 1
 
