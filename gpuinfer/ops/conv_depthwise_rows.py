@@ -27,6 +27,7 @@ import functools
 import math
 
 from gpuinfer.backends.numpy_threads import split_rows
+from gpuinfer.errors import NodeExecutionError
 
 # A kernel row's product reads R's rows for all output rows: a tall kernel on a short map reads
 # mostly padding, and R (written to memory the model last touched long before) grows past the
@@ -111,7 +112,9 @@ def depthwise_rows(ctx, x, w, g, out, lend_output: bool = True):
     per, blocks = rows_plan(g, n, scratch.size, lend_output)
     wk = w.reshape(c, kh, kw)
     if not out.flags.c_contiguous:
-        raise ValueError("depthwise_rows writes a C-contiguous output")
+        # the plan places a conv's output inside a Concat's only where it stays contiguous
+        raise NodeExecutionError(f"depthwise conv (\"rows\" layout) needs a C-contiguous output, got one of "
+                                 f"shape {out.shape} with strides {out.strides}")
     for ni in range(n):
         xf = x[ni].reshape(c, size)
         of = out[ni].reshape(-1)

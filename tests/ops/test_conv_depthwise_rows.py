@@ -211,3 +211,12 @@ def test_rows_band_fits_the_scratch(kh, kw, d0, rows, width, scratch):
         assert rows - (count - 1) * band > 0 and band - (rows - (count - 1) * band) < count
     else:
         assert rows_elements((kh, kw), (d0, 1), (1, width)) > scratch
+
+
+def test_a_non_contiguous_output_is_refused_with_a_gpuinfer_error():
+    """The plan never hands "rows" a strided output; if one came, the error says what and why."""
+    g = conv_geometry(dict(group=24, pads=[2] * 4), (1, 24, 20, 24), (24, 1, 5, 5), np.float32)
+    ctx = SimpleNamespace(scratch=lambda shape, dtype: np.zeros(shape, dtype), xp=np)
+    strided = np.zeros((1, 48, 20, 24), np.float32)[:, ::2]
+    with pytest.raises(gpuinfer.GpuinferError, match="C-contiguous output"):
+        depthwise_rows(ctx, r(1, 24, 20, 24), r(24, 1, 5, 5), g, strided)
