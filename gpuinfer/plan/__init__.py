@@ -22,7 +22,7 @@ from gpuinfer.plan.lifetimes import Lifetime, graph_lifetimes, lower_bound
 from gpuinfer.plan.modes import MODES, MemoryMode, by_speed, get_mode, register_mode, unregister_mode
 from gpuinfer.plan.plan import ALIGNMENT, MemoryPlan, Placement
 from gpuinfer.plan.sharing import Sharing
-from gpuinfer.plan.slack import step_slack
+from gpuinfer.plan.slack import scratch_room, step_slack
 from gpuinfer.plan.verify import PlanVerificationError, verify_plan
 from gpuinfer.values import TensorKey, value_key
 
@@ -64,8 +64,9 @@ def make_plan(graph: Graph, types: dict, mode: Union[str, MemoryMode], keep: fro
     slack = dict(scratch_slack or {})
     records, dynamic = graph_lifetimes(graph, types, keep, seen_scratch, blocks_of, device_kind, slack)
     placed = _place(graph, mode, records)
-    if scratch_slack is None and seen_scratch is None and not dynamic and not blocks_of and mode.spends_slack:
-        wider_slack = step_slack(graph, records, device_kind)
+    if scratch_slack is None and seen_scratch is None and not dynamic and not blocks_of \
+            and (mode.spends_slack or mode.shares_scratch):
+        wider_slack = (step_slack if mode.spends_slack else scratch_room)(graph, records, device_kind)
         if wider_slack:
             wider = graph_lifetimes(graph, types, keep, None, blocks_of, device_kind, wider_slack)[0]
             wider_placed = _place(graph, mode, wider)

@@ -11,6 +11,10 @@ bytes more and no step gets busier than the busiest.  A mode that ``spends_slack
 only if its blocks are no bigger (the placement is a heuristic: wider scratch could in principle
 land where it grows the block).
 
+A mode that ``shares_scratch`` (``per_tensor``, which keeps every tensor, so the busiest step's
+room is not free) has another kind of room: every step's scratch shares one block, as big as the
+most one step asks, so the others may widen theirs to that size (``scratch_room``).
+
 Wider scratch never changes a result bit (every mode must give the same bytes): im2col's wider
 bands copy more columns at once but multiply them in the narrow bands' products, and depthwise
 blocks sum their taps alike however many channels they hold (ops/conv.py, ops/conv_depthwise.py).
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 from gpuinfer.graph.ir import Graph
 from gpuinfer.plan.lifetimes import Lifetime, live_bytes, takes_slack
+from gpuinfer.plan.per_tensor import scratch_span, shared_scratch
+from gpuinfer.plan.plan import ALIGNMENT
 
 # Slack under this is not worth a different geometry (a band of a few more pixels).
 MIN_SLACK_BYTES = 16 << 10
@@ -41,3 +47,22 @@ def step_slack(graph: Graph, records: list[Lifetime], device_kind: str) -> dict[
         if spare >= MIN_SLACK_BYTES and takes_slack(node, device_kind):
             slack[node.step] = spare
     return slack
+
+
+def scratch_room(graph: Graph, records: list[Lifetime], device_kind: str) -> dict[int, int]:
+    """step -> bytes its scratch may grow by and still fit the shared scratch block (as big as the
+    most one step's scratch takes), for the steps whose scratch function can spend them; an
+    alignment's worth a buffer is held back, so widened buffers laid side by side still fit."""
+    if device_kind != "cpu" or not records:
+        return {}
+    scratch = shared_scratch(records)
+    if not scratch:  # a block per buffer: no room
+        return {}
+    most = max(scratch_span(lives) for lives in scratch.values())
+    room = {}
+    for node in graph.nodes:
+        lives = scratch.get(node.step, [])
+        spare = most - scratch_span(lives) - ALIGNMENT * (len(lives) + 1)
+        if spare >= MIN_SLACK_BYTES and takes_slack(node, device_kind):
+            room[node.step] = spare
+    return room

@@ -13,13 +13,13 @@ from tests.model_zoo import reference_outputs
 from tests.tiny_models import conv_net, conv_net_feeds
 
 TOY_MODE = textwrap.dedent('''
-    """toy_per_tensor: per_tensor's rule under another name, in one file."""
+    """toy_per_tensor: a block for every tensor and every scratch buffer, in one file."""
     from gpuinfer.plan.modes import MemoryMode, register_mode
     from gpuinfer.plan.plan import Placement
 
 
     def plan_toy(lifetimes, sharing):
-        """Every tensor its own block, as per_tensor."""
+        """Every placed lifetime its own block (per_tensor shares its steps' scratch; this does not)."""
         placements = {life.key: Placement(i, 0) for i, life in enumerate(lifetimes)}
         return [life.nbytes for life in lifetimes], placements, {}, {}
 
@@ -52,7 +52,9 @@ def test_a_mode_from_one_file_runs_a_model(toy_mode):
     per_tensor = gpuinfer.InferenceSession(model, device="cpu", memory_mode="per_tensor")
     per_tensor.run(None, feeds)
     assert report.mode == "toy_per_tensor"
-    assert report.planned_bytes == per_tensor.memory_report().planned_bytes == plan.planned_bytes
+    placed = sum(life.nbytes for key, life in plan.lifetimes.items() if key in plan.placements)
+    assert report.planned_bytes == plan.planned_bytes == placed
+    assert per_tensor.memory_report().planned_bytes < placed  # per_tensor's steps share one scratch block
     # an intermediate can be read back, as the mode says (hands_out_intermediates)
     inner = next(n for node in sess.graph.nodes for n in node.outputs if n and n not in sess.graph.outputs)
     assert sess.run([inner], feeds)[0] is not None

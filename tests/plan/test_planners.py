@@ -57,6 +57,27 @@ def test_per_tensor_is_the_sum():
     assert plan.planned_bytes == sum(l.nbytes for l in CHAIN)
 
 
+def test_per_tensor_steps_share_one_scratch_block():
+    """Values keep a buffer each; scratch, which lives within its step, shares one block as big as
+    the most one step takes, a step's buffers side by side at aligned offsets."""
+    scratch = [Lifetime(f"s{step}.{i}", step, step, nbytes, "scratch", (nbytes,), "uint8")
+               for step, sizes in ((1, (1000, 300)), (2, (1500,)), (3, (200, 200, 200))) for i, nbytes in enumerate(sizes)]
+    plan = make("per_tensor", CHAIN + scratch)
+    assert len({plan.placements[l.key].block for l in scratch}) == 1
+    assert len({plan.placements[l.key].block for l in CHAIN}) == len(CHAIN)
+    assert plan.placements["s1.1"].offset == 1024 and plan.placements["s3.2"].offset == 512
+    assert plan.planned_bytes == sum(l.nbytes for l in CHAIN) + max(1024 + 300, 1500, 512 + 200)
+
+
+def test_per_tensor_keeps_a_block_per_scratch_buffer_where_that_is_smaller():
+    """Tiny buffers at aligned offsets would take more than a block each: then a block each."""
+    scratch = [Lifetime("s1.0", 1, 1, 8, "scratch", (8,), "uint8"), Lifetime("s1.1", 1, 1, 8, "scratch", (8,), "uint8"),
+               Lifetime("s2.0", 2, 2, 8, "scratch", (8,), "uint8")]
+    plan = make("per_tensor", CHAIN + scratch)
+    assert len({plan.placements[l.key].block for l in CHAIN + scratch}) == len(CHAIN) + 3
+    assert plan.planned_bytes == sum(l.nbytes for l in CHAIN + scratch)
+
+
 def test_reuse_shares_only_same_shape():
     lives = [life("a", 0, 1, 1024), life("b", 2, 3, 1024), life("c", 4, 5, 2048)]
     plan = make("reuse", lives)
