@@ -16,7 +16,7 @@ few facts the planner and the session ask of it instead of testing its name:
 - ``spends_slack``: kernels may widen their scratch into the room below the plan's busiest step
   (``slack.py``; ``arena``, and ``reduce``, whose peak is that step);
 - ``shares_scratch``: every step's scratch shares one block, and a step may widen its scratch into
-  the room the busiest step's scratch leaves it there (``per_tensor``; ``slack.py``);
+  the room the busiest step's scratch leaves it there (``per_tensor``, ``reuse``; ``slack.py``);
 - ``speed_rank``: the order ``memory_mode="auto"`` tries modes in, fastest first.
 
 A new mode is one file: define the planner, build a ``MemoryMode`` and pass it to
@@ -46,11 +46,11 @@ class MemoryMode:
     fixed_addresses: bool = False
     # steps' kernels may widen their scratch into the room the plan has below its busiest step
     # (plan/slack.py): only a mode that packs tensors by lifetime (arena) or frees them at their
-    # last use (reduce) keeps that room free; per_tensor and reuse would hold every widened buffer
+    # last use (reduce) keeps that room free; per_tensor and reuse keep their tensors' buffers
     spends_slack: bool = False
     # steps' scratch shares one block sized to the most one step asks, and the others may widen
     # theirs into it (plan/per_tensor.py, plan/slack.py): slack that costs no byte in a mode that keeps
-    # every tensor
+    # its tensors' buffers
     shares_scratch: bool = False
 
     def __call__(self, lifetimes: list, sharing: object) -> tuple:

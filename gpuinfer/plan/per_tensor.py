@@ -42,22 +42,29 @@ def shared_scratch(lifetimes: list[Lifetime]) -> dict[int, list[Lifetime]]:
     return steps if most < sum(life.nbytes for lives in steps.values() for life in lives) else {}
 
 
+def place_shared_scratch(lifetimes: list[Lifetime], blocks: list[int], placements: dict) -> set:
+    """Put every step's scratch into one new block of ``blocks`` (``shared_scratch``), recording
+    the placements; returns the keys placed (none where a block each is less)."""
+    shared = shared_scratch(lifetimes)
+    if not shared:
+        return set()
+    block = len(blocks)
+    for lives in shared.values():
+        end = 0
+        for life in lives:
+            placements[life.key] = Placement(block, align(end))
+            end = align(end) + life.nbytes
+    blocks.append(max(scratch_span(lives) for lives in shared.values()))
+    return {life.key for lives in shared.values() for life in lives}
+
+
 def plan_per_tensor(lifetimes: list[Lifetime], sharing: Sharing):
     blocks, placements = [], {}
-    shared = shared_scratch(lifetimes)
-    in_shared = {life.key for lives in shared.values() for life in lives}
+    in_shared = place_shared_scratch(lifetimes, blocks, placements)
     for life in lifetimes:
         if life.key not in in_shared:
             placements[life.key] = Placement(len(blocks), 0)
             blocks.append(life.nbytes)
-    if shared:
-        block = len(blocks)
-        for lives in shared.values():
-            end = 0
-            for life in lives:
-                placements[life.key] = Placement(block, align(end))
-                end = align(end) + life.nbytes
-        blocks.append(max(scratch_span(lives) for lives in shared.values()))
     return blocks, placements, {}, {}
 
 

@@ -1,5 +1,6 @@
 """``reuse`` (ailia's "reuse interstage"): tensors of one shape and dtype share buffers when their
-lifetimes do not overlap.
+lifetimes do not overlap.  Op scratch, which lives within its step, shares one block instead
+(``per_tensor.place_shared_scratch``), and steps widen into the room it leaves them.
 
 Within each (shape, dtype) class, taking tensors in order of first step and giving each the
 buffer that became free (any will do) uses as few buffers as the class's most-overlapping step
@@ -11,16 +12,19 @@ import heapq
 
 from gpuinfer.plan.lifetimes import Lifetime
 from gpuinfer.plan.modes import MemoryMode, register_mode
+from gpuinfer.plan.per_tensor import place_shared_scratch
 from gpuinfer.plan.sharing import Sharing
 from gpuinfer.plan.plan import Placement
 
 
 def plan_reuse(lifetimes: list[Lifetime], sharing: Sharing):
-    classes: dict[tuple, list[Lifetime]] = {}
-    for life in lifetimes:
-        classes.setdefault((life.shape, life.dtype), []).append(life)
     blocks: list[int] = []
     placements: dict = {}
+    in_shared = place_shared_scratch(lifetimes, blocks, placements)  # op scratch: one block, as per_tensor
+    classes: dict[tuple, list[Lifetime]] = {}
+    for life in lifetimes:
+        if life.key not in in_shared:
+            classes.setdefault((life.shape, life.dtype), []).append(life)
     for members in classes.values():
         busy: list[tuple[int, int]] = []  # (last step, block) of buffers in use, soonest free first
         free: list[int] = []
@@ -38,4 +42,4 @@ def plan_reuse(lifetimes: list[Lifetime], sharing: Sharing):
 
 
 # Kept buffers per (shape, dtype) class: outputs still allocated per run, so after arena for ``auto``.
-REUSE = register_mode(MemoryMode("reuse", plan_reuse, speed_rank=2))
+REUSE = register_mode(MemoryMode("reuse", plan_reuse, speed_rank=2, shares_scratch=True))

@@ -11,9 +11,10 @@ bytes more and no step gets busier than the busiest.  A mode that ``spends_slack
 only if its blocks are no bigger (the placement is a heuristic: wider scratch could in principle
 land where it grows the block).
 
-A mode that ``shares_scratch`` (``per_tensor``, which keeps every tensor, so the busiest step's
-room is not free) has another kind of room: every step's scratch shares one block, as big as the
-most one step asks, so the others may widen theirs to that size (``scratch_room``).
+A mode that ``shares_scratch`` (``per_tensor`` and ``reuse``, which keep their tensors' buffers,
+so the busiest step's room is not free) has another kind of room: every step's scratch shares one
+block, as big as the most one step asks, so the others may widen theirs to that size
+(``scratch_room``).
 
 Wider scratch never changes a result bit (every mode must give the same bytes): im2col's wider
 bands copy more columns at once but multiply them in the narrow bands' products, and depthwise

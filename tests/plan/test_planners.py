@@ -57,16 +57,21 @@ def test_per_tensor_is_the_sum():
     assert plan.planned_bytes == sum(l.nbytes for l in CHAIN)
 
 
-def test_per_tensor_steps_share_one_scratch_block():
-    """Values keep a buffer each; scratch, which lives within its step, shares one block as big as
-    the most one step takes, a step's buffers side by side at aligned offsets."""
-    scratch = [Lifetime(f"s{step}.{i}", step, step, nbytes, "scratch", (nbytes,), "uint8")
-               for step, sizes in ((1, (1000, 300)), (2, (1500,)), (3, (200, 200, 200))) for i, nbytes in enumerate(sizes)]
-    plan = make("per_tensor", CHAIN + scratch)
-    assert len({plan.placements[l.key].block for l in scratch}) == 1
-    assert len({plan.placements[l.key].block for l in CHAIN}) == len(CHAIN)
+SCRATCH = [Lifetime(f"s{step}.{i}", step, step, nbytes, "scratch", (nbytes,), "uint8")
+           for step, sizes in ((1, (1000, 300)), (2, (1500,)), (3, (200, 200, 200))) for i, nbytes in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("mode", ["per_tensor", "reuse"])
+def test_steps_share_one_scratch_block(mode):
+    """Values are placed by the mode's own rule, in blocks of their own; scratch, which lives within
+    its step, shares one block as big as the most one step takes, a step's buffers side by side at
+    aligned offsets."""
+    plan = make(mode, CHAIN + SCRATCH)
+    assert len({plan.placements[l.key].block for l in SCRATCH}) == 1
+    assert not {plan.placements[l.key].block for l in SCRATCH} & {plan.placements[l.key].block for l in CHAIN}
     assert plan.placements["s1.1"].offset == 1024 and plan.placements["s3.2"].offset == 512
-    assert plan.planned_bytes == sum(l.nbytes for l in CHAIN) + max(1024 + 300, 1500, 512 + 200)
+    assert plan.planned_bytes == sum(plan.blocks[b] for b in {plan.placements[l.key].block for l in CHAIN}) \
+        + max(1024 + 300, 1500, 512 + 200)
 
 
 def test_per_tensor_keeps_a_block_per_scratch_buffer_where_that_is_smaller():
