@@ -49,7 +49,7 @@ class MemoryMode:
     # last use (reduce) keeps that room free; per_tensor and reuse keep their tensors' buffers
     spends_slack: bool = False
     # steps' scratch shares one block sized to the most one step asks, and the others may widen
-    # theirs into it (plan/per_tensor.py, plan/slack.py): slack that costs no byte in a mode that keeps
+    # theirs into it (plan/shared_scratch.py, plan/slack.py): slack that costs no byte in a mode that keeps
     # its tensors' buffers
     shares_scratch: bool = False
 

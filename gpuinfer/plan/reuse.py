@@ -1,6 +1,6 @@
 """``reuse`` (ailia's "reuse interstage"): tensors of one shape and dtype share buffers when their
 lifetimes do not overlap.  Op scratch, which lives within its step, shares one block instead
-(``per_tensor.place_shared_scratch``), and steps widen into the room it leaves them.
+(``shared_scratch.py``), and steps widen into the room it leaves them.
 
 Within each (shape, dtype) class, taking tensors in order of first step and giving each the
 buffer that became free (any will do) uses as few buffers as the class's most-overlapping step
@@ -12,7 +12,7 @@ import heapq
 
 from gpuinfer.plan.lifetimes import Lifetime
 from gpuinfer.plan.modes import MemoryMode, register_mode
-from gpuinfer.plan.per_tensor import place_shared_scratch
+from gpuinfer.plan.shared_scratch import place_shared_scratch
 from gpuinfer.plan.sharing import Sharing
 from gpuinfer.plan.plan import Placement
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from gpuinfer.graph.ir import Graph
 from gpuinfer.plan.lifetimes import Lifetime, live_bytes, takes_slack
-from gpuinfer.plan.per_tensor import scratch_span, shared_scratch
+from gpuinfer.plan.shared_scratch import scratch_span, shared_scratch
 from gpuinfer.plan.plan import ALIGNMENT
 
 # Slack under this is not worth a different geometry (a band of a few more pixels).

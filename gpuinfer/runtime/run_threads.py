@@ -167,7 +167,8 @@ class RunThreads:
     def follow_load(self, graph: Any) -> bool:
         """Let BLAS's count follow the load for runs of ``graph`` if no count was given and every
         product the graph makes gives the same bytes with one thread and BLAS's default
-        (``runtime/blas_bits.py``).  Returns whether it does."""
+        (``runtime/blas_bits.py``).  Returns whether it does.  Also notes whether the graph calls
+        BLAS at all (``calls_blas``), which ``count`` reads."""
         from gpuinfer.runtime.blas_bits import calls_blas, load_safe_products
 
         self.calls_blas = calls_blas(graph)

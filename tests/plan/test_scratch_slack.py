@@ -123,7 +123,7 @@ def test_steps_widen_into_the_shared_scratch_block_and_it_does_not_grow(mode):
     """per_tensor and reuse keep their tensors' buffers, so the room below the busiest step is not
     free; but every step's scratch shares one block, and the steps whose scratch is less than the
     most widen into the difference (an alignment's worth a buffer held back)."""
-    from gpuinfer.plan.per_tensor import scratch_span, step_scratch
+    from gpuinfer.plan.shared_scratch import scratch_span, step_scratch
     from gpuinfer.plan.plan import ALIGNMENT
 
     sess = gpuinfer.InferenceSession(_model(), device="cpu", memory_mode=mode)
