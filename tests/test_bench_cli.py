@@ -14,8 +14,8 @@ from gpuinfer.cli.models import light_models_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-SCRIPTS = ["blas_bits.py", "memory_modes.py", "profile_model.py", "run_loop_overhead.py", "soak.py",
-           "vs_onnxruntime.py"]
+SCRIPTS = ["blas_bits.py", "conv_throughput.py", "memory_modes.py", "profile_model.py", "run_loop_overhead.py",
+           "soak.py", "vs_onnxruntime.py"]
 SQUEEZENET = light_models_dir() / "light_squeezenet.onnx"  # ships inside the onnx package
 
 
@@ -159,3 +159,56 @@ def test_blas_bits_compares_products_and_a_model():
     assert cells[2] in ("yes", "no")
     graph = gpuinfer.InferenceSession(str(SQUEEZENET), device="cpu").graph
     assert cells[3] == ("yes" if load_safe_products(graph, (2,)) else "no")
+
+
+def _bench_module(name: str):
+    import importlib.util
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def test_conv_throughput_counts_each_convs_multiply_adds():
+    """Dense, grouped and depthwise convs with padding and stride, their multiply-adds against
+    output shapes onnxruntime computes (output channels x pixels x input channels a group x taps)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    specs = [("a", (8, 3, 3, 3), {"pads": [1, 1, 1, 1]}, 3),
+             ("b", (8, 4, 5, 3), {"pads": [2, 1, 2, 1], "strides": [2, 1], "group": 2}, 8),
+             ("c", (8, 1, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2], "group": 8}, 8)]
+    nodes, inits, previous = [], [], "x"
+    for name, w, attrs, _ in specs:
+        inits.append(numpy_helper.from_array(rng.standard_normal(w).astype(np.float32), f"w_{name}"))
+        nodes.append(helper.make_node("Conv", [previous, f"w_{name}"], [name], kernel_shape=list(w[2:]), **attrs))
+        previous = name
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n, *_ in specs], inits)
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    feeds = {"x": rng.standard_normal((2, 3, 13, 11)).astype(np.float32)}
+    outputs = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+    module = _bench_module("conv_throughput")
+    convs = module.conv_shapes(data, feeds)
+    assert [c["y"] for c in convs] == [list(o.shape) for o in outputs]
+    expected = [o.size * (w[1] * w[2] * w[3]) for o, (_, w, _, _) in zip(outputs, specs)]
+    assert [module.multiply_adds(c) for c in convs] == expected
+    assert [module.depthwise(c) for c in convs] == [False, False, True]
+
+
+def test_conv_throughput_puts_the_engines_and_the_gemm_floor_side_by_side():
+    result = bench("conv_throughput.py", SQUEEZENET, "--runs", "2", "--quiet", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    cells = _table_row(result.stdout, str(SQUEEZENET))
+    ort_ms, ours, alone = float(cells[3]), float(cells[4]), float(cells[5])
+    assert ort_ms > 0 and ours > 0 and alone > 0
+    assert float(cells[6]) == pytest.approx(ours / ort_ms, abs=0.01)
+    assert float(cells[7]) == pytest.approx(alone / ort_ms, abs=0.01)
+    assert cells[2] == "0"  # squeezenet has no depthwise convolution
