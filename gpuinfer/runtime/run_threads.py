@@ -158,17 +158,17 @@ class RunThreads:
         self.cores = default_threads()
         # BLAS is set only to a count the caller gave: one that followed the load would change bits
         self.blas = blas_controllers(True) if self.fixed is not None else []
-        self.follows_load = False  # BLAS's count follows the load (see ``follow_load``)
-        self.calls_blas = True  # the graph may multiply with BLAS (``follow_load`` tells)
+        self.follows_load = False  # BLAS's count follows the load (see ``fit_to_graph``)
+        self.calls_blas = True  # the graph may multiply with BLAS (``fit_to_graph`` tells)
         self._blas_default = 0
         self._restore: list = []
         self._scope: Any = None
 
-    def follow_load(self, graph: Any) -> bool:
-        """Let BLAS's count follow the load for runs of ``graph`` if no count was given and every
-        product the graph makes gives the same bytes with one thread and BLAS's default
-        (``runtime/blas_bits.py``).  Returns whether it does.  Also notes whether the graph calls
-        BLAS at all (``calls_blas``), which ``count`` reads."""
+    def fit_to_graph(self, graph: Any) -> bool:
+        """Read from ``graph`` the two things the thread counts depend on: whether it calls BLAS at
+        all (``calls_blas``, which ``count`` reads), and whether BLAS's count may follow the load
+        for its runs: only if no count was given and every product the graph makes gives the same
+        bytes with one thread and BLAS's default (``runtime/blas_bits.py``).  Returns the latter."""
         from gpuinfer.runtime.blas_bits import calls_blas, load_safe_products
 
         self.calls_blas = calls_blas(graph)
@@ -182,7 +182,7 @@ class RunThreads:
         return True
 
     def blas_count(self) -> int:
-        """BLAS threads for a run starting now: the given count; with ``follow_load``, one while
+        """BLAS threads for a run starting now: the given count; with ``fit_to_graph``, one while
         other processes keep half the cores or more busy, else BLAS's default; 0: left alone."""
         if self.fixed is not None:
             return self.fixed
@@ -205,7 +205,7 @@ class RunThreads:
         return self
 
     def __enter__(self) -> "RunThreads":
-        blas = self.blas_count()  # a fixed count, or one that changes no bit (``follow_load``)
+        blas = self.blas_count()  # a fixed count, or one that changes no bit (``fit_to_graph``)
         n = self.count(blas)
         for lib in self.blas if blas else ():
             before = lib.get_num_threads()

@@ -77,7 +77,7 @@ class InferenceSession:
         self._observers = RunObservers(self, self._backend, sample_memory, trace, sess_options, model)
         self._threads = RunThreads(intra_op_threads, sess_options)  # BLAS and row-block threads per run
         if self._backend.kind == "cpu":
-            self._threads.follow_load(self._graph)  # where no product's bits depend on BLAS's count
+            self._threads.fit_to_graph(self._graph)  # calls BLAS?  may BLAS's count follow the load?
         if workspace is not None:
             workspace.join(self, model)
 

@@ -96,19 +96,19 @@ def test_blas_follows_the_load_where_it_is_safe(monkeypatch):
         threads = run_threads.RunThreads()
         if threads.cores < 2:
             pytest.skip("one core: nothing to follow")
-        assert threads.follow_load(gpuinfer.InferenceSession(conv_net(), device="cpu").graph)
+        assert threads.fit_to_graph(gpuinfer.InferenceSession(conv_net(), device="cpu").graph)
         for busy, inside in ((64, [1] * len(before)), (0, before)):
             monkeypatch.setattr(run_threads, "busy_elsewhere", lambda busy=busy: busy)
             with threads:
                 assert blas() == inside
             assert blas() == before  # put back after the run
         given = run_threads.RunThreads(2)
-        assert not given.follow_load(gpuinfer.InferenceSession(conv_net(), device="cpu").graph)  # a count given stays
+        assert not given.fit_to_graph(gpuinfer.InferenceSession(conv_net(), device="cpu").graph)  # a count given stays
         unknown = run_threads.RunThreads()
         model, _ = _gemm_model(64, 8, 0)
         model.graph.node[0].domain = "com.example"  # another domain's kernel: not looked into
         assert blas_bits.product_kinds(_Graph([model.graph.node[0]])) is None
-        assert not unknown.follow_load(_Graph([model.graph.node[0]]))
+        assert not unknown.fit_to_graph(_Graph([model.graph.node[0]]))
 
 
 class _Graph:

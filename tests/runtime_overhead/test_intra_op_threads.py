@@ -225,7 +225,7 @@ def test_row_threads_leave_blas_spinning_workers_their_cores(monkeypatch):
     threads = run_threads.RunThreads()
     threads.cores = 4
     monkeypatch.setattr(run_threads, "busy_elsewhere", lambda: 0)
-    threads.follow_load(gpuinfer.InferenceSession(conv_net(), device="cpu").graph)
+    threads.fit_to_graph(gpuinfer.InferenceSession(conv_net(), device="cpu").graph)
     assert threads.calls_blas
     assert [threads.count(blas=b) for b in (1, 2, 4)] == [4, 3, 1]
     monkeypatch.setattr(run_threads, "_blas_threads_now", lambda: 3)
@@ -236,7 +236,7 @@ def test_row_threads_leave_blas_spinning_workers_their_cores(monkeypatch):
         [helper.make_node("Relu", ["x"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])]))
-    threads.follow_load(gpuinfer.InferenceSession(elementwise.SerializeToString(), device="cpu").graph)
+    threads.fit_to_graph(gpuinfer.InferenceSession(elementwise.SerializeToString(), device="cpu").graph)
     assert not threads.calls_blas
     assert threads.count(blas=4) == 3  # only the other process's core is taken
 
