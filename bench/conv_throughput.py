@@ -32,7 +32,7 @@ def conv_shapes(source, feeds: dict) -> list[dict]:
     (a path or ONNX bytes) with the graph inputs' shapes set to ``feeds``'.  Nodes whose shapes
     stay unknown are left out."""
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
     for value in model.graph.input:
@@ -44,7 +44,7 @@ def conv_shapes(source, feeds: dict) -> list[dict]:
     model = shape_inference.infer_shapes(model)
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
               for v in (*model.graph.value_info, *model.graph.output, *model.graph.input)}
-    weights = {t.name: list(numpy_helper.to_array(t).shape) for t in model.graph.initializer}
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
     convs = []
     for node in model.graph.node:
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
