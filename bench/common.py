@@ -288,3 +288,26 @@ def busy_processes(count: int):
             proc.terminate()
         for proc in procs:
             proc.wait()
+
+
+def onnxruntime_kernel_events(model: "BenchModel", runs: int, threads: Optional[int] = None) -> list[dict]:
+    """onnxruntime's profiler events for every node kernel of ``runs`` runs of ``model``, after one
+    warm-up run (its events dropped): each a dict with ``dur`` (µs) and ``args.op_name``."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    source, feeds = model.load()
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    with tempfile.TemporaryDirectory() as folder:
+        opts = ort.SessionOptions()
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(folder) / "ort")
+        if threads:
+            opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        for _ in range(runs + 1):
+            sess.run(None, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    return kernels[len(kernels) // (runs + 1):]  # every run times the same nodes: drop the warm-up's

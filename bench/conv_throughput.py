@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_model_arguments, machine, main_guard, markdown_table, progress, resolve_models,  # noqa: E402
-                    time_runs, write_section)
+from common import (add_model_arguments, machine, main_guard, markdown_table, onnxruntime_kernel_events,  # noqa: E402
+                    progress, resolve_models, time_runs, write_section)
 
 GEMM_REPEAT = 7  # hot-cache timings of each distinct GEMM shape; the fastest counts (a floor)
 PAUSE_S = 0.3  # between one engine's runs and the other's: their worker threads stop spinning
@@ -95,31 +95,14 @@ def conv_ms(model, runs: int, threads, mode: str) -> tuple[float, float]:
     run), from each engine's profiler over ``runs`` runs after a warm-up run: onnxruntime's runs,
     a pause, then gpuinfer's (runs taken in turn would leave each engine's spinning worker threads
     in the other's way: onnxruntime's convs measured up to 3x slower so)."""
-    import json
-    import tempfile
     import time
-
-    import onnxruntime as ort
 
     import gpuinfer
 
-    source, feeds = model.load()
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    with tempfile.TemporaryDirectory() as folder:
-        opts = ort.SessionOptions()
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(folder) / "ort")
-        if threads:
-            opts.intra_op_num_threads = threads
-        theirs = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        for _ in range(runs + 1):
-            theirs.run(None, feeds)
-        events = json.loads(Path(theirs.end_profiling()).read_text())
-    del theirs
-    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    kernels = kernels[len(kernels) // (runs + 1):]  # every run times the same nodes: drop the warm-up's
+    kernels = onnxruntime_kernel_events(model, runs, threads)
     ort_ms = sum(e["dur"] for e in kernels if e.get("args", {}).get("op_name") in ("Conv", "FusedConv")) / 1e3 / runs
     time.sleep(PAUSE_S)
+    source, feeds = model.load()
     ours = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode, profile=True, intra_op_threads=threads)
     ours.run(None, feeds)
     ours._executor.profile.clear()  # the steady-state runs only

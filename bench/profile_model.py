@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_model_arguments, machine, main_guard, markdown_table, progress, resolve_models,  # noqa: E402
-                    write_section)
+from common import (add_model_arguments, machine, main_guard, markdown_table, onnxruntime_kernel_events,  # noqa: E402
+                    progress, resolve_models, write_section)
 from gpuinfer.cli.errors import UsageError  # noqa: E402
 
 
@@ -43,25 +43,7 @@ def profile(model, mode: str, runs: int, threads, bar) -> tuple[str, int, float]
 def onnxruntime_profile(model, runs: int, threads) -> tuple[str, float]:
     """onnxruntime's per-op-type table of one model (markdown) and its kernel ms per run, from its
     profiler over ``runs`` runs after one warm-up run."""
-    import json
-    import tempfile
-
-    import onnxruntime as ort
-
-    source, feeds = model.load()
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    with tempfile.TemporaryDirectory() as folder:
-        opts = ort.SessionOptions()
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(folder) / "ort")
-        if threads:
-            opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        for _ in range(runs + 1):
-            sess.run(None, feeds)
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    kernels = kernels[len(kernels) // (runs + 1):]  # every run times the same nodes: drop the warm-up's
+    kernels = onnxruntime_kernel_events(model, runs, threads)
     table: dict[str, list] = {}
     for e in kernels:
         entry = table.setdefault(e.get("args", {}).get("op_name", "?"), [0, 0.0])
