@@ -290,14 +290,14 @@ def busy_processes(count: int):
             proc.wait()
 
 
-def onnxruntime_kernel_events(model: "BenchModel", runs: int, threads: Optional[int] = None) -> list[dict]:
-    """onnxruntime's profiler events for every node kernel of ``runs`` runs of ``model``, after one
-    warm-up run (its events dropped): each a dict with ``dur`` (µs) and ``args.op_name``."""
+def onnxruntime_kernel_events(source, feeds: dict, runs: int, threads: Optional[int] = None) -> list[dict]:
+    """onnxruntime's profiler events for every node kernel of ``runs`` runs of the model ``source``
+    (a path or ONNX bytes, as ``BenchModel.load`` gives it) on ``feeds``, after one warm-up run (its
+    events dropped): each a dict with ``dur`` (µs) and ``args.op_name``."""
     import tempfile
 
     import onnxruntime as ort
 
-    source, feeds = model.load()
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     with tempfile.TemporaryDirectory() as folder:
         opts = ort.SessionOptions()

@@ -90,7 +90,7 @@ def gemm_floor_ms(convs: list[dict]) -> float:
     return total
 
 
-def conv_ms(model, runs: int, threads, mode: str) -> tuple[float, float]:
+def conv_ms(source, feeds: dict, runs: int, threads, mode: str) -> tuple[float, float]:
     """(onnxruntime's Conv and FusedConv kernel ms per run, gpuinfer's Conv steps' kernel ms per
     run), from each engine's profiler over ``runs`` runs after a warm-up run: onnxruntime's runs,
     a pause, then gpuinfer's (runs taken in turn would leave each engine's spinning worker threads
@@ -99,10 +99,9 @@ def conv_ms(model, runs: int, threads, mode: str) -> tuple[float, float]:
 
     import gpuinfer
 
-    kernels = onnxruntime_kernel_events(model, runs, threads)
+    kernels = onnxruntime_kernel_events(source, feeds, runs, threads)
     ort_ms = sum(e["dur"] for e in kernels if e.get("args", {}).get("op_name") in ("Conv", "FusedConv")) / 1e3 / runs
     time.sleep(PAUSE_S)
-    source, feeds = model.load()
     ours = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode, profile=True, intra_op_threads=threads)
     ours.run(None, feeds)
     ours._executor.profile.clear()  # the steady-state runs only
@@ -132,7 +131,7 @@ def main(argv=None) -> int:
     rows, skipped = [], []
     with progress(len(models), "conv_throughput", args.quiet) as bar:
         for model in models:
-            source, feeds = model.load()
+            source, feeds = model.load()  # once: the light networks are built in memory
             convs = conv_shapes(source, feeds)
             if not convs:  # nothing to compare
                 skipped.append(model.id)
@@ -140,7 +139,7 @@ def main(argv=None) -> int:
                 continue
             dense = sum(multiply_adds(c) for c in convs if not depthwise(c))
             thin = sum(multiply_adds(c) for c in convs if depthwise(c))
-            rounds = [conv_ms(model, args.runs, args.threads, args.mode) for _ in range(args.rounds)]
+            rounds = [conv_ms(source, feeds, args.runs, args.threads, args.mode) for _ in range(args.rounds)]
             ort_ms, ours = min(r[0] for r in rounds), min(r[1] for r in rounds)  # each engine's quietest round
             floor = gemm_floor_ms(convs)
             rows.append([model.id, f"{dense / 1e9:.2f}", f"{thin / 1e6:.0f}", f"{ort_ms:.2f}", f"{ours:.2f}",

@@ -21,11 +21,10 @@ from common import (add_model_arguments, machine, main_guard, markdown_table, on
 from gpuinfer.cli.errors import UsageError  # noqa: E402
 
 
-def profile(model, mode: str, runs: int, threads, bar) -> tuple[str, int, float]:
+def profile(source, feeds: dict, mode: str, runs: int, threads, bar) -> tuple[str, int, float]:
     """The per-op table of one model (markdown), its node count after graph passes, kernel ms per run."""
     import gpuinfer
 
-    source, feeds = model.load()
     sess = gpuinfer.InferenceSession(source, device="cpu", memory_mode=mode, profile=True, intra_op_threads=threads)
     sess.run(None, feeds)
     sess._executor.profile.clear()  # keep the steady-state runs only
@@ -40,10 +39,10 @@ def profile(model, mode: str, runs: int, threads, bar) -> tuple[str, int, float]
             total / runs * 1000)
 
 
-def onnxruntime_profile(model, runs: int, threads) -> tuple[str, float]:
+def onnxruntime_profile(source, feeds: dict, runs: int, threads) -> tuple[str, float]:
     """onnxruntime's per-op-type table of one model (markdown) and its kernel ms per run, from its
     profiler over ``runs`` runs after one warm-up run."""
-    kernels = onnxruntime_kernel_events(model, runs, threads)
+    kernels = onnxruntime_kernel_events(source, feeds, runs, threads)
     table: dict[str, list] = {}
     for e in kernels:
         entry = table.setdefault(e.get("args", {}).get("op_name", "?"), [0, 0.0])
@@ -72,9 +71,10 @@ def main(argv=None) -> int:
         raise UsageError(f"--write takes one model, and {len(models)} are named (one RESULTS.md section each)")
     for model in models:
         with progress(args.runs, f"profile_model {model.name} [{args.mode}]", args.quiet) as bar:
-            text, nodes, kernel_ms = profile(model, args.mode, args.runs, args.threads, bar)
+            source, feeds = model.load()  # once: the light networks are built in memory
+            text, nodes, kernel_ms = profile(source, feeds, args.mode, args.runs, args.threads, bar)
         if args.onnxruntime:
-            ort_text, ort_ms = onnxruntime_profile(model, args.runs, args.threads)
+            ort_text, ort_ms = onnxruntime_profile(source, feeds, args.runs, args.threads)
             text += (f"\n\ngpuinfer: {kernel_ms:.1f} ms per run in kernels; onnxruntime: {ort_ms:.1f} ms\n\n"
                      f"{ort_text}")
         if len(models) > 1:
